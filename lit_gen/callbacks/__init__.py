@@ -1,0 +1,1 @@
+"""Lightning callbacks lit_gen.fit adds to every run."""

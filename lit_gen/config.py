@@ -1,0 +1,506 @@
+"""Configs: YAML files with ``extends:``, command-line overrides, and validation against constructors.
+
+A config has these sections::
+
+    extends: base.yaml          # optional, a path relative to this file; chains are allowed
+    name: vae_mnist             # run name: runs/<name>/<id>/
+    seed: 0
+    model: {name: vae, ...}     # registry name + the model's constructor arguments
+    data: {name: mnist, ...}    # registry name + the datamodule's constructor arguments
+    trainer: {...}              # lightning.Trainer arguments
+    run: {...}                  # RunSettings: output folder, sample grids, checkpoints
+    logger: {...}               # LoggerSettings: W&B project, mode, tags
+
+Overrides come in the three forms W&B agents pass: ``a.b=v`` (``${args_no_hyphens}``),
+``--a.b=v`` (``${args}``) and ``--a.b v`` (``${args_no_equals}``); a nested sweep parameter comes
+as one dict literal, ``model={'beta': 0.5}``, and merges like ``model.beta=0.5``.
+
+Every key is checked before anything is built: unknown keys, wrong types and unknown registry
+names raise ``ConfigError`` naming the key, the value and the valid choices.
+"""
+
+from __future__ import annotations
+
+import ast
+import collections.abc
+import dataclasses
+import enum
+import inspect
+import os
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from lit_gen import registry
+from lit_gen.errors import ConfigError
+from lit_gen.registry import did_you_mean
+
+SECTIONS = ("name", "seed", "model", "data", "trainer", "run", "logger")
+
+# Trainer arguments lit_gen sets itself; a config that sets them would be silently overridden.
+TRAINER_RESERVED = {
+    "logger": "use the logger: section",
+    "callbacks": "lit_gen adds its own callbacks",
+    "default_root_dir": "use run.output_dir",
+    "enable_checkpointing": "use run.save_last / run.checkpoint_every_n_steps",
+    "plugins": "lit_gen sets the checkpoint plugin",
+}
+
+
+@dataclass
+class RunSettings:
+    """The ``run:`` section: where a run's files go and what it writes there.
+
+    Args:
+        output_dir (str, default "runs"): runs are written to ``<output_dir>/<name>/<id>/``.
+        sample_every_n_epochs (int, default 1): write a sample grid every N epochs (0: only at the end).
+        num_samples (int, default 64): images in each sample grid.
+        sample_options (dict, default {}): keyword arguments for ``model.sample()`` in grids
+            (e.g. ``{steps: 50}`` for DDPM).
+        checkpoint_every_n_steps (int, default 0): also write ``last.ckpt`` every N training steps
+            (0: at the end of each epoch only); long jobs on clusters want this.
+        monitor (str, default "val/loss"): metric that picks ``best.ckpt`` (lower is better).
+        grid_scale (int, default 0): upscale factor of saved grids; 0 picks one so grids are at
+            least 256 pixels wide.
+    """
+
+    output_dir: str = "runs"
+    sample_every_n_epochs: int = 1
+    num_samples: int = 64
+    sample_options: dict = field(default_factory=dict)
+    checkpoint_every_n_steps: int = 0
+    monitor: str = "val/loss"
+    grid_scale: int = 0
+
+
+@dataclass
+class LoggerSettings:
+    """The ``logger:`` section: W&B settings (a CSV log is always written to the run folder).
+
+    Args:
+        wandb (bool, default True): log to Weights & Biases.
+        mode ("auto" | "online" | "offline" | "disabled", default "auto"): "auto" logs online when
+            an API key is configured (``wandb login`` or ``WANDB_API_KEY``) and offline otherwise
+            (``wandb sync`` uploads offline runs later). ``WANDB_MODE`` wins when set.
+        project (str, default "lit_gen"): W&B project.
+        entity (str | None, default None): W&B entity (user or team); None uses your default.
+        group (str | None, default None): W&B group (sweeps set it to the sweep's name).
+        tags (list[str], default []): W&B tags.
+        run_name (str | None, default None): W&B display name; None uses ``<name>-<id>``.
+        log_every_n_steps (int, default 50): how often step metrics are written.
+    """
+
+    wandb: bool = True
+    mode: Literal["auto", "online", "offline", "disabled"] = "auto"
+    project: str = "lit_gen"
+    entity: str | None = None
+    group: str | None = None
+    tags: list[str] = field(default_factory=list)
+    run_name: str | None = None
+    log_every_n_steps: int = 50
+
+
+@dataclass
+class RunConfig:
+    """A validated config: every section complete, with the defaults of the classes filled in."""
+
+    name: str
+    seed: int
+    model: dict[str, Any]
+    data: dict[str, Any]
+    trainer: dict[str, Any]
+    run: RunSettings
+    logger: LoggerSettings
+    source: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "seed": self.seed,
+            "model": self.model,
+            "data": self.data,
+            "trainer": self.trainer,
+            "run": dataclasses.asdict(self.run),
+            "logger": dataclasses.asdict(self.logger),
+        }
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(_plain(self.to_dict()), sort_keys=False)
+
+    def model_kwargs(self) -> dict[str, Any]:
+        return {k: v for k, v in self.model.items() if k != "name"}
+
+    def data_kwargs(self) -> dict[str, Any]:
+        return {k: v for k, v in self.data.items() if k != "name"}
+
+
+# ---------------------------------------------------------------------------------- reading YAML
+def read_yaml(path: str | Path, _chain: tuple[Path, ...] = ()) -> DictConfig:
+    """Read a config file and the files it ``extends``, merged parent-first."""
+    path = Path(path)
+    if not path.is_file():
+        hint = ""
+        configs = Path("configs")
+        if configs.is_dir():
+            hint = did_you_mean(path.name, [p.name for p in configs.glob("*.yaml")])
+        raise ConfigError(f"config file {str(path)!r} does not exist.{hint}")
+    resolved = path.resolve()
+    if resolved in _chain:
+        cycle = " -> ".join(str(p.name) for p in (*_chain, resolved))
+        raise ConfigError(f"{path}: 'extends' forms a cycle: {cycle}")
+    try:
+        node = OmegaConf.load(path)
+    except (yaml.YAMLError, OmegaConfBaseException) as exc:
+        raise ConfigError(f"{path}: malformed YAML: {exc}".rstrip()) from None
+    if node is None or not isinstance(node, DictConfig):
+        raise ConfigError(f"{path}: a config must be a YAML mapping of sections ({', '.join(SECTIONS)}).")
+    parent = node.pop("extends", None)
+    if parent is None:
+        return node
+    if not isinstance(parent, str):
+        raise ConfigError(f"{path}: 'extends' must be one file name, got {parent!r}")
+    base = read_yaml(path.parent / parent, (*_chain, resolved))
+    return OmegaConf.merge(base, node)
+
+
+# ---------------------------------------------------------------------------------- overrides
+def parse_value(text: str) -> Any:
+    """A command-line value as a Python value: numbers, booleans, null/None, lists and dicts, else the string."""
+    stripped = text.strip()
+    if stripped in ("null", "None", "none", "~"):
+        return None
+    if stripped in ("true", "True"):
+        return True
+    if stripped in ("false", "False"):
+        return False
+    for convert in (int, float):
+        try:
+            return convert(stripped)
+        except ValueError:
+            pass
+    if stripped[:1] in "[{(\"'":
+        try:
+            return ast.literal_eval(stripped)
+        except (ValueError, SyntaxError):
+            try:
+                return yaml.safe_load(stripped)
+            except yaml.YAMLError:
+                raise ConfigError(f"cannot parse the value {text!r}: not a valid list, dict or quoted string") from None
+    return text
+
+
+def split_overrides(args: list[str]) -> list[tuple[str, Any]]:
+    """Turn override arguments in any of the three forms into (dotted key, value) pairs."""
+    pairs: list[tuple[str, Any]] = []
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        if arg.startswith("--"):
+            body = arg[2:]
+            if "=" in body:
+                key, value = body.split("=", 1)
+            elif i + 1 < len(args) and not args[i + 1].startswith("--"):
+                key, value = body, args[i + 1]
+                i += 1
+            else:
+                raise ConfigError(f"override {arg!r} has no value: write --{body}=VALUE or --{body} VALUE")
+        elif "=" in arg:
+            key, value = arg.split("=", 1)
+        else:
+            raise ConfigError(f"cannot read the argument {arg!r}: overrides look like a.b=v, --a.b=v or --a.b v")
+        key = key.strip()
+        if not key or any(not part.isidentifier() for part in key.split(".")):
+            raise ConfigError(f"override {arg!r}: {key!r} is not a dotted key such as model.beta")
+        pairs.append((key, parse_value(value)))
+        i += 1
+    return pairs
+
+
+def apply_overrides(node: DictConfig, args: list[str]) -> DictConfig:
+    """Merge command-line overrides into a config; dict values merge into the section like dotted keys."""
+    raw = OmegaConf.to_container(node, resolve=False)
+    for key, value in split_overrides(args):
+        _set_dotted(raw, key.split("."), value)
+    return OmegaConf.create(raw)
+
+
+def _set_dotted(target: dict, parts: list[str], value: Any) -> None:
+    *parents, last = parts
+    for part in parents:
+        child = target.get(part)
+        if child is None:
+            child = target[part] = {}
+        if not isinstance(child, dict):
+            raise ConfigError(f"override {'.'.join(parts)}: {part!r} holds a value, not a section")
+        target = child
+    if isinstance(value, dict) and isinstance(target.get(last), dict):
+        for key, item in value.items():
+            _set_dotted(target[last], [str(key)], item)
+    else:
+        target[last] = value
+
+
+# ---------------------------------------------------------------------------------- validation
+def load_config(path: str | Path, overrides: list[str] | None = None) -> RunConfig:
+    """Read, merge, override and validate a config; raise ConfigError naming the first problem."""
+    node = read_yaml(path)
+    node = apply_overrides(node, list(overrides or []))
+    try:
+        raw = OmegaConf.to_container(node, resolve=True)
+    except OmegaConfBaseException as exc:
+        raise ConfigError(f"{path}: cannot resolve an interpolation: {exc}") from None
+    return validate(raw, source=str(path))
+
+
+def validate(raw: dict[str, Any], source: str = "") -> RunConfig:
+    """Check a plain config dict against the registered classes and return a complete RunConfig."""
+    for key in raw:
+        if key not in SECTIONS:
+            raise ConfigError(f"unknown top-level key {key!r}. Valid keys: {', '.join(SECTIONS)}." + did_you_mean(key, SECTIONS))
+    name = raw.get("name") or (Path(source).stem if source else "run")
+    if not isinstance(name, str) or not name.replace("-", "_").replace(".", "_").isidentifier():
+        raise ConfigError(f"name: {name!r} must be a simple name (letters, digits, '_', '-', '.')")
+    seed = raw.get("seed", 0)
+    if not isinstance(seed, int) or isinstance(seed, bool):
+        raise ConfigError(f"seed: expected an integer, got {seed!r}")
+
+    data = _section(raw, "data")
+    data_cls = registry.resolve("data", data.get("name"))
+    data_args = check_arguments("data", data_cls, {k: v for k, v in data.items() if k != "name"})
+    if "root" in data_args and data.get("root") is None:
+        data_args["root"] = os.environ.get("LIT_GEN_DATA", "data")
+    if "seed" in data_args and "seed" not in data:
+        data_args["seed"] = seed
+
+    model = _section(raw, "model")
+    model_cls = registry.resolve("model", model.get("name"))
+    model_given = {k: v for k, v in model.items() if k != "name"}
+    _fill_from_data(model_given, model_cls, data_cls, data_args)
+    model_args = check_arguments("model", model_cls, model_given)
+
+    trainer = check_trainer(_section(raw, "trainer", required=False))
+    run = _dataclass_section(raw, "run", RunSettings)
+    logger = _dataclass_section(raw, "logger", LoggerSettings)
+    return RunConfig(
+        name=name,
+        seed=seed,
+        model={"name": model["name"], **model_args},
+        data={"name": data["name"], **data_args},
+        trainer=trainer,
+        run=run,
+        logger=logger,
+        source=source,
+    )
+
+
+def _section(raw: dict, key: str, required: bool = True) -> dict:
+    value = raw.get(key)
+    if value is None:
+        if required:
+            choices = ", ".join(registry.names(key))
+            raise ConfigError(f"the config has no '{key}:' section; it needs at least '{key}: {{name: ...}}' (choices: {choices})")
+        return {}
+    if not isinstance(value, dict):
+        raise ConfigError(f"{key}: expected a section (a mapping), got {value!r}")
+    return value
+
+
+def _fill_from_data(model_given: dict, model_cls: type, data_cls: type, data_args: dict) -> None:
+    """Take the image shape from the dataset unless the config states it, and check it when it does."""
+    params = _parameters(model_cls)
+    shape = {"channels": data_cls.channels, "image_size": data_args.get("image_size") or data_cls.native_image_size}
+    for key, value in shape.items():
+        if key not in params:
+            continue
+        if model_given.get(key) is None:
+            model_given[key] = value
+        elif model_given[key] != value:
+            raise ConfigError(
+                f"model.{key}={model_given[key]!r} does not match the dataset ({data_cls.__name__} gives {key}={value}). "
+                f"Remove model.{key} to take it from the data, or set data.image_size."
+            )
+    classes = model_given.get("num_classes")
+    if "num_classes" in params and classes is not None:
+        available = data_cls.num_classes
+        if available is None:
+            raise ConfigError(f"model.num_classes={classes!r}, but {data_cls.__name__} has no class labels; set model.num_classes=null")
+        if isinstance(classes, int) and classes > available:
+            raise ConfigError(f"model.num_classes={classes} exceeds the {available} classes of {data_cls.__name__}")
+
+
+def _parameters(cls: type) -> dict[str, inspect.Parameter]:
+    signature = inspect.signature(cls.__init__)
+    return {
+        name: p
+        for name, p in signature.parameters.items()
+        if name != "self" and p.kind not in (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)
+    }
+
+
+def _type_hints(func) -> dict[str, Any]:
+    try:
+        return typing.get_type_hints(func)
+    except Exception:  # annotations we cannot resolve are not checked, only the key names are
+        return {}
+
+
+def check_arguments(section: str, cls: type, given: dict[str, Any]) -> dict[str, Any]:
+    """Check ``given`` against ``cls.__init__``: known keys, right types, required ones present.
+
+    Returns the complete argument dict (defaults filled in), values converted to the annotated
+    types (lists to tuples, ints to floats).
+    """
+    params = _parameters(cls)
+    hints = _type_hints(cls.__init__)
+    for key in given:
+        if key not in params:
+            raise ConfigError(
+                f"{section}.{key}: unknown key for {cls.__name__}. Valid keys: {', '.join(params)}."
+                + did_you_mean(key, params)
+            )
+    out: dict[str, Any] = {}
+    for key, param in params.items():
+        if key in given:
+            out[key] = coerce(f"{section}.{key}", given[key], hints.get(key, Any))
+        elif param.default is inspect.Parameter.empty:
+            raise ConfigError(f"{section}.{key} is required by {cls.__name__} but missing from the config")
+        else:
+            out[key] = coerce(f"{section}.{key}", _plain(_default(cls, key, param)), hints.get(key, Any), strict=False)
+    return out
+
+
+def _default(cls: type, key: str, param: inspect.Parameter) -> Any:
+    if dataclasses.is_dataclass(cls):
+        spec = cls.__dataclass_fields__[key]
+        if spec.default_factory is not dataclasses.MISSING:
+            return spec.default_factory()
+    return param.default
+
+
+def check_trainer(given: dict[str, Any]) -> dict[str, Any]:
+    """Check the ``trainer:`` section against ``lightning.Trainer``; only the given keys are kept."""
+    import lightning
+
+    for key, why in TRAINER_RESERVED.items():
+        if key in given:
+            raise ConfigError(f"trainer.{key} cannot be set in a config: {why}")
+    params = _parameters(lightning.Trainer)
+    hints = _type_hints(lightning.Trainer.__init__)
+    out = {}
+    for key, value in given.items():
+        if key not in params:
+            raise ConfigError(f"trainer.{key}: unknown lightning.Trainer argument." + did_you_mean(key, params))
+        out[key] = coerce(f"trainer.{key}", value, hints.get(key, Any), strict=False)
+    return out
+
+
+def _dataclass_section(raw: dict, key: str, cls: type):
+    given = _section(raw, key, required=False)
+    return cls(**check_arguments(key, cls, given))
+
+
+# ---------------------------------------------------------------------------------- type checks
+class _Mismatch(Exception):
+    pass
+
+
+def coerce(path: str, value: Any, annotation: Any, strict: bool = True) -> Any:
+    """Check ``value`` against ``annotation`` and convert it; ConfigError naming ``path`` otherwise.
+
+    With ``strict=False`` (Lightning's own arguments) annotations this checker does not know pass.
+    """
+    try:
+        return _coerce(value, annotation, strict)
+    except _Mismatch as exc:
+        expected = str(exc) or _describe(annotation)
+        raise ConfigError(f"{path}: expected {expected}, got {value!r} ({type(value).__name__})") from None
+
+
+def _describe(annotation: Any) -> str:
+    origin = typing.get_origin(annotation)
+    if origin is Literal:
+        return "one of " + ", ".join(repr(a) for a in typing.get_args(annotation))
+    if isinstance(annotation, type):
+        return annotation.__name__
+    return str(annotation).replace("typing.", "")
+
+
+def _coerce(value: Any, annotation: Any, strict: bool) -> Any:
+    if annotation is Any or annotation is inspect.Parameter.empty:
+        return _plain(value)
+    origin = typing.get_origin(annotation)
+    args = typing.get_args(annotation)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        for option in args:
+            if option is type(None):
+                continue
+            try:
+                return _coerce(value, option, strict)
+            except _Mismatch:
+                continue
+        raise _Mismatch(" or ".join(_describe(a) if a is not type(None) else "null" for a in args))
+    if origin is Literal:
+        if value in args and not (isinstance(value, bool) and not any(isinstance(a, bool) for a in args)):
+            return value
+        hint = did_you_mean(value, args) if isinstance(value, str) else ""
+        raise _Mismatch(_describe(annotation) + (f" ({hint.strip()})" if hint else ""))
+    if isinstance(annotation, type) and issubclass(annotation, enum.Enum):
+        choices = [m.value for m in annotation]
+        if value in choices:
+            return value
+        raise _Mismatch("one of " + ", ".join(repr(c) for c in choices))
+    if annotation is bool:
+        if isinstance(value, bool):
+            return value
+        raise _Mismatch("true or false")
+    if annotation is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise _Mismatch("an integer")
+    if annotation is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        raise _Mismatch("a number")
+    if annotation is str:
+        if isinstance(value, str):
+            return value
+        raise _Mismatch("a string")
+    if origin in (tuple, list, collections.abc.Sequence) or annotation in (tuple, list):
+        if not isinstance(value, (list, tuple)):
+            raise _Mismatch(_describe(annotation) + " (a list)")
+        if origin is tuple and args and args[-1] is not Ellipsis:
+            if len(value) != len(args):
+                raise _Mismatch(f"a list of {len(args)} values")
+            items = [_coerce(v, a, strict) for v, a in zip(value, args)]
+        else:
+            item_type = args[0] if args else Any
+            items = [_coerce(v, item_type, strict) for v in value]
+        return tuple(items) if (origin is tuple or annotation is tuple) else items
+    if origin is dict or annotation is dict:
+        if not isinstance(value, dict):
+            raise _Mismatch("a mapping")
+        return _plain(value)
+    if strict:
+        raise _Mismatch(_describe(annotation))
+    return _plain(value)
+
+
+def _plain(value: Any) -> Any:
+    """Plain Python containers (no OmegaConf nodes, tuples as lists) for YAML and checkpoints."""
+    if isinstance(value, (DictConfig, ListConfig)):
+        value = OmegaConf.to_container(value, resolve=True)
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, enum.Enum):
+        return value.value
+    return value

@@ -1,0 +1,78 @@
+"""The loggers of a run: a CSV file always, W&B when the ``logger:`` section asks for it."""
+
+from __future__ import annotations
+
+import logging
+import netrc
+import os
+from pathlib import Path
+
+from lightning.pytorch.loggers import CSVLogger, Logger
+
+from lit_gen.config import LoggerSettings, RunConfig
+from lit_gen.runs import RunDir
+
+log = logging.getLogger(__name__)
+
+
+def wandb_mode(settings: LoggerSettings, environ: dict[str, str]) -> str | None:
+    """The mode to pass to ``wandb.init``; None lets ``WANDB_MODE`` from the environment decide."""
+    if environ.get("WANDB_MODE"):
+        return None
+    if settings.mode != "auto":
+        return settings.mode
+    return "online" if _has_api_key(environ) else "offline"
+
+
+def _has_api_key(environ: dict[str, str]) -> bool:
+    if environ.get("WANDB_API_KEY"):
+        return True
+    try:
+        hosts = netrc.netrc().hosts
+    except (FileNotFoundError, netrc.NetrcParseError, OSError):
+        return False
+    return any("wandb" in host for host in hosts)
+
+
+def build_loggers(cfg: RunConfig, run: RunDir, run_id: str, environ: dict[str, str]) -> tuple[list[Logger], str | None]:
+    """CSV logger into the run folder, plus W&B (resuming the stored W&B run id when there is one).
+
+    Returns the loggers and the W&B run id to store in the run folder (None without W&B). Nothing
+    is written here: W&B starts on first use, after the run folder exists.
+    """
+    loggers: list[Logger] = [CSVLogger(save_dir=str(run.path), name="", version="")]
+    settings = cfg.logger
+    if not settings.wandb or settings.mode == "disabled":
+        return loggers, None
+    from lightning.pytorch.loggers import WandbLogger
+
+    # An agent started by `wandb agent` hands its run id in WANDB_RUN_ID; otherwise reuse ours.
+    wandb_id = environ.get("WANDB_RUN_ID") or run.read_wandb_id() or _fresh_wandb_id()
+    kwargs = dict(
+        project=settings.project,
+        entity=settings.entity,
+        group=settings.group,
+        tags=list(settings.tags) or None,
+        name=settings.run_name or f"{cfg.name}-{run_id}",
+        id=wandb_id,
+        resume="allow",
+        save_dir=str(run.path),
+        config=cfg.to_dict(),
+    )
+    mode = wandb_mode(settings, environ)
+    if mode is not None:
+        kwargs["mode"] = mode
+    loggers.append(WandbLogger(**kwargs))
+    return loggers, wandb_id
+
+
+def _fresh_wandb_id() -> str:
+    import wandb
+
+    return wandb.util.generate_id()
+
+
+def wandb_run_files(run: RunDir) -> list[Path]:
+    """The W&B run folders written into a run directory (offline runs are synced from these)."""
+    root = run.path / "wandb"
+    return sorted(p for p in root.glob("*run-*") if p.is_dir()) if root.is_dir() else []

@@ -1,0 +1,175 @@
+"""Autoencoders: compress an image to a small code and reconstruct it, trained on MSE.
+
+The default is the classic MNIST lesson: an MLP 784 -> 128 -> 64 -> 12 -> 3 and its mirror with a
+sigmoid output. ``architecture="conv"`` gives a convolutional variant with a spatial latent (the
+form latent diffusion uses). The denoising variant corrupts the input and reconstructs the clean
+image.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from lit_gen.models.base import GenerativeModule, LossOutput, to_model_range
+from lit_gen.nn.conv import ConvDecoder, ConvEncoder, check_downsampling
+from lit_gen.nn.mlp import mlp
+from lit_gen.nn.noise import randn
+
+log = logging.getLogger(__name__)
+
+
+def build_codec(
+    architecture: str,
+    channels: int,
+    image_size: int,
+    hidden_dims: tuple[int, ...],
+    conv_channels: tuple[int, ...],
+    latent_dim: int,
+    encoder_out_factor: int = 1,
+) -> tuple[nn.Module, nn.Module, tuple[int, ...]]:
+    """An (encoder, decoder, latent_shape) triple; the encoder emits ``encoder_out_factor * latent`` values.
+
+    The decoder returns logits: the model picks the output non-linearity (sigmoid, Bernoulli...).
+    """
+    if latent_dim < 1:
+        raise ValueError(f"latent_dim must be at least 1, got {latent_dim}")
+    if architecture == "mlp":
+        pixels = channels * image_size * image_size
+        encoder = nn.Sequential(nn.Flatten(), mlp([pixels, *hidden_dims, latent_dim * encoder_out_factor]))
+        decoder = nn.Sequential(mlp([latent_dim, *reversed(hidden_dims), pixels]),
+                                nn.Unflatten(1, (channels, image_size, image_size)))
+        return encoder, decoder, (latent_dim,)
+    if not conv_channels:
+        raise ValueError("architecture='conv' needs at least one entry in conv_channels")
+    check_downsampling(image_size, len(conv_channels))
+    side = image_size // 2 ** len(conv_channels)
+    encoder = ConvEncoder(channels, conv_channels, latent_dim * encoder_out_factor)
+    decoder = ConvDecoder(latent_dim, conv_channels, channels)
+    return encoder, decoder, (latent_dim, side, side)
+
+
+class Autoencoder(GenerativeModule):
+    """Deterministic autoencoder trained on pixel MSE.
+
+    Args:
+        channels (int): image channels (filled from the dataset by the config).
+        image_size (int): image side length (filled from the dataset by the config).
+        architecture ("mlp" | "conv", default "mlp"): fully connected or convolutional codec.
+        hidden_dims (tuple[int, ...], default (128, 64, 12)): MLP widths between the pixels and the code.
+        latent_dim (int, default 3): size of the code (MLP) or its channels (conv).
+        conv_channels (tuple[int, ...], default (32, 64)): conv widths, one stride-2 level each.
+        lr (float, default 1e-3), weight_decay, betas, warmup_steps, lr_schedule: see ``GenerativeModule``.
+
+    ``sample()`` decodes codes drawn from a Gaussian fitted to the training codes (running mean and
+    standard deviation): a plain autoencoder has no prior, so these samples are often poor; the VAE
+    is the family that fixes this.
+    """
+
+    def __init__(
+        self,
+        channels: int = 1,
+        image_size: int = 28,
+        architecture: Literal["mlp", "conv"] = "mlp",
+        hidden_dims: tuple[int, ...] = (128, 64, 12),
+        latent_dim: int = 3,
+        conv_channels: tuple[int, ...] = (32, 64),
+        lr: float = 1e-3,
+        weight_decay: float = 0.0,
+        betas: tuple[float, float] = (0.9, 0.999),
+        warmup_steps: int = 0,
+        lr_schedule: Literal["constant", "cosine"] = "constant",
+    ) -> None:
+        super().__init__(lr=lr, weight_decay=weight_decay, betas=betas, warmup_steps=warmup_steps, lr_schedule=lr_schedule)
+        self.save_hyperparameters()
+        self.encoder, self.decoder, self.latent_shape = build_codec(
+            architecture, channels, image_size, tuple(hidden_dims), tuple(conv_channels), latent_dim
+        )
+        # Running statistics of the codes, the only "prior" a plain autoencoder has.
+        self.register_buffer("code_mean", torch.zeros(self.latent_shape))
+        self.register_buffer("code_std", torch.ones(self.latent_shape))
+
+    def encode(self, x: Tensor) -> Tensor:
+        """Images in [-1, 1] -> codes of shape (B, *latent_shape)."""
+        return self.encoder(x)
+
+    def decode(self, z: Tensor) -> Tensor:
+        """Codes -> images in [-1, 1]."""
+        return to_model_range(torch.sigmoid(self.decoder(z)))
+
+    def corrupt(self, x01: Tensor) -> Tensor:
+        """The encoder's input for a clean image in [0, 1] (identity here; noise in the denoising variant)."""
+        return x01
+
+    def loss(self, batch) -> LossOutput:
+        x, _ = batch
+        target = (x + 1.0) / 2.0  # the sigmoid output lives in [0, 1]
+        code = self.encoder(to_model_range(self.corrupt(target)))
+        reconstruction = torch.sigmoid(self.decoder(code))
+        mse = F.mse_loss(reconstruction, target)
+        if self.training:
+            self._track_codes(code.detach())
+        return LossOutput(mse, {"mse": mse})
+
+    @torch.no_grad()
+    def _track_codes(self, code: Tensor, momentum: float = 0.01) -> None:
+        self.code_mean.lerp_(code.mean(0), momentum)
+        spread = code.std(0) if code.shape[0] > 1 else self.code_std
+        self.code_std.lerp_(spread, momentum)
+
+    @torch.no_grad()
+    def sample(self, n: int, *, labels: Tensor | None = None, generator: torch.Generator | None = None, **options) -> Tensor:
+        if labels is not None:
+            raise ValueError(f"{type(self).__name__} is unconditional: call sample() without labels")
+        if options:
+            raise ValueError(f"{type(self).__name__}.sample() takes no options, got {sorted(options)}")
+        noise = randn((n, *self.latent_shape), generator=generator, device=self.device)
+        z = self.code_mean + self.code_std * noise
+        return (self.decode(z) + 1.0) / 2.0
+
+
+class DenoisingAutoencoder(Autoencoder):
+    """Autoencoder that reconstructs the clean image from a corrupted input.
+
+    Args:
+        noise ("gaussian" | "mask", default "gaussian"): add N(0, noise_level^2) to each pixel, or
+            zero each pixel with probability ``noise_level``.
+        noise_level (float, default 0.3): standard deviation (gaussian) or drop probability (mask),
+            on the [0, 1] pixel scale.
+        Other arguments: see ``Autoencoder``.
+    """
+
+    def __init__(
+        self,
+        channels: int = 1,
+        image_size: int = 28,
+        architecture: Literal["mlp", "conv"] = "mlp",
+        hidden_dims: tuple[int, ...] = (128, 64, 12),
+        latent_dim: int = 3,
+        conv_channels: tuple[int, ...] = (32, 64),
+        noise: Literal["gaussian", "mask"] = "gaussian",
+        noise_level: float = 0.3,
+        lr: float = 1e-3,
+        weight_decay: float = 0.0,
+        betas: tuple[float, float] = (0.9, 0.999),
+        warmup_steps: int = 0,
+        lr_schedule: Literal["constant", "cosine"] = "constant",
+    ) -> None:
+        if noise_level < 0 or (noise == "mask" and noise_level >= 1):
+            raise ValueError(f"noise_level must be >= 0 (and < 1 for mask noise), got {noise_level}")
+        super().__init__(channels, image_size, architecture, hidden_dims, latent_dim, conv_channels,
+                         lr, weight_decay, betas, warmup_steps, lr_schedule)
+        self.save_hyperparameters()
+        self.noise = noise
+        self.noise_level = noise_level
+
+    def corrupt(self, x01: Tensor) -> Tensor:
+        # Drawn from the global RNG, which the training loop reseeds every step (exact resume).
+        if self.noise == "gaussian":
+            return x01 + self.noise_level * torch.randn_like(x01)
+        keep = torch.rand_like(x01) >= self.noise_level
+        return x01 * keep

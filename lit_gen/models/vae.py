@@ -1,0 +1,131 @@
+"""Variational autoencoder (Kingma & Welling, 2014).
+
+The encoder gives a Gaussian q(z|x) = N(mu, sigma^2); a code is drawn with the reparameterization
+trick z = mu + sigma * eps so gradients flow through the draw. The loss is the negative ELBO with
+a weight on the KL term (beta-VAE, Higgins et al. 2017):
+
+    loss = E_q[-log p(x|z)] + beta * KL(q(z|x) || N(0, I))
+
+Both terms are in nats per image. ``sample()`` decodes draws from the prior N(0, I).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from lit_gen.models.ae import build_codec
+from lit_gen.models.base import GenerativeModule, LossOutput, to_model_range
+from lit_gen.nn.noise import randn
+
+
+def gaussian_kl(mu: Tensor, logvar: Tensor) -> Tensor:
+    """KL(N(mu, exp(logvar)) || N(0, I)) summed over all but the batch dimension, in nats."""
+    return 0.5 * (mu.pow(2) + logvar.exp() - 1.0 - logvar).flatten(1).sum(1)
+
+
+class VAE(GenerativeModule):
+    """Variational autoencoder with a Bernoulli or Gaussian likelihood.
+
+    Args:
+        channels (int): image channels (filled from the dataset by the config).
+        image_size (int): image side length (filled from the dataset by the config).
+        architecture ("mlp" | "conv", default "mlp"): fully connected or convolutional codec.
+        hidden_dims (tuple[int, ...], default (512, 256)): MLP widths between the pixels and the code.
+        latent_dim (int, default 16): size of the code (MLP) or its channels (conv, spatial latent).
+        conv_channels (tuple[int, ...], default (32, 64)): conv widths, one stride-2 level each.
+        likelihood ("bernoulli" | "gaussian", default "bernoulli"): p(x|z) on pixels in [0, 1].
+            Bernoulli suits near-binary images (MNIST); Gaussian suits natural images.
+        gaussian_std (float | None, default None): fixed standard deviation of the Gaussian
+            likelihood; None learns one shared log-standard-deviation (a calibrated decoder).
+        beta (float, default 1.0): weight of the KL term; 1 gives the true ELBO.
+        lr (float, default 1e-3), weight_decay, betas, warmup_steps, lr_schedule: see ``GenerativeModule``.
+
+    Logged terms: ``recon`` (-log p(x|z)) and ``kl``, both in nats per image; ``val/elbo`` is
+    ``-(recon + kl)`` whatever beta is, so runs with different betas compare on one scale.
+    """
+
+    def __init__(
+        self,
+        channels: int = 1,
+        image_size: int = 28,
+        architecture: Literal["mlp", "conv"] = "mlp",
+        hidden_dims: tuple[int, ...] = (512, 256),
+        latent_dim: int = 16,
+        conv_channels: tuple[int, ...] = (32, 64),
+        likelihood: Literal["bernoulli", "gaussian"] = "bernoulli",
+        gaussian_std: float | None = None,
+        beta: float = 1.0,
+        lr: float = 1e-3,
+        weight_decay: float = 0.0,
+        betas: tuple[float, float] = (0.9, 0.999),
+        warmup_steps: int = 0,
+        lr_schedule: Literal["constant", "cosine"] = "constant",
+    ) -> None:
+        super().__init__(lr=lr, weight_decay=weight_decay, betas=betas, warmup_steps=warmup_steps, lr_schedule=lr_schedule)
+        if beta < 0:
+            raise ValueError(f"beta must be >= 0, got {beta}")
+        if gaussian_std is not None and gaussian_std <= 0:
+            raise ValueError(f"gaussian_std must be positive (or null to learn it), got {gaussian_std}")
+        self.save_hyperparameters()
+        self.encoder, self.decoder, self.latent_shape = build_codec(
+            architecture, channels, image_size, tuple(hidden_dims), tuple(conv_channels), latent_dim, encoder_out_factor=2
+        )
+        self.likelihood = likelihood
+        self.beta = beta
+        self.gaussian_std = gaussian_std
+        self.log_std = nn.Parameter(torch.zeros(())) if likelihood == "gaussian" and gaussian_std is None else None
+
+    # ------------------------------------------------------------------ q(z|x) and p(x|z)
+    def posterior(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """(mu, logvar) of q(z|x) for images in [-1, 1]."""
+        stats = self.encoder(x)
+        # MLP codes are (B, 2L); conv codes are (B, 2L, h, w): split along dimension 1 in both.
+        mu, logvar = stats.chunk(2, dim=1)
+        return mu, logvar.clamp(-30.0, 20.0)
+
+    def reparameterize(self, mu: Tensor, logvar: Tensor) -> Tensor:
+        """z = mu + sigma * eps, eps ~ N(0, I) from the global RNG (reseeded each training step)."""
+        return mu + torch.exp(0.5 * logvar) * torch.randn_like(mu)
+
+    def reconstruction_nll(self, logits: Tensor, target01: Tensor) -> Tensor:
+        """-log p(x|z) in nats per image, for targets in [0, 1]."""
+        if self.likelihood == "bernoulli":
+            nll = F.binary_cross_entropy_with_logits(logits, target01, reduction="none")
+        else:
+            mean = torch.sigmoid(logits)
+            log_std = self.log_std if self.log_std is not None else torch.tensor(math.log(self.gaussian_std), device=logits.device)
+            nll = 0.5 * ((target01 - mean) / log_std.exp()).pow(2) + log_std + 0.5 * math.log(2 * math.pi)
+        return nll.flatten(1).sum(1)
+
+    # ------------------------------------------------------------------ loss
+    def loss(self, batch) -> LossOutput:
+        x, _ = batch
+        mu, logvar = self.posterior(x)
+        z = self.reparameterize(mu, logvar)
+        recon = self.reconstruction_nll(self.decoder(z), (x + 1.0) / 2.0).mean()
+        kl = gaussian_kl(mu, logvar).mean()
+        total = recon + self.beta * kl
+        return LossOutput(total, {"recon": recon, "kl": kl, "elbo": -(recon + kl)})
+
+    # ------------------------------------------------------------------ latent space and sampling
+    def encode(self, x: Tensor) -> Tensor:
+        """Images in [-1, 1] -> the posterior mean (the usual code for interpolation and latent diffusion)."""
+        return self.posterior(x)[0]
+
+    def decode(self, z: Tensor) -> Tensor:
+        """Codes -> images in [-1, 1] (the likelihood's mean)."""
+        return to_model_range(torch.sigmoid(self.decoder(z)))
+
+    @torch.no_grad()
+    def sample(self, n: int, *, labels: Tensor | None = None, generator: torch.Generator | None = None, **options) -> Tensor:
+        if labels is not None:
+            raise ValueError("VAE is unconditional: call sample() without labels")
+        if options:
+            raise ValueError(f"VAE.sample() takes no options, got {sorted(options)}")
+        z = randn((n, *self.latent_shape), generator=generator, device=self.device)
+        return (self.decode(z) + 1.0) / 2.0

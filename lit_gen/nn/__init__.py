@@ -1,0 +1,1 @@
+"""Networks and layers. Nothing here knows a loss, a schedule or a config file."""

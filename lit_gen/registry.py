@@ -1,0 +1,72 @@
+"""The only place where a name from a config becomes a class.
+
+Each table maps a short name to ``"lit_gen.module:Class"``. Modules are imported on lookup, so this
+file imports no model and any module may use it without an import cycle. Configs can only name
+entries of these tables: no import path from a YAML file or the command line is ever imported.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+
+from lit_gen.errors import ConfigError
+
+MODELS: dict[str, str] = {
+    "ae": "lit_gen.models.ae:Autoencoder",
+    "dae": "lit_gen.models.ae:DenoisingAutoencoder",
+    "vae": "lit_gen.models.vae:VAE",
+    "vqvae": "lit_gen.models.vqvae:VQVAE",
+    "vqgan": "lit_gen.models.vqgan:VQGAN",
+    "prior": "lit_gen.models.prior:CodePrior",
+    "ddpm": "lit_gen.models.ddpm:DDPM",
+}
+
+DATAMODULES: dict[str, str] = {
+    "digits": "lit_gen.data.digits:DigitsDataModule",
+    "mnist": "lit_gen.data.mnist:MNISTDataModule",
+    "cifar10": "lit_gen.data.cifar10:CIFAR10DataModule",
+    "celeba": "lit_gen.data.celeba:CelebADataModule",
+}
+
+TABLES: dict[str, dict[str, str]] = {"model": MODELS, "data": DATAMODULES}
+
+
+def did_you_mean(value: str, choices) -> str:
+    """A " Did you mean 'x'?" hint for a mistyped name, or an empty string."""
+    close = difflib.get_close_matches(str(value), [str(c) for c in choices], n=1, cutoff=0.6)
+    return f" Did you mean '{close[0]}'?" if close else ""
+
+
+def names(kind: str) -> list[str]:
+    """The registered names of one kind ("model" or "data"), sorted."""
+    return sorted(TABLES[kind])
+
+
+def _import(target: str):
+    module_name, _, attr = target.partition(":")
+    module = importlib.import_module(module_name)
+    if not hasattr(module, attr):
+        # Only our own table can cause this, so it is a bug, not a user error.
+        raise ImportError(f"registry entry {target!r}: module has no attribute {attr!r}")
+    return getattr(module, attr)
+
+
+def resolve(kind: str, name: str):
+    """The class registered as ``name`` in the ``kind`` table; a ConfigError that lists the choices otherwise."""
+    table = TABLES[kind]
+    if not isinstance(name, str) or name not in table:
+        raise ConfigError(
+            f"{kind}.name: unknown {kind} {name!r}. Valid choices: {', '.join(sorted(table))}."
+            + did_you_mean(name, table)
+        )
+    return _import(table[name])
+
+
+def name_of(cls: type, kind: str = "model") -> str:
+    """The registered name of a class (the reverse lookup checkpoints use)."""
+    target = f"{cls.__module__}:{cls.__qualname__}"
+    for name, entry in TABLES[kind].items():
+        if entry == target:
+            return name
+    raise KeyError(f"{target} is not registered as a {kind}")
