@@ -1,0 +1,197 @@
+"""``ImageDataModule``: what every lit_gen datamodule shares.
+
+A subclass reads its dataset's real files in ``load_splits()`` and returns the three splits as
+datasets of ``(image float32 (C, H, W) in [-1, 1], label int64)``. This class owns batching,
+the deterministic train/val split, worker settings and the resumable train loader.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import lightning as L
+import torch
+from torch import Tensor
+from torch.utils.data import Dataset
+from torchdata.stateful_dataloader import StatefulDataLoader
+
+from lit_gen.data.transforms import resize_uint8, to_signed_unit
+from lit_gen.errors import DataError
+
+logger = logging.getLogger(__name__)
+
+SPLITS = ("train", "val", "test")
+
+
+class UInt8ImageDataset(Dataset):
+    """Images held in memory as uint8 (N, C, H, W), converted per item to [-1, 1] at ``image_size``.
+
+    Images are resized once here, not per item: every epoch reads the same pixels.
+    """
+
+    def __init__(self, images: Tensor, labels: Tensor, image_size: int) -> None:
+        if images.dtype != torch.uint8 or images.ndim != 4:
+            raise ValueError(f"expected uint8 images of shape (N, C, H, W), got {images.dtype} {tuple(images.shape)}")
+        if labels.shape != (images.shape[0],):
+            raise ValueError(f"expected {images.shape[0]} labels, got shape {tuple(labels.shape)}")
+        self.images = resize_uint8(images, image_size)
+        self.labels = labels.to(torch.int64)
+
+    def __len__(self) -> int:
+        return self.images.shape[0]
+
+    def __getitem__(self, index: int):
+        return to_signed_unit(self.images[index]), self.labels[index]
+
+
+def split_indices(n: int, val_fraction: float, seed: int) -> tuple[Tensor, Tensor]:
+    """A deterministic (train, val) partition of ``range(n)``: the same seed gives the same split."""
+    if not 0.0 <= val_fraction < 1.0:
+        raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    n_val = int(round(n * val_fraction))
+    return order[n_val:].sort().values, order[:n_val].sort().values
+
+
+class ImageDataModule(L.LightningDataModule):
+    """Shared batching and splitting for image datasets.
+
+    Args:
+        root (str, default "data"): folder that holds the dataset (the config fills it from
+            ``LIT_GEN_DATA`` when the YAML leaves it unset).
+        batch_size (int, default 64): images per batch on each process.
+        num_workers (int, default 0): loader worker processes.
+        pin_memory (bool, default False): pin batches for faster host-to-GPU copies.
+        persistent_workers (bool, default False): keep workers alive between epochs.
+        val_fraction (float, default 0.1): share of the training files held out for validation
+            (datasets with an official validation split ignore it).
+        seed (int, default 0): seed of the train/val split and of the shuffling order.
+        image_size (int | None, default None): side length images are resized to; None keeps the
+            dataset's native size.
+        hflip (bool, default False): flip training images left-right at random (see ``augment_batch``).
+    """
+
+    #: Image channels and native side length, set by each subclass.
+    channels: int = 1
+    native_image_size: int = 28
+    #: Number of classes (None for unlabelled datasets such as CelebA).
+    num_classes: int | None = None
+
+    def __init__(
+        self,
+        root: str = "data",
+        batch_size: int = 64,
+        num_workers: int = 0,
+        pin_memory: bool = False,
+        persistent_workers: bool = False,
+        val_fraction: float = 0.1,
+        seed: int = 0,
+        image_size: int | None = None,
+        hflip: bool = False,
+    ) -> None:
+        super().__init__()
+        if batch_size < 1:
+            raise DataError(f"data.batch_size must be at least 1, got {batch_size}")
+        if num_workers < 0:
+            raise DataError(f"data.num_workers must be 0 or more, got {num_workers}")
+        if image_size is not None and image_size < 1:
+            raise DataError(f"data.image_size must be positive, got {image_size}")
+        if not 0.0 <= val_fraction < 1.0:
+            raise DataError(f"data.val_fraction must be in [0, 1), got {val_fraction}")
+        self.root = Path(root)
+        self.batch_size = batch_size
+        self.num_workers = num_workers
+        self.pin_memory = pin_memory
+        self.persistent_workers = persistent_workers and num_workers > 0
+        self.val_fraction = val_fraction
+        self.seed = seed
+        self.image_size = image_size or self.native_image_size
+        self.hflip = hflip
+        self.splits: dict[str, Dataset] | None = None
+
+    # ------------------------------------------------------------------ per dataset
+    def load_splits(self) -> dict[str, Dataset]:
+        """Read the files and return {"train", "val", "test"} datasets; raise DataError when they are wrong."""
+        raise NotImplementedError
+
+    def check_files(self) -> None:
+        """Raise a DataError naming the expected path and how to get it, when the dataset is absent."""
+
+    def augment_batch(self, images: Tensor) -> Tensor:
+        """Random augmentation of a training batch, applied on its device.
+
+        It runs inside the training step, after the per-step reseed of the global RNG, so a resumed
+        run draws exactly the flips the uninterrupted run drew (augmenting in the dataset or in
+        ``on_after_batch_transfer`` would draw before the reseed).
+        """
+        if not self.hflip:
+            return images
+        flip = torch.rand(images.shape[0], device=images.device) < 0.5
+        return torch.where(flip[:, None, None, None], images.flip(-1), images)
+
+    # ------------------------------------------------------------------ LightningDataModule
+    def prepare_data(self) -> None:
+        self.check_files()
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.splits is None:
+            self.check_files()
+            splits = self.load_splits()
+            assert set(splits) == set(SPLITS), f"load_splits returned {sorted(splits)}"
+            self.splits = splits
+
+    def dataset(self, split: str) -> Dataset:
+        """One split ("train", "val" or "test") as a dataset, loading the files on first use."""
+        if split not in SPLITS:
+            raise ValueError(f"unknown split {split!r}; choose one of {', '.join(SPLITS)}")
+        self.setup()
+        return self.splits[split]
+
+    def train_dataloader(self):
+        # A stateful loader lets Lightning save the position inside an epoch for exact resume.
+        return StatefulDataLoader(
+            self.dataset("train"),
+            batch_size=self.batch_size,
+            shuffle=True,
+            # Equal-sized batches, unless the split is too small to fill two of them.
+            drop_last=len(self.dataset("train")) >= 2 * self.batch_size,
+            generator=torch.Generator().manual_seed(self.seed),
+            **self._loader_options(),
+        )
+
+    def val_dataloader(self):
+        return self._eval_loader("val")
+
+    def test_dataloader(self):
+        return self._eval_loader("test")
+
+    def _eval_loader(self, split: str):
+        return StatefulDataLoader(self.dataset(split), batch_size=self.batch_size, shuffle=False,
+                                  **self._loader_options())
+
+    def _loader_options(self) -> dict:
+        return {
+            "num_workers": self.num_workers,
+            "pin_memory": self.pin_memory,
+            "persistent_workers": self.persistent_workers,
+        }
+
+
+def download_with_torchvision(dataset: str, root: Path, folder: Path) -> None:
+    """Fetch ``torchvision.datasets.<dataset>`` (all splits) into ``root``; a DataError if that fails.
+
+    ``folder`` is where the files land, named in the error so that a user without internet
+    access knows where to copy them by hand.
+    """
+    import torchvision  # Imported here: only downloads need it, and it is slow to import.
+
+    logger.info("downloading %s into %s", dataset, root)
+    try:
+        # One construction fetches every file of the dataset, test split included.
+        getattr(torchvision.datasets, dataset)(str(root), train=True, download=True)
+    except Exception as exc:  # Network, checksum and disk errors all end the same way for the user.
+        raise DataError(
+            f"downloading {dataset} into {root} failed ({type(exc).__name__}: {exc}). Check the internet "
+            f"connection, or copy the files into {folder} yourself and set data.download=false."
+        ) from exc
