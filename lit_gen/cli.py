@@ -15,7 +15,8 @@ EXIT_USER_ERROR = 2
 def setup_logging(verbose: bool = False) -> None:
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     # Lightning repeats these hints on every run; they are answered by lit_gen's own choices.
-    for pattern in (".*does not have many workers.*", ".*LeafSpec.*", ".*isinstance.*treespec.*"):
+    for pattern in (".*does not have many workers.*", ".*LeafSpec.*", ".*isinstance.*treespec.*",
+                    ".*Experiment logs directory.*exists and is not empty.*"):
         warnings.filterwarnings("ignore", message=pattern)
 
 
