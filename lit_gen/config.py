@@ -10,6 +10,7 @@ A config has these sections::
     trainer: {...}              # lightning.Trainer arguments
     run: {...}                  # RunSettings: output folder, sample grids, checkpoints
     logger: {...}               # LoggerSettings: W&B project, mode, tags
+    eval: {...}                 # EvalSettings: FID during training, report.md
 
 Overrides come in the three forms W&B agents pass: ``a.b=v`` (``${args_no_hyphens}``),
 ``--a.b=v`` (``${args}``) and ``--a.b v`` (``${args_no_equals}``); a nested sweep parameter comes
@@ -41,7 +42,7 @@ from lit_gen import registry
 from lit_gen.errors import ConfigError
 from lit_gen.registry import did_you_mean
 
-SECTIONS = ("name", "seed", "model", "data", "trainer", "run", "logger")
+SECTIONS = ("name", "seed", "model", "data", "trainer", "run", "logger", "eval")
 
 # Trainer arguments lit_gen sets itself; a config that sets them would be silently overridden.
 TRAINER_RESERVED = {
@@ -68,6 +69,8 @@ class RunSettings:
         monitor (str, default "val/loss"): metric that picks ``best.ckpt`` (lower is better).
         grid_scale (int, default 0): upscale factor of saved grids; 0 picks one so grids are at
             least 256 pixels wide.
+        max_nonfinite_steps (int, default 20): optimizer steps with a non-finite loss or gradient
+            are skipped; this many in a row stop training with an error.
     """
 
     output_dir: str = "runs"
@@ -77,6 +80,7 @@ class RunSettings:
     checkpoint_every_n_steps: int = 0
     monitor: str = "val/loss"
     grid_scale: int = 0
+    max_nonfinite_steps: int = 20
 
 
 @dataclass
@@ -107,6 +111,62 @@ class LoggerSettings:
 
 
 @dataclass
+class EvalSettings:
+    """The ``eval:`` section: FID measured during training, and the report written when a fit ends.
+
+    Args:
+        fid_every_n_epochs (int, default 0): measure FID after every N-th training epoch (0: never).
+            Logged as ``val/fid`` (Inception) or ``val/fid_<dataset>_classifier`` (domain classifier);
+            each measurement's protocol goes to ``fid.jsonl`` in the run folder.
+        fid_num_samples (int, default 10000): generated images per measurement (split across DDP ranks).
+        fid_batch_size (int, default 250): images per ``sample()`` call and per feature batch.
+        feature (str, default "inception"): "inception" (Inception-v3, the published FID) or
+            "classifier:<path>" (a classifier from ``python -m lit_gen.metrics.classifier``; its values
+            are labelled FID-<dataset>-classifier and never compare with Inception FID).
+        fid_weights_path (str | None, default None): Inception weights file
+            (weights-inception-2015-12-05-6726825d.pth from torch-fidelity's GitHub release); None looks
+            in torch's hub cache.
+        antialias (bool, default False): antialiased resize to 299 for Inception; False matches the
+            original TensorFlow FID.
+        real_split ("train" | "val" | "test", default "test"): the reference images.
+        real_num_samples (int | None, default None): reference image count; None uses the whole split.
+        sample_options (dict, default {}): keyword arguments for ``model.sample()`` (DDPM: sampler,
+            steps, guidance, use_ema).
+        stats_cache_dir (str | None, default "~/.cache/lit_gen/fid_stats"): where reference statistics
+            are cached (keyed on dataset, split, size, count and extractor); None disables the cache.
+        report (bool, default True): write ``report.md`` (config, metrics, loss curves, samples) at the end.
+    """
+
+    fid_every_n_epochs: int = 0
+    fid_num_samples: int = 10000
+    fid_batch_size: int = 250
+    feature: str = "inception"
+    fid_weights_path: str | None = None
+    antialias: bool = False
+    real_split: Literal["train", "val", "test"] = "test"
+    real_num_samples: int | None = None
+    sample_options: dict = field(default_factory=dict)
+    stats_cache_dir: str | None = "~/.cache/lit_gen/fid_stats"
+    report: bool = True
+
+    def __post_init__(self) -> None:
+        from lit_gen.metrics.protocol import parse_feature_spec
+
+        if self.fid_every_n_epochs < 0:
+            raise ConfigError(f"eval.fid_every_n_epochs must be 0 (off) or more, got {self.fid_every_n_epochs}")
+        if self.fid_num_samples < 2:
+            raise ConfigError(f"eval.fid_num_samples must be at least 2, got {self.fid_num_samples}")
+        if self.fid_batch_size < 1:
+            raise ConfigError(f"eval.fid_batch_size must be at least 1, got {self.fid_batch_size}")
+        if self.real_num_samples is not None and self.real_num_samples < 2:
+            raise ConfigError(f"eval.real_num_samples must be at least 2 (or null for the whole split), got {self.real_num_samples}")
+        try:
+            parse_feature_spec(self.feature)
+        except ConfigError as exc:
+            raise ConfigError(f"eval.{exc}") from None
+
+
+@dataclass
 class RunConfig:
     """A validated config: every section complete, with the defaults of the classes filled in."""
 
@@ -117,6 +177,7 @@ class RunConfig:
     trainer: dict[str, Any]
     run: RunSettings
     logger: LoggerSettings
+    eval: EvalSettings = field(default_factory=EvalSettings)
     source: str = ""
 
     def to_dict(self) -> dict[str, Any]:
@@ -128,6 +189,7 @@ class RunConfig:
             "trainer": self.trainer,
             "run": dataclasses.asdict(self.run),
             "logger": dataclasses.asdict(self.logger),
+            "eval": dataclasses.asdict(self.eval),
         }
 
     def to_yaml(self) -> str:
@@ -287,6 +349,7 @@ def validate(raw: dict[str, Any], source: str = "") -> RunConfig:
     trainer = check_trainer(_section(raw, "trainer", required=False))
     run = _dataclass_section(raw, "run", RunSettings)
     logger = _dataclass_section(raw, "logger", LoggerSettings)
+    eval_settings = _dataclass_section(raw, "eval", EvalSettings)
     return RunConfig(
         name=name,
         seed=seed,
@@ -295,6 +358,7 @@ def validate(raw: dict[str, Any], source: str = "") -> RunConfig:
         trainer=trainer,
         run=run,
         logger=logger,
+        eval=eval_settings,
         source=source,
     )
 

@@ -91,8 +91,11 @@ def main(argv: list[str]) -> int:
     import torch
 
     from lit_gen import runs
+    from lit_gen.callbacks.last_checkpoint import LastCheckpoint
     from lit_gen.callbacks.metrics_file import MetricsFile, scalar_metrics
+    from lit_gen.callbacks.nonfinite import NonFiniteGuard
     from lit_gen.callbacks.sample_grid import SampleGrid
+    from lit_gen.callbacks.slurm_requeue import SlurmRequeue, cluster_plugins
     from lit_gen.callbacks.step_seed import StepSeed
     from lit_gen.loggers import build_loggers
 
@@ -106,23 +109,29 @@ def main(argv: list[str]) -> int:
     datamodule, model = build(cfg)
     datamodule.prepare_data()  # a missing dataset fails here, before any file is written
 
-    checkpoint_kwargs = dict(dirpath=str(run.checkpoints), save_last=True, auto_insert_metric_name=False)
+    ModelCheckpoint = L.pytorch.callbacks.ModelCheckpoint
+    best = ModelCheckpoint(dirpath=str(run.checkpoints), filename="best", monitor=cfg.run.monitor, mode="min",
+                           save_top_k=1, auto_insert_metric_name=False)
+    samples = SampleGrid(run.samples, cfg.run.sample_every_n_epochs, cfg.run.num_samples, seed=cfg.seed,
+                         sample_options=cfg.run.sample_options, scale=cfg.run.grid_scale)
     callbacks = [
         StepSeed(cfg.seed),
-        L.pytorch.callbacks.ModelCheckpoint(filename="best", monitor=cfg.run.monitor, mode="min", save_top_k=1, **checkpoint_kwargs),
-        SampleGrid(run.samples, cfg.run.sample_every_n_epochs, cfg.run.num_samples, seed=cfg.seed,
-                   sample_options=cfg.run.sample_options, scale=cfg.run.grid_scale),
+        NonFiniteGuard(cfg.run.max_nonfinite_steps),
+        best,
+        LastCheckpoint(run.last_checkpoint, cfg.run.checkpoint_every_n_steps),
+        samples,
         MetricsFile(run.metrics),
     ]
-    if cfg.run.checkpoint_every_n_steps > 0:
-        callbacks.append(L.pytorch.callbacks.ModelCheckpoint(
-            filename="step", every_n_train_steps=cfg.run.checkpoint_every_n_steps, save_top_k=1, **checkpoint_kwargs))
+    # Under srun: on SLURM's USR1 save last.ckpt at a step boundary and requeue the job.
+    requeue = SlurmRequeue.from_environment(environ, run.last_checkpoint)
+    if requeue is not None:
+        callbacks.append(requeue)
     loggers, wandb_id = build_loggers(cfg, run, run_id, environ)
     # A progress bar redrawn into a log file is noise: show it only on a terminal unless asked.
     trainer_kwargs = {"log_every_n_steps": cfg.logger.log_every_n_steps, "enable_progress_bar": sys.stdout.isatty(), **cfg.trainer}
     try:
         trainer = L.Trainer(**trainer_kwargs, logger=loggers, callbacks=callbacks, default_root_dir=str(run.path),
-                            plugins=[runs.AtomicCheckpointIO()])
+                            plugins=[runs.AtomicCheckpointIO(), *cluster_plugins(environ)])
     except (ValueError, TypeError) as exc:
         raise ConfigError(f"trainer: {exc}") from None
     # Everything is validated: only now does the run folder appear.
@@ -134,7 +143,7 @@ def main(argv: list[str]) -> int:
     os.environ["LIT_GEN_RUN_ID"] = run_id
     # A validation-free dataset still gets best.ckpt from the training loss.
     if trainer.limit_val_batches == 0 or not len(datamodule.dataset("val")):
-        callbacks[1].monitor = "train/loss_epoch"
+        best.monitor = "train/loss_epoch"
 
     if resume_from is not None and trainer.is_global_zero:
         log.info("resuming from %s", resume_from)
@@ -158,8 +167,8 @@ def main(argv: list[str]) -> int:
         "seconds": round(time.time() - started, 1),
         "metrics": scalar_metrics(trainer),
         "last_checkpoint": str(run.last_checkpoint),
-        "best_checkpoint": callbacks[1].best_model_path or None,
-        "samples": str(callbacks[2].last_path) if callbacks[2].last_path else None,
+        "best_checkpoint": best.best_model_path or None,
+        "samples": str(samples.last_path) if samples.last_path else None,
     }
     runs.atomic_write_text(run.summary, json.dumps(summary, indent=2) + "\n")
     print_summary(summary)

@@ -13,7 +13,7 @@ from pathlib import Path
 import lightning as L
 import torch
 from torch import Tensor
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, DistributedSampler
 from torchdata.stateful_dataloader import StatefulDataLoader
 
 from lit_gen.data.transforms import resize_uint8, to_signed_unit
@@ -149,14 +149,25 @@ class ImageDataModule(L.LightningDataModule):
         return self.splits[split]
 
     def train_dataloader(self):
-        # A stateful loader lets Lightning save the position inside an epoch for exact resume.
+        """Shuffled batches whose order is a function of (seed, epoch, rank) alone.
+
+        A stateful loader lets Lightning save the position inside an epoch. The order comes from a
+        ``DistributedSampler`` (one replica per DDP process; Lightning keeps it as it is) set to
+        the trainer's current epoch *before* Lightning restores that position, so a resumed run
+        replays exactly the batches the uninterrupted run saw, in this epoch and the next.
+        """
+        dataset = self.dataset("train")
+        trainer = self.trainer
+        replicas, rank = (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
+        sampler = DistributedSampler(dataset, num_replicas=replicas, rank=rank, shuffle=True, seed=self.seed)
+        sampler.set_epoch(trainer.current_epoch if trainer is not None else 0)
+        per_replica = len(sampler)
         return StatefulDataLoader(
-            self.dataset("train"),
+            dataset,
             batch_size=self.batch_size,
-            shuffle=True,
+            sampler=sampler,
             # Equal-sized batches, unless the split is too small to fill two of them.
-            drop_last=len(self.dataset("train")) >= 2 * self.batch_size,
-            generator=torch.Generator().manual_seed(self.seed),
+            drop_last=per_replica >= 2 * self.batch_size,
             **self._loader_options(),
         )
 

@@ -91,6 +91,7 @@ class GenerativeModule(L.LightningModule):
     def training_step(self, batch, batch_idx):
         batch = self.augmented(batch)
         out = self.loss(batch)
+        self.last_loss_terms = {"loss": out.total.detach(), **{k: v.detach() for k, v in out.terms.items()}}
         self._log_terms("train", out, batch_size=batch[0].shape[0])
         return out.total
 

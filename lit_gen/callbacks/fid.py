@@ -1,0 +1,170 @@
+"""FID during training: every N epochs, sample, stream features, log the distance with its protocol.
+
+Under DDP each rank draws its share of the samples with its own generator (seeded from the run
+seed and the rank), torchmetrics sums the ranks' feature statistics, and every rank gets the same
+value, logged once per evaluation. The real split's statistics are computed on rank 0 first (or
+read from the on-disk cache) and then read from the cache by the other ranks.
+
+Sampling uses only the callback's own generators, inside a forked global RNG, so a run trains
+exactly the same weights with or without this callback.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import lightning as L
+import torch
+
+from lit_gen.metrics.protocol import FIDRecord, metric_label
+from lit_gen.metrics.reference import DEFAULT_CACHE_DIR
+
+log = logging.getLogger(__name__)
+
+
+class FIDCallback(L.Callback):
+    """Log FID every ``every_n_epochs`` epochs (at the end of the training epoch).
+
+    The value is logged as ``val/fid`` for Inception features and ``val/fid_<dataset>_classifier``
+    for a domain classifier (the two are never mixed under one key). Each measurement's protocol
+    record is appended to ``record_path`` (``fid.jsonl`` in the run folder) by rank 0.
+
+    Args:
+        every_n_epochs (int): evaluate after every N-th training epoch (0 disables the callback).
+        num_samples (int, default 10000): generated images, split across DDP ranks.
+        feature (str, default "inception"): "inception" or "classifier:<path>".
+        fid_weights_path (str | None, default None): Inception weights file (None: torch's hub cache).
+        antialias (bool, default False): antialiased resize for Inception (the TF protocol has none).
+        real_split ("train" | "val" | "test", default "test"): reference images.
+        real_num_samples (int | None, default None): reference image count (None: the whole split).
+        batch_size (int, default 250): images per ``sample()`` call.
+        sample_options (dict | None): keyword arguments for ``sample()`` (DDPM: sampler, steps, ...).
+        seed (int, default 0): seed of the sampling generators (combined with the rank).
+        cache_dir (str | None): where real statistics are cached (None: not cached).
+        record_path (str | None): JSON-lines file for the protocol records.
+    """
+
+    def __init__(self, every_n_epochs: int, num_samples: int = 10000, feature: str = "inception",
+                 fid_weights_path: str | None = None, antialias: bool = False, real_split: str = "test",
+                 real_num_samples: int | None = None, batch_size: int = 250, sample_options: dict | None = None,
+                 seed: int = 0, cache_dir: str | Path | None = DEFAULT_CACHE_DIR,
+                 record_path: str | Path | None = None) -> None:
+        if every_n_epochs < 0 or num_samples < 2 or batch_size < 1:
+            raise ValueError(f"FIDCallback: every_n_epochs >= 0, num_samples >= 2 and batch_size >= 1 are needed, got "
+                             f"{every_n_epochs}, {num_samples}, {batch_size}")
+        self.every_n_epochs = every_n_epochs
+        self.num_samples = num_samples
+        self.feature = feature
+        self.fid_weights_path = fid_weights_path
+        self.antialias = antialias
+        self.real_split = real_split
+        self.real_num_samples = real_num_samples
+        self.batch_size = batch_size
+        self.sample_options = dict(sample_options or {})
+        self.seed = seed
+        self.cache_dir = cache_dir
+        self.record_path = Path(record_path) if record_path else None
+        self._extractor = None
+        self._reference = None
+        self.last_record: FIDRecord | None = None
+
+    @classmethod
+    def from_settings(cls, settings, seed: int, record_path: str | Path | None = None) -> "FIDCallback":
+        """Build from the config's ``eval:`` section (``lit_gen.config.EvalSettings``)."""
+        return cls(settings.fid_every_n_epochs, num_samples=settings.fid_num_samples, feature=settings.feature,
+                   fid_weights_path=settings.fid_weights_path, antialias=settings.antialias,
+                   real_split=settings.real_split, real_num_samples=settings.real_num_samples,
+                   batch_size=settings.fid_batch_size, sample_options=settings.sample_options, seed=seed,
+                   cache_dir=settings.stats_cache_dir, record_path=record_path)
+
+    # ------------------------------------------------------------------ Lightning hooks
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        if self.every_n_epochs <= 0 or stage != "fit":
+            return
+        from lit_gen.metrics.features import build_extractor
+        from lit_gen.metrics.sampling import check_sample_options
+
+        # Fail at the start of training, not after the first epoch: missing weights, wrong options.
+        check_sample_options(pl_module, self.sample_options)
+        self._extractor = build_extractor(self.feature, fid_weights_path=self.fid_weights_path, antialias=self.antialias)
+
+    @property
+    def metric_key(self) -> str:
+        suffix = self._extractor.suffix if self._extractor is not None else ""
+        return "val/fid" + suffix.replace("-", "_")
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self.every_n_epochs <= 0 or (trainer.current_epoch + 1) % self.every_n_epochs != 0:
+            return
+        record = self.measure(trainer, pl_module)
+        # Every rank holds the same synced value, so no further reduction is needed.
+        pl_module.log(self.metric_key, record.value, on_step=False, on_epoch=True, sync_dist=False)
+        if trainer.is_global_zero:
+            log.info("%s", record.summary_line())
+            if self.record_path is not None:
+                self.record_path.parent.mkdir(parents=True, exist_ok=True)
+                with open(self.record_path, "a") as handle:
+                    handle.write(json.dumps(record.to_dict()) + "\n")
+
+    # ------------------------------------------------------------------ measurement
+    def _reference_stats(self, trainer: L.Trainer, device: torch.device):
+        from lit_gen.metrics.reference import data_name_of, reference_statistics
+
+        datamodule = trainer.datamodule
+        if datamodule is None:
+            raise RuntimeError("FIDCallback needs trainer.fit(model, datamodule=...) to find the real images")
+
+        def compute():
+            return reference_statistics(datamodule, data_name_of(datamodule), self.real_split, self._extractor,
+                                        count=self.real_num_samples, batch_size=self.batch_size,
+                                        cache_dir=self.cache_dir, device=device)
+
+        # Rank 0 computes (or reads) and writes the cache; the others then read it.
+        if trainer.is_global_zero:
+            result = compute()
+        trainer.strategy.barrier("fid_reference")
+        if not trainer.is_global_zero:
+            result = compute()
+        return result
+
+    @torch.no_grad()
+    def measure(self, trainer: L.Trainer, pl_module: L.LightningModule) -> FIDRecord:
+        """Sample this rank's share, sync the statistics across ranks and return the record."""
+        import time
+
+        from lit_gen.metrics.fid import FrechetDistance
+        from lit_gen.metrics.sampling import derived_seed, generate_batches, sample_settings, share_of
+
+        started = time.perf_counter()
+        device = pl_module.device
+        extractor = self._extractor.to(device)
+        if self._reference is None:
+            self._reference = self._reference_stats(trainer, device)
+        metric = FrechetDistance(extractor, self._reference.stats).to(device)
+        rank, world = trainer.global_rank, trainer.world_size
+        share = share_of(self.num_samples, rank, world)
+        # fork_rng: whatever sample() might draw from the global RNG stays out of the training stream.
+        fork_devices = [device] if device.type == "cuda" else []
+        with torch.random.fork_rng(devices=fork_devices):
+            generator = torch.Generator().manual_seed(derived_seed(self.seed, rank))
+            if share > 0:
+                for images in generate_batches(pl_module, share, self.batch_size, generator, self.sample_options):
+                    metric.update_features(extractor.extract(images).features, real=False)
+        value = float(metric.compute())  # torchmetrics sums every rank's statistics first
+        settings = sample_settings(pl_module, self.sample_options)
+        reference = self._reference
+        return FIDRecord(
+            metric=metric_label("FID", extractor.suffix), value=value, feature_extractor=extractor.name,
+            feature_spec=self.feature, feature_weights_path=extractor.weights_path,
+            feature_weights_sha256=extractor.weights_sha256, feature_dim=extractor.num_features,
+            feature_preprocessing=extractor.preprocessing, real_dataset=reference.key["dataset"],
+            real_split=self.real_split, real_count=reference.stats.count, real_image_size=reference.key["image_size"],
+            real_stats_cache=str(reference.path) if reference.path else None, real_stats_reused=reference.reused,
+            generated_count=metric.computed_fake_count, sampler=settings["sampler"],
+            steps=settings["steps"], eta=settings["eta"], guidance=settings["guidance"], weights=settings["weights"],
+            sample_options={k: v for k, v in self.sample_options.items()}, seed=self.seed, batch_size=self.batch_size,
+            checkpoint=None, global_step=trainer.global_step, epoch=trainer.current_epoch, device=str(device),
+            seconds=round(time.perf_counter() - started, 2),
+        )

@@ -1,0 +1,94 @@
+"""Exact resume: a run killed with SIGKILL at an arbitrary step and resumed ends bitwise equal to an uninterrupted run."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from tests.conftest import REPO
+
+STEPS = 30  # crosses the first epoch boundary of digits (21 steps of 64)
+
+FAMILIES = {
+    "ae": ["--config", "configs/ae_digits.yaml"],
+    "vae": ["--config", "configs/vae_digits.yaml"],
+}
+
+
+def fit_command(family: str, out: Path, run_id: str) -> list[str]:
+    return [
+        sys.executable, "-m", "lit_gen.fit", *FAMILIES[family], "--run-id", run_id, "--resume", "auto",
+        f"trainer.max_steps={STEPS}", "trainer.max_epochs=100", "trainer.deterministic=true",
+        "trainer.accelerator=cpu", "run.checkpoint_every_n_steps=1", "run.num_samples=4",
+        "logger.wandb=false", f"run.output_dir={out}",
+    ]
+
+
+def env() -> dict:
+    return {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+
+
+def checkpoint_step(path: Path) -> int:
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)["global_step"]
+    except Exception:
+        return -1
+
+
+def final_state(run: Path) -> dict:
+    state = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    assert state["global_step"] == STEPS
+    return state
+
+
+def assert_same_tensors(a, b, where="state"):
+    if isinstance(a, torch.Tensor):
+        assert torch.equal(a, b), where
+    elif isinstance(a, dict):
+        assert a.keys() == b.keys(), where
+        for key in a:
+            assert_same_tensors(a[key], b[key], f"{where}.{key}")
+    elif isinstance(a, (list, tuple)):
+        assert len(a) == len(b), where
+        for i, (x, y) in enumerate(zip(a, b)):
+            assert_same_tensors(x, y, f"{where}[{i}]")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_kill_and_resume_matches_uninterrupted_run(family, tmp_path):
+    full = subprocess.run(fit_command(family, tmp_path, "full"), cwd=REPO, env=env(), capture_output=True, text=True, timeout=600)
+    assert full.returncode == 0, full.stderr[-3000:]
+
+    kill_at = random.Random(family).randint(4, STEPS - 4)
+    last = tmp_path / FAMILIES[family][1].split("/")[-1].removesuffix(".yaml") / "cut" / "checkpoints" / "last.ckpt"
+    proc = subprocess.Popen(fit_command(family, tmp_path, "cut"), cwd=REPO, env=env(),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:
+        if last.is_file() and checkpoint_step(last) >= kill_at:
+            break
+        time.sleep(0.05)
+    assert proc.poll() is None, "the run finished before it could be killed"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    killed_at = checkpoint_step(last)
+    assert 0 < killed_at < STEPS
+
+    resumed = subprocess.run(fit_command(family, tmp_path, "cut"), cwd=REPO, env=env(), capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "resuming from" in resumed.stderr
+
+    name = FAMILIES[family][1].split("/")[-1].removesuffix(".yaml")
+    a = final_state(tmp_path / name / "full")
+    b = final_state(tmp_path / name / "cut")
+    assert_same_tensors(a["state_dict"], b["state_dict"], "state_dict")
+    assert_same_tensors(a["optimizer_states"], b["optimizer_states"], "optimizer_states")
