@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 import netrc
 import os
+import secrets
+import string
 from pathlib import Path
 
 from lightning.pytorch.loggers import CSVLogger, Logger
@@ -67,9 +69,10 @@ def build_loggers(cfg: RunConfig, run: RunDir, run_id: str, environ: dict[str, s
 
 
 def _fresh_wandb_id() -> str:
-    import wandb
-
-    return wandb.util.generate_id()
+    # W&B's own form (8 characters of [a-z0-9]); its generator moved between releases
+    # (wandb.util.generate_id is gone in 0.31), so it is made here.
+    alphabet = string.ascii_lowercase + string.digits
+    return "".join(secrets.choice(alphabet) for _ in range(8))
 
 
 def wandb_run_files(run: RunDir) -> list[Path]:
