@@ -60,6 +60,14 @@ class GenerativeModule(L.LightningModule):
         lr_schedule: Literal["constant", "cosine"] = "constant",
     ) -> None:
         super().__init__()
+        if not lr > 0:
+            raise ValueError(f"lr must be positive, got {lr}")
+        if weight_decay < 0:
+            raise ValueError(f"weight_decay must be >= 0, got {weight_decay}")
+        if warmup_steps < 0:
+            raise ValueError(f"warmup_steps must be >= 0, got {warmup_steps}")
+        if len(betas) != 2 or not all(0.0 <= b < 1.0 for b in betas):
+            raise ValueError(f"betas must be two numbers in [0, 1), got {tuple(betas)}")
         self.lr = lr
         self.weight_decay = weight_decay
         self.betas = tuple(betas)
