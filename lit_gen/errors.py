@@ -23,3 +23,7 @@ class SweepError(LitGenError):
 
 class TrainingError(LitGenError):
     """Training cannot go on (for example, the loss stayed non-finite for too many steps)."""
+
+
+class EvaluationError(LitGenError):
+    """An evaluation cannot run as asked (missing feature weights, too few real images, wrong options)."""

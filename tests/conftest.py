@@ -15,7 +15,8 @@ REPO = Path(__file__).resolve().parents[1]
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")
 os.environ.setdefault("WANDB_DISABLE_GIT", "true")
-torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+# Tiny test models run fastest on one thread, and several test processes may share the cores.
+torch.set_num_threads(1)
 
 
 def run_cli(module: str, *args: str, cwd: Path | None = None, env: dict | None = None, timeout: int = 300) -> subprocess.CompletedProcess:
