@@ -1,0 +1,167 @@
+"""Autoregressive prior over the codes of a trained VQ-VAE or VQ-GAN (the second stage).
+
+Stage 1 (``vqvae`` / ``vqgan``) learns to encode images to a grid of h x w discrete codes. Stage 2,
+this model, learns p(codes) = prod_t p(c_t | c_<t [, label]) over the grid read in raster order,
+with a small causal transformer trained by next-code cross-entropy. Sampling draws codes one at a
+time and decodes them with the first stage.
+
+The config names only the first-stage checkpoint: vocabulary size (number of codes) and sequence
+length (h * w) come from it, never retyped. The first stage is frozen and stored inside the prior,
+so a prior checkpoint samples on its own (the first-stage file is read once, when the prior is
+first built; a saved prior rebuilds it from ``first_stage_spec`` and its own weights).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from lit_gen import registry
+from lit_gen.errors import CheckpointError, ConfigError
+from lit_gen.models.base import GenerativeModule, LossOutput, to_unit_range
+from lit_gen.nn import noise
+from lit_gen.nn.transformer import CodeTransformer
+
+#: Families whose checkpoints can serve as a first stage.
+FIRST_STAGES = ("vqvae", "vqgan")
+
+
+def _load_first_stage(path: str) -> GenerativeModule:
+    from lit_gen.checkpoints import load_model
+
+    try:
+        return load_model(path, map_location="cpu", expect=FIRST_STAGES)
+    except CheckpointError as exc:
+        raise CheckpointError(
+            f"model.first_stage: {exc}. Train a first stage first (e.g. python -m lit_gen.fit --config "
+            f"configs/vqvae_digits.yaml) and pass its checkpoint: model.first_stage=runs/<name>/<id>/checkpoints/last.ckpt"
+        ) from None
+
+
+def _build_first_stage(spec: dict[str, Any]) -> GenerativeModule:
+    """An untrained first stage from its saved family name and arguments (weights come from the prior's checkpoint)."""
+    try:
+        cls = registry.resolve("model", spec["name"])
+        return cls(**spec["hparams"])
+    except (KeyError, TypeError, ConfigError) as exc:
+        raise CheckpointError(f"the prior's saved first_stage_spec cannot rebuild its first stage: {exc}") from None
+
+
+class CodePrior(GenerativeModule):
+    """Transformer prior p(codes [| label]) over a frozen VQ first stage.
+
+    Args:
+        first_stage (str): path to a ``vqvae`` or ``vqgan`` checkpoint. Its codebook size is the
+            vocabulary and its code grid (h, w) gives the sequence length h * w.
+        channels (int | None, default None), image_size (int | None, default None): the data's
+            image shape, filled in by the config; a shape that differs from the first stage's is an
+            error (a prior trained on images the first stage never saw). None skips the check.
+        n_layer (int, default 4): transformer blocks.
+        n_head (int, default 4): attention heads (must divide ``n_embd``).
+        n_embd (int, default 128): transformer width.
+        dropout (float, default 0.0): dropout in the transformer.
+        num_classes (int | None, default None): class-conditional prior over this many labels.
+        first_stage_spec (dict | None, default None): filled automatically with the first stage's
+            family and arguments when the prior is built; leave it unset in configs.
+        lr (float, default 3e-4), weight_decay, betas (default (0.9, 0.95)), warmup_steps,
+            lr_schedule: see ``GenerativeModule``; only the transformer is optimized.
+
+    Logged: ``train/nll`` and ``val/nll``, the next-code cross-entropy in nats per code (equal to
+    the loss). ``sample(n, labels=, generator=, temperature=1.0, top_k=None)`` returns images in [0, 1].
+    """
+
+    def __init__(
+        self,
+        first_stage: str,
+        channels: int | None = None,
+        image_size: int | None = None,
+        n_layer: int = 4,
+        n_head: int = 4,
+        n_embd: int = 128,
+        dropout: float = 0.0,
+        num_classes: int | None = None,
+        first_stage_spec: dict | None = None,
+        lr: float = 3e-4,
+        weight_decay: float = 0.0,
+        betas: tuple[float, float] = (0.9, 0.95),
+        warmup_steps: int = 0,
+        lr_schedule: Literal["constant", "cosine"] = "constant",
+    ) -> None:
+        super().__init__(lr=lr, weight_decay=weight_decay, betas=betas, warmup_steps=warmup_steps, lr_schedule=lr_schedule)
+        if n_layer < 1 or n_head < 1 or n_embd < 1:
+            raise ConfigError(f"model.n_layer, n_head and n_embd must be positive, got {n_layer}, {n_head}, {n_embd}")
+        if n_embd % n_head != 0:
+            raise ConfigError(f"model.n_embd ({n_embd}) must be divisible by model.n_head ({n_head})")
+        if not 0.0 <= dropout < 1.0:
+            raise ConfigError(f"model.dropout must be in [0, 1), got {dropout}")
+        if num_classes is not None and num_classes < 1:
+            raise ConfigError(f"model.num_classes must be positive or null, got {num_classes}")
+        self.save_hyperparameters()
+        if first_stage_spec is None:
+            stage = _load_first_stage(first_stage)
+            first_stage_spec = {"name": registry.name_of(type(stage)), "hparams": dict(stage.hparams)}
+            self.hparams["first_stage_spec"] = first_stage_spec
+        else:
+            stage = _build_first_stage(first_stage_spec)
+        for name, given in (("channels", channels), ("image_size", image_size)):
+            expected = getattr(stage, name)
+            if given is not None and given != expected:
+                raise ConfigError(
+                    f"model.{name}={given} (from the data) differs from the first stage's {name}={expected} "
+                    f"({first_stage}); train the prior on the first stage's data (set data.image_size={stage.image_size})"
+                )
+        stage.eval()
+        stage.requires_grad_(False)
+        self.first_stage = stage
+        self.code_shape = tuple(stage.code_shape)
+        self.num_classes = num_classes
+        self.conditional = num_classes is not None
+        self.transformer = CodeTransformer(
+            vocab_size=stage.num_codes, block_size=self.code_shape[0] * self.code_shape[1],
+            n_layer=n_layer, n_head=n_head, n_embd=n_embd, dropout=dropout, num_classes=num_classes,
+        )
+
+    def train(self, mode: bool = True) -> CodePrior:
+        super().train(mode)
+        self.first_stage.eval()  # frozen: no dropout, no codebook updates, ever
+        return self
+
+    # ------------------------------------------------------------------ likelihood
+    @torch.no_grad()
+    def codes_of(self, x: Tensor) -> Tensor:
+        """Images in [-1, 1] -> their first-stage codes as raster-ordered sequences (B, h * w)."""
+        return self.first_stage.encode_indices(x).flatten(1)
+
+    def loss(self, batch) -> LossOutput:
+        x, labels = batch
+        codes = self.codes_of(x)
+        logits = self.transformer(codes[:, :-1], labels if self.conditional else None)  # (B, T, vocab)
+        nll = F.cross_entropy(logits.flatten(0, 1).float(), codes.flatten())
+        return LossOutput(nll, {"nll": nll})
+
+    # ------------------------------------------------------------------ sampling
+    @torch.no_grad()
+    def sample(self, n: int, *, labels: Tensor | None = None, generator: torch.Generator | None = None,
+               temperature: float = 1.0, top_k: int | None = None) -> Tensor:
+        """``n`` images in [0, 1]: codes drawn from the prior, decoded by the first stage.
+
+        Args:
+            labels: (n,) int64 classes for a conditional prior; None draws them uniformly
+                (from ``generator``). An unconditional prior takes no labels.
+            generator: source of every draw; the same seed gives the same images.
+            temperature: > 0; below 1 gives safer, less varied samples.
+            top_k: sample only among the k most likely codes at each position (None: all).
+        """
+        if self.conditional:
+            if labels is None:
+                labels = noise.randint(self.num_classes, (n,), generator=generator, device=self.device)
+            labels = torch.as_tensor(labels, device=self.device, dtype=torch.long)
+            if labels.shape != (n,) or labels.min() < 0 or labels.max() >= self.num_classes:
+                raise ValueError(f"labels must be {n} integers in [0, {self.num_classes}), got {labels.tolist()}")
+        elif labels is not None:
+            raise ValueError("this prior is unconditional (num_classes is null): call sample() without labels")
+        codes = self.transformer.generate(n, labels=labels, generator=generator, temperature=temperature, top_k=top_k)
+        return to_unit_range(self.first_stage.decode_indices(codes.view(n, *self.code_shape)))

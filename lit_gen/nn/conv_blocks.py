@@ -1,0 +1,103 @@
+"""Residual convolutional encoder and decoder of the VQ families (VQ-VAE, VQ-GAN).
+
+The encoder halves the resolution ``num_downsamples`` times with stride-2 convolutions between
+stacks of pre-activation residual blocks; the decoder mirrors it with nearest-neighbour upsampling.
+The width stays ``hidden_channels`` at every level: small, and enough for 8-64 pixel images.
+"""
+
+from __future__ import annotations
+
+import math
+
+from torch import Tensor, nn
+
+
+def group_norm(channels: int) -> nn.GroupNorm:
+    """GroupNorm with up to 32 groups that divide ``channels`` (works for tiny test widths too)."""
+    return nn.GroupNorm(math.gcd(channels, 32), channels, eps=1e-6)
+
+
+class ResidualBlock(nn.Module):
+    """``x + conv(act(norm(conv(act(norm(x))))))`` at constant width and resolution."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.body = nn.Sequential(
+            group_norm(channels), nn.SiLU(), nn.Conv2d(channels, channels, 3, padding=1),
+            group_norm(channels), nn.SiLU(), nn.Conv2d(channels, channels, 3, padding=1),
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x + self.body(x)
+
+
+class Downsample(nn.Module):
+    """Halve height and width with a stride-2 3x3 convolution (padded so odd sizes round up)."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(channels, channels, 3, stride=2, padding=1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.conv(x)
+
+
+class Upsample(nn.Module):
+    """Double height and width: nearest-neighbour then a 3x3 convolution (no checkerboard artefacts)."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.up = nn.Upsample(scale_factor=2, mode="nearest")
+        self.conv = nn.Conv2d(channels, channels, 3, padding=1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.conv(self.up(x))
+
+
+class ConvEncoder(nn.Module):
+    """Image (B, C, H, W) -> feature map (B, out_channels, H / 2^n, W / 2^n).
+
+    Args:
+        in_channels (int): image channels.
+        hidden_channels (int): width of every level.
+        out_channels (int): channels of the output map.
+        num_res_blocks (int): residual blocks per level.
+        num_downsamples (int): number of halvings n.
+    """
+
+    def __init__(self, in_channels: int, hidden_channels: int, out_channels: int,
+                 num_res_blocks: int, num_downsamples: int) -> None:
+        super().__init__()
+        layers: list[nn.Module] = [nn.Conv2d(in_channels, hidden_channels, 3, padding=1)]
+        for _ in range(num_downsamples):
+            layers += [ResidualBlock(hidden_channels) for _ in range(num_res_blocks)]
+            layers.append(Downsample(hidden_channels))
+        layers += [ResidualBlock(hidden_channels) for _ in range(num_res_blocks)]
+        layers += [group_norm(hidden_channels), nn.SiLU(), nn.Conv2d(hidden_channels, out_channels, 3, padding=1)]
+        self.layers = nn.Sequential(*layers)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.layers(x)
+
+
+class ConvDecoder(nn.Module):
+    """Feature map (B, in_channels, h, w) -> image (B, out_channels, h * 2^n, w * 2^n), unbounded.
+
+    ``last_layer`` is the final convolution; VQ-GAN's adaptive adversarial weight reads its gradients.
+    Arguments mirror ``ConvEncoder``.
+    """
+
+    def __init__(self, in_channels: int, hidden_channels: int, out_channels: int,
+                 num_res_blocks: int, num_downsamples: int) -> None:
+        super().__init__()
+        layers: list[nn.Module] = [nn.Conv2d(in_channels, hidden_channels, 3, padding=1)]
+        layers += [ResidualBlock(hidden_channels) for _ in range(num_res_blocks)]
+        for _ in range(num_downsamples):
+            layers.append(Upsample(hidden_channels))
+            layers += [ResidualBlock(hidden_channels) for _ in range(num_res_blocks)]
+        layers += [group_norm(hidden_channels), nn.SiLU()]
+        self.layers = nn.Sequential(*layers)
+        self.last_layer = nn.Conv2d(hidden_channels, out_channels, 3, padding=1)
+
+    def forward(self, z: Tensor) -> Tensor:
+        return self.last_layer(self.layers(z))

@@ -1,0 +1,110 @@
+"""lit_gen.models.prior: the two-stage pipeline (VQ-VAE -> code prior -> samples) on real digits."""
+
+from __future__ import annotations
+
+import lightning as L
+import pytest
+import torch
+from torch.utils.data import DataLoader, TensorDataset
+
+from lit_gen.checkpoints import load_model
+from lit_gen.data.digits import load_digits_uint8
+from lit_gen.errors import CheckpointError, ConfigError
+from lit_gen.models.prior import CodePrior
+from lit_gen.models.vqvae import VQVAE
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    # Tiny shapes gain nothing from intra-op threads, and on a busy shared CPU two threads spin-wait.
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+def digits_loader(n: int = 512, batch_size: int = 32) -> DataLoader:
+    images, labels = load_digits_uint8()
+    x = images[:n].float() / 127.5 - 1
+    return DataLoader(TensorDataset(x, labels[:n]), batch_size=batch_size, shuffle=True,
+                      generator=torch.Generator().manual_seed(0))
+
+
+def trainer(max_steps: int, callbacks=()) -> L.Trainer:
+    return L.Trainer(max_steps=max_steps, accelerator="cpu", logger=False, enable_checkpointing=False,
+                     enable_progress_bar=False, enable_model_summary=False, callbacks=list(callbacks))
+
+
+@pytest.fixture(scope="module")
+def first_stage_ckpt(tmp_path_factory, _one_thread):
+    """Stage 1: a tiny VQ-VAE trained a few steps on digits, saved as a Lightning checkpoint."""
+    torch.manual_seed(0)
+    model = VQVAE(channels=1, image_size=8, hidden_channels=16, num_res_blocks=1, num_downsamples=1,
+                  num_codes=16, code_dim=8, ema_decay=0.9, restart_dead_codes=True, dead_code_steps=5, lr=3e-3)
+    fit = trainer(max_steps=30)
+    fit.fit(model, digits_loader())
+    path = tmp_path_factory.mktemp("stage1") / "vqvae.ckpt"
+    fit.save_checkpoint(path)
+    return path
+
+
+class NllRecorder(L.Callback):
+    def __init__(self):
+        self.nll = []
+
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
+        self.nll.append(trainer.callback_metrics["train/nll_step"].item())
+
+
+def test_two_stage_pipeline_trains_samples_and_the_prior_checkpoint_stands_alone(first_stage_ckpt, tmp_path):
+    stage1 = tmp_path / "stage1.ckpt"
+    stage1.write_bytes(first_stage_ckpt.read_bytes())
+    torch.manual_seed(0)
+    prior = CodePrior(first_stage=str(stage1), channels=1, image_size=8, n_layer=2, n_head=2, n_embd=32, lr=3e-3)
+    # Vocabulary and sequence length come from the first stage, not from the config.
+    assert prior.transformer.vocab_size == 16 and prior.transformer.block_size == 16
+    frozen = {k: v.clone() for k, v in prior.first_stage.state_dict().items()}
+
+    recorder = NllRecorder()
+    fit = trainer(max_steps=40, callbacks=[recorder])
+    fit.fit(prior, digits_loader())
+    assert sum(recorder.nll[-5:]) / 5 < 0.8 * recorder.nll[0]
+    assert all(torch.equal(frozen[k], v) for k, v in prior.first_stage.state_dict().items())
+    assert not prior.first_stage.training and not any(p.requires_grad for p in prior.first_stage.parameters())
+
+    grid = prior.sample(8, generator=torch.Generator().manual_seed(0))
+    again = prior.sample(8, generator=torch.Generator().manual_seed(0))
+    assert grid.shape == (8, 1, 8, 8) and torch.equal(grid, again)
+    assert 0 <= grid.min() and grid.max() <= 1
+    codes = prior.transformer.generate(8, generator=torch.Generator().manual_seed(0))
+    assert 0 <= codes.min() and codes.max() < 16
+    assert torch.equal(grid, (prior.first_stage.decode_indices(codes.view(8, 4, 4)) + 1) / 2)
+
+    fit.save_checkpoint(tmp_path / "prior.ckpt")
+    stage1.unlink()  # a prior checkpoint must sample without its first-stage file
+    loaded = load_model(tmp_path / "prior.ckpt")
+    assert isinstance(loaded, CodePrior)
+    assert torch.equal(loaded.sample(8, generator=torch.Generator().manual_seed(0)), grid)
+
+
+def test_class_conditional_prior_takes_labels(first_stage_ckpt):
+    torch.manual_seed(0)
+    prior = CodePrior(first_stage=str(first_stage_ckpt), n_layer=1, n_head=2, n_embd=16, num_classes=10)
+    images, labels = next(iter(digits_loader(32)))
+    assert torch.isfinite(prior.loss((images, labels)).total)
+    labels = torch.arange(4)
+    a = prior.sample(4, labels=labels, generator=torch.Generator().manual_seed(1))
+    assert a.shape == (4, 1, 8, 8)
+    assert prior.sample(4, generator=torch.Generator().manual_seed(1)).shape == (4, 1, 8, 8)  # labels drawn
+    with pytest.raises(ValueError, match=r"in \[0, 10\)"):
+        prior.sample(2, labels=torch.tensor([3, 10]))
+    unconditional = CodePrior(first_stage=str(first_stage_ckpt), n_layer=1, n_head=2, n_embd=16)
+    with pytest.raises(ValueError, match="unconditional"):
+        unconditional.sample(2, labels=torch.tensor([0, 1]))
+
+
+def test_bad_first_stage_or_shape_are_user_errors(first_stage_ckpt, tmp_path):
+    with pytest.raises(CheckpointError, match="does not exist"):
+        CodePrior(first_stage=str(tmp_path / "missing.ckpt"))
+    with pytest.raises(ConfigError, match="image_size=16 .* differs from the first stage's image_size=8"):
+        CodePrior(first_stage=str(first_stage_ckpt), image_size=16)
