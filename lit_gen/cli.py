@@ -12,12 +12,37 @@ from lit_gen.errors import LitGenError
 EXIT_USER_ERROR = 2
 
 
+class _DropAdverts(logging.Filter):
+    """Lightning's log lines that advertise other products or restate the default."""
+
+    NOISE = ("litlogger", "`weights_only` was not set")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        return not any(noise in message for noise in self.NOISE)
+
+
 def setup_logging(verbose: bool = False) -> None:
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(_DropAdverts())
+
     # Lightning repeats these hints on every run; they are answered by lit_gen's own choices.
     for pattern in (".*does not have many workers.*", ".*LeafSpec.*", ".*isinstance.*treespec.*",
-                    ".*Experiment logs directory.*exists and is not empty.*"):
+                    ".*Experiment logs directory.*exists and is not empty.*", ".*srun. command is available.*",
+                    ".*Checkpoint directory .* exists and is not empty.*", ".*set_vital.*",
+                    ".*smaller than the logging interval.*"):
         warnings.filterwarnings("ignore", message=pattern)
+
+
+def tame_lightning_logging() -> None:
+    """Call after importing lightning: its own console handler would print every line twice."""
+    for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
+        logger = logging.getLogger(name)
+        if logger.handlers:
+            logger.propagate = False
+        for handler in logger.handlers:
+            handler.addFilter(_DropAdverts())
 
 
 def run_main(main: Callable[[list[str]], int | None], argv: list[str] | None = None) -> None:

@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 
 from lit_gen import registry
-from lit_gen.cli import run_main, setup_logging
+from lit_gen.cli import run_main, setup_logging, tame_lightning_logging
 from lit_gen.config import RunConfig, load_config
 from lit_gen.errors import ConfigError, LitGenError
 
@@ -88,7 +88,8 @@ def main(argv: list[str]) -> int:
         return 0
 
     import lightning as L
-    import torch
+
+    tame_lightning_logging()
 
     from lit_gen import runs
     from lit_gen.callbacks.last_checkpoint import LastCheckpoint
@@ -111,7 +112,7 @@ def main(argv: list[str]) -> int:
 
     ModelCheckpoint = L.pytorch.callbacks.ModelCheckpoint
     best = ModelCheckpoint(dirpath=str(run.checkpoints), filename="best", monitor=cfg.run.monitor, mode="min",
-                           save_top_k=1, auto_insert_metric_name=False)
+                           save_top_k=1, auto_insert_metric_name=False, enable_version_counter=False)
     samples = SampleGrid(run.samples, cfg.run.sample_every_n_epochs, cfg.run.num_samples, seed=cfg.seed,
                          sample_options=cfg.run.sample_options, scale=cfg.run.grid_scale)
     callbacks = [
