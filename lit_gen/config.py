@@ -40,6 +40,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from lit_gen import registry
 from lit_gen.errors import ConfigError
+from lit_gen.metrics.protocol import DEFAULT_STATS_CACHE_DIR, parse_feature_spec
 from lit_gen.registry import did_you_mean
 
 SECTIONS = ("name", "seed", "model", "data", "trainer", "run", "logger", "eval")
@@ -146,12 +147,10 @@ class EvalSettings:
     real_split: Literal["train", "val", "test"] = "test"
     real_num_samples: int | None = None
     sample_options: dict = field(default_factory=dict)
-    stats_cache_dir: str | None = "~/.cache/lit_gen/fid_stats"
+    stats_cache_dir: str | None = DEFAULT_STATS_CACHE_DIR
     report: bool = True
 
     def __post_init__(self) -> None:
-        from lit_gen.metrics.protocol import parse_feature_spec
-
         if self.fid_every_n_epochs < 0:
             raise ConfigError(f"eval.fid_every_n_epochs must be 0 (off) or more, got {self.fid_every_n_epochs}")
         if self.fid_num_samples < 2:

@@ -123,6 +123,11 @@ def main(argv: list[str]) -> int:
         samples,
         MetricsFile(run.metrics),
     ]
+    if cfg.eval.fid_every_n_epochs > 0:
+        from lit_gen.callbacks.fid import FIDCallback
+
+        # Before MetricsFile (the last entry), so each epoch's row in metrics.jsonl carries that epoch's FID.
+        callbacks.insert(-1, FIDCallback.from_settings(cfg.eval, seed=cfg.seed, record_path=run.path / "fid.jsonl"))
     # Under srun: on SLURM's USR1 save last.ckpt at a step boundary and requeue the job.
     requeue = SlurmRequeue.from_environment(environ, run.last_checkpoint)
     if requeue is not None:
@@ -173,6 +178,13 @@ def main(argv: list[str]) -> int:
     }
     runs.atomic_write_text(run.summary, json.dumps(summary, indent=2) + "\n")
     print_summary(summary)
+    if cfg.eval.report:
+        from lit_gen.report import write_report
+
+        try:
+            print(f"report     {write_report(run.path)}")
+        except Exception as exc:  # a finished run must not fail because its report could not be drawn
+            log.warning("could not write report.md: %s", exc)
     return 0
 
 

@@ -1,9 +1,11 @@
 """FID during training: every N epochs, sample, stream features, log the distance with its protocol.
 
-Under DDP each rank draws its share of the samples with its own generator (seeded from the run
-seed and the rank), torchmetrics sums the ranks' feature statistics, and every rank gets the same
-value, logged once per evaluation. The real split's statistics are computed on rank 0 first (or
-read from the on-disk cache) and then read from the cache by the other ranks.
+Under DDP each rank draws its share of the samples with its own generator, seeded from the run
+seed and the rank (rank 0 uses the seed itself, so a one-process value is exactly what
+``python -m lit_gen.evaluate --seed S --batch-size B --num-samples N`` gives for that epoch's
+weights). torchmetrics sums the ranks' feature statistics and every rank gets the same value,
+logged once per evaluation. The real split's statistics are computed on rank 0 first (or read from
+the on-disk cache) and then read from the cache by the other ranks.
 
 Sampling uses only the callback's own generators, inside a forked global RNG, so a run trains
 exactly the same weights with or without this callback.
@@ -18,8 +20,8 @@ from pathlib import Path
 import lightning as L
 import torch
 
-from lit_gen.metrics.protocol import FIDRecord, metric_label
-from lit_gen.metrics.reference import DEFAULT_CACHE_DIR
+from lit_gen.errors import EvaluationError
+from lit_gen.metrics.protocol import DEFAULT_STATS_CACHE_DIR, FIDRecord, metric_label
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +51,7 @@ class FIDCallback(L.Callback):
     def __init__(self, every_n_epochs: int, num_samples: int = 10000, feature: str = "inception",
                  fid_weights_path: str | None = None, antialias: bool = False, real_split: str = "test",
                  real_num_samples: int | None = None, batch_size: int = 250, sample_options: dict | None = None,
-                 seed: int = 0, cache_dir: str | Path | None = DEFAULT_CACHE_DIR,
+                 seed: int = 0, cache_dir: str | Path | None = DEFAULT_STATS_CACHE_DIR,
                  record_path: str | Path | None = None) -> None:
         if every_n_epochs < 0 or num_samples < 2 or batch_size < 1:
             raise ValueError(f"FIDCallback: every_n_epochs >= 0, num_samples >= 2 and batch_size >= 1 are needed, got "
@@ -88,7 +90,9 @@ class FIDCallback(L.Callback):
 
         # Fail at the start of training, not after the first epoch: missing weights, wrong options.
         check_sample_options(pl_module, self.sample_options)
-        self._extractor = build_extractor(self.feature, fid_weights_path=self.fid_weights_path, antialias=self.antialias)
+        with torch.random.fork_rng(devices=[]):  # building networks draws initial weights
+            self._extractor = build_extractor(self.feature, fid_weights_path=self.fid_weights_path,
+                                              antialias=self.antialias)
 
     @property
     def metric_key(self) -> str:
@@ -99,8 +103,9 @@ class FIDCallback(L.Callback):
         if self.every_n_epochs <= 0 or (trainer.current_epoch + 1) % self.every_n_epochs != 0:
             return
         record = self.measure(trainer, pl_module)
-        # Every rank holds the same synced value, so no further reduction is needed.
-        pl_module.log(self.metric_key, record.value, on_step=False, on_epoch=True, sync_dist=False)
+        # Every rank holds the same synced value: averaging it over ranks changes nothing, and tells
+        # Lightning this epoch-level value is consistent across ranks.
+        pl_module.log(self.metric_key, record.value, on_step=False, on_epoch=True, sync_dist=True)
         if trainer.is_global_zero:
             log.info("%s", record.summary_line())
             if self.record_path is not None:
@@ -114,7 +119,7 @@ class FIDCallback(L.Callback):
 
         datamodule = trainer.datamodule
         if datamodule is None:
-            raise RuntimeError("FIDCallback needs trainer.fit(model, datamodule=...) to find the real images")
+            raise EvaluationError("FIDCallback needs trainer.fit(model, datamodule=...) to find the real images")
 
         def compute():
             return reference_statistics(datamodule, data_name_of(datamodule), self.real_split, self._extractor,
@@ -129,13 +134,21 @@ class FIDCallback(L.Callback):
             result = compute()
         return result
 
-    @torch.no_grad()
     def measure(self, trainer: L.Trainer, pl_module: L.LightningModule) -> FIDRecord:
-        """Sample this rank's share, sync the statistics across ranks and return the record."""
+        """Sample this rank's share, sync the statistics across ranks and return the record.
+
+        Everything runs inside a forked global RNG: whatever sample(), the metrics or the real-image
+        pass might draw from it stays out of the training stream.
+        """
+        device = pl_module.device
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []), torch.no_grad():
+            return self._measure(trainer, pl_module)
+
+    def _measure(self, trainer: L.Trainer, pl_module: L.LightningModule) -> FIDRecord:
         import time
 
         from lit_gen.metrics.fid import FrechetDistance
-        from lit_gen.metrics.sampling import derived_seed, generate_batches, sample_settings, share_of
+        from lit_gen.metrics.sampling import generate_batches, rank_seed, sample_settings, share_of
 
         started = time.perf_counter()
         device = pl_module.device
@@ -145,13 +158,10 @@ class FIDCallback(L.Callback):
         metric = FrechetDistance(extractor, self._reference.stats).to(device)
         rank, world = trainer.global_rank, trainer.world_size
         share = share_of(self.num_samples, rank, world)
-        # fork_rng: whatever sample() might draw from the global RNG stays out of the training stream.
-        fork_devices = [device] if device.type == "cuda" else []
-        with torch.random.fork_rng(devices=fork_devices):
-            generator = torch.Generator().manual_seed(derived_seed(self.seed, rank))
-            if share > 0:
-                for images in generate_batches(pl_module, share, self.batch_size, generator, self.sample_options):
-                    metric.update_features(extractor.extract(images).features, real=False)
+        generator = torch.Generator().manual_seed(rank_seed(self.seed, rank))
+        if share > 0:
+            for images in generate_batches(pl_module, share, self.batch_size, generator, self.sample_options):
+                metric.update_features(extractor.extract(images).features, real=False)
         value = float(metric.compute())  # torchmetrics sums every rank's statistics first
         settings = sample_settings(pl_module, self.sample_options)
         reference = self._reference

@@ -21,6 +21,8 @@ import lit_gen
 from lit_gen.errors import ConfigError
 
 CLASSIFIER_PREFIX = "classifier:"
+#: Where statistics of real images are cached unless a config or flag says otherwise.
+DEFAULT_STATS_CACHE_DIR = "~/.cache/lit_gen/fid_stats"
 
 
 class FeatureSpec(NamedTuple):
