@@ -22,10 +22,32 @@ class _DropAdverts(logging.Filter):
         return not any(noise in message for noise in self.NOISE)
 
 
+class _CurrentStderr(logging.StreamHandler):
+    """A console handler that writes to whatever ``sys.stderr`` is now (it may be replaced after set-up)."""
+
+    def __init__(self, fmt: str) -> None:
+        super().__init__()
+        self.setFormatter(logging.Formatter(fmt))
+        self.addFilter(_DropAdverts())
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:
+        pass
+
+
+def _install(logger: logging.Logger, fmt: str) -> None:
+    if not any(isinstance(h, _CurrentStderr) for h in logger.handlers):
+        logger.addHandler(_CurrentStderr(fmt))
+
+
 def setup_logging(verbose: bool = False) -> None:
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    for handler in logging.getLogger().handlers:
-        handler.addFilter(_DropAdverts())
+    root = logging.getLogger()
+    root.setLevel(logging.DEBUG if verbose else logging.INFO)
+    _install(root, "%(levelname)s %(name)s: %(message)s")
 
     # Lightning repeats these hints on every run; they are answered by lit_gen's own choices.
     for pattern in (".*does not have many workers.*", ".*LeafSpec.*", ".*isinstance.*treespec.*",
@@ -39,10 +61,12 @@ def tame_lightning_logging() -> None:
     """Call after importing lightning: its own console handler would print every line twice."""
     for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
         logger = logging.getLogger(name)
-        if logger.handlers:
+        own = [h for h in logger.handlers if type(h) is logging.StreamHandler]
+        for handler in own:
+            logger.removeHandler(handler)
+        if own or logger.handlers:
             logger.propagate = False
-        for handler in logger.handlers:
-            handler.addFilter(_DropAdverts())
+            _install(logger, "%(levelname)s: %(message)s")
 
 
 def run_main(main: Callable[[list[str]], int | None], argv: list[str] | None = None) -> None:

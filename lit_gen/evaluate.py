@@ -191,7 +191,10 @@ def main(argv: list[str]) -> int:
     args = parse_args(argv)
     setup_logging()
     device = pick_device(args.device)
-    # Cheap checks first: a missing weights file fails before Lightning is even imported.
+    # Cheap checks first: a bad checkpoint path or a missing weights file fails before any model is built.
+    from lit_gen.checkpoints import model_name, read_checkpoint
+
+    model_name(read_checkpoint(args.ckpt), args.ckpt)
     extractor = build_extractor(args.feature, fid_weights_path=args.fid_weights, antialias=args.antialias, device=device)
     from lit_gen.checkpoints import load_model
     from lit_gen.metrics.reference import datamodule_for_checkpoint, run_dir_of

@@ -108,7 +108,9 @@ def main(argv: list[str]) -> int:
 
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     datamodule, model = build(cfg)
-    datamodule.prepare_data()  # a missing dataset fails here, before any file is written
+    # A missing, truncated or corrupt dataset fails here, before any file is written.
+    datamodule.prepare_data()
+    datamodule.setup("fit")
 
     ModelCheckpoint = L.pytorch.callbacks.ModelCheckpoint
     best = ModelCheckpoint(dirpath=str(run.checkpoints), filename="best", monitor=cfg.run.monitor, mode="min",
