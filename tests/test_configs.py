@@ -17,7 +17,7 @@ CONFIGS = sorted(p for p in Path("configs").glob("*.yaml") if p.name != "base.ya
 
 def needs_first_stage(path: Path) -> bool:
     """Two-stage configs point at a trained first stage; their pipelines are tested end to end elsewhere."""
-    return "first_stage" in load_config(path).model
+    return bool(load_config(path).model.get("first_stage"))
 
 
 @pytest.fixture(scope="module")
