@@ -1,0 +1,319 @@
+"""Denoising diffusion (Ho et al. 2020), with DDIM sampling (Song et al. 2021), classifier-free
+guidance (Ho & Salimans 2022) and latent diffusion over a frozen autoencoder (Rombach et al. 2022).
+
+Training: draw t ~ U{0..T-1} and eps ~ N(0, I), noise the batch to x_t = sqrt(ab_t) x0 + sqrt(1 - ab_t) eps,
+and regress the U-Net's output on eps (or x0, or v) with an MSE. Sampling runs the reverse process
+with the EMA weights. The schedule math lives in ``lit_gen.diffusion``; the U-Net never sees it.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Literal
+
+import torch
+import torch.distributed as dist
+from torch import Tensor
+
+from lit_gen import registry
+from lit_gen.diffusion.guidance import guided
+from lit_gen.diffusion.samplers import SAMPLERS, sample_loop
+from lit_gen.diffusion.schedule import PREDICTIONS, NoiseSchedule
+from lit_gen.errors import ConfigError
+from lit_gen.models.base import GenerativeModule, LossOutput, to_unit_range
+from lit_gen.nn import noise
+from lit_gen.nn.ema import EMA
+from lit_gen.nn.unet import UNet
+
+log = logging.getLogger(__name__)
+
+
+class DDPM(GenerativeModule):
+    """Denoising diffusion probabilistic model.
+
+    The architecture and schedule defaults are Ho et al.'s CIFAR-10 model; ``configs/ddpm_cifar.yaml``
+    adds the rest of their training setup (warm-up, plain EMA, batch size, clipping, step budget).
+
+    Args:
+        channels (int, default 3): image channels (filled from the dataset by the config).
+        image_size (int, default 32): image side length (filled from the dataset by the config).
+        base_channels (int, default 128): U-Net width at full resolution.
+        channel_mults (tuple[int, ...], default (1, 2, 2, 2)): U-Net width per level, as multiples of
+            ``base_channels``; each level after the first halves the resolution, so the diffused side
+            length must be divisible by ``2 ** (len(channel_mults) - 1)``.
+        num_res_blocks (int, default 2): residual blocks per U-Net level.
+        attention_resolutions (tuple[int, ...], default (16,)): side lengths with self-attention.
+        dropout (float, default 0.1): dropout inside residual blocks.
+        norm_groups (int, default 32): most GroupNorm groups per layer (fewer where a width needs it).
+        timesteps (int, default 1000): diffusion steps T.
+        beta_schedule ("linear" | "cosine", default "linear"): Ho et al.'s linear betas or Nichol &
+            Dhariwal's cosine alpha-bar.
+        beta_start (float, default 1e-4), beta_end (float, default 0.02): ends of the linear schedule.
+        prediction ("eps" | "x0" | "v", default "eps"): what the U-Net predicts and the MSE targets.
+        num_classes (int | None, default None): classes to condition on; None is unconditional.
+        label_dropout (float, default 0.1): probability of replacing a training label with the null
+            class, so one network also learns the unconditional model classifier-free guidance needs.
+        ema_decay (float, default 0.9999): decay of the weight EMA used for sampling; 0 disables it.
+        ema_warmup (bool, default True): ramp the EMA decay as min(decay, (1 + n) / (10 + n)) over
+            the first updates (important for short runs, where 0.9999 would keep the random init).
+        first_stage (str | None, default None): path of an autoencoder checkpoint (any family with
+            ``encode``/``decode``, e.g. ``ae`` with ``architecture: conv``) for latent diffusion. It is
+            frozen; the U-Net diffuses its latents, scaled to unit variance by a factor estimated
+            on the first training batch, and samples are decoded by it. Its weights are saved in
+            this model's checkpoints, so the file is needed only to start training.
+        first_stage_spec (dict | None, default None): filled in automatically (the first stage's
+            family and arguments, so a checkpoint rebuilds it without the file); leave unset.
+        lr (float, default 2e-4): peak learning rate (Ho et al.: 2e-4 for CIFAR-10).
+        weight_decay (float, default 0.0), betas (tuple, default (0.9, 0.999)), warmup_steps (int,
+            default 0; Ho et al. warm up over 5000), lr_schedule ("constant" | "cosine", default
+            "constant"): optimizer settings, see ``GenerativeModule``.
+    """
+
+    def __init__(
+        self,
+        channels: int = 3,
+        image_size: int = 32,
+        base_channels: int = 128,
+        channel_mults: tuple[int, ...] = (1, 2, 2, 2),
+        num_res_blocks: int = 2,
+        attention_resolutions: tuple[int, ...] = (16,),
+        dropout: float = 0.1,
+        norm_groups: int = 32,
+        timesteps: int = 1000,
+        beta_schedule: Literal["linear", "cosine"] = "linear",
+        beta_start: float = 1e-4,
+        beta_end: float = 0.02,
+        prediction: Literal["eps", "x0", "v"] = "eps",
+        num_classes: int | None = None,
+        label_dropout: float = 0.1,
+        ema_decay: float = 0.9999,
+        ema_warmup: bool = True,
+        first_stage: str | None = None,
+        first_stage_spec: dict | None = None,
+        lr: float = 2e-4,
+        weight_decay: float = 0.0,
+        betas: tuple[float, float] = (0.9, 0.999),
+        warmup_steps: int = 0,
+        lr_schedule: Literal["constant", "cosine"] = "constant",
+    ) -> None:
+        super().__init__(lr=lr, weight_decay=weight_decay, betas=betas, warmup_steps=warmup_steps, lr_schedule=lr_schedule)
+        self.save_hyperparameters()
+        if prediction not in PREDICTIONS:
+            raise ConfigError(f"model.prediction: unknown value {prediction!r}; choose one of {', '.join(PREDICTIONS)}")
+        if num_classes is not None and num_classes < 1:
+            raise ConfigError(f"model.num_classes must be at least 1 (or null for an unconditional model), got {num_classes}")
+        if not 0.0 <= label_dropout < 1.0:
+            raise ConfigError(f"model.label_dropout must be in [0, 1), got {label_dropout}")
+        if not 0.0 <= ema_decay < 1.0:
+            raise ConfigError(f"model.ema_decay must be in [0, 1) (0 disables the EMA), got {ema_decay}")
+        self.prediction = prediction
+        self.num_classes = num_classes
+        self.label_dropout = label_dropout
+        self.conditional = num_classes is not None
+
+        # Latent diffusion: the U-Net works on the first stage's latent shape instead of pixels.
+        self.first_stage = None
+        shape = (channels, image_size, image_size)
+        if first_stage is not None:
+            self.first_stage = self._build_first_stage(first_stage, first_stage_spec)
+            shape = self._latent_shape(channels, image_size)
+            # 0 = not estimated yet; a buffer so checkpoints keep the value training used.
+            self.register_buffer("latent_scale", torch.zeros(()))
+        self.diffusion_shape: tuple[int, int, int] = shape
+
+        try:
+            self.unet = UNet(
+                in_channels=shape[0], base_channels=base_channels, channel_mults=tuple(channel_mults),
+                num_res_blocks=num_res_blocks, attention_resolutions=tuple(attention_resolutions),
+                dropout=dropout, image_size=shape[1], num_classes=num_classes, groups=norm_groups,
+            )
+            self.schedule = NoiseSchedule(timesteps, beta_schedule, beta_start, beta_end)
+        except ValueError as exc:
+            where = f" (the U-Net runs on latents of shape {shape})" if first_stage is not None else ""
+            raise ConfigError(f"model: {exc}{where}") from None
+        self.ema = EMA(self.unet, ema_decay, ema_warmup) if ema_decay > 0 else None
+
+    # ------------------------------------------------------------------ first stage (latent diffusion)
+    def _build_first_stage(self, path: str, spec: dict | None):
+        if spec is not None:
+            # Rebuilding from a checkpoint of this model: the weights come with our own state_dict.
+            module = registry.resolve("model", spec["model"])(**spec["hparams"])
+        else:
+            from lit_gen.checkpoints import load_model  # imported here: checkpoints sits above models
+
+            module = load_model(path, map_location="cpu")
+            self.hparams["first_stage_spec"] = {"model": registry.name_of(type(module)), "hparams": _plain(module.hparams)}
+        if not (callable(getattr(module, "encode", None)) and callable(getattr(module, "decode", None))):
+            raise ConfigError(f"model.first_stage: {path} holds a {type(module).__name__}, which has no encode/decode; "
+                              "latent diffusion needs an autoencoder (e.g. ae with architecture: conv)")
+        module.eval()
+        module.requires_grad_(False)  # frozen: excluded from trainable_parameters()
+        return module
+
+    @torch.no_grad()
+    def _latent_shape(self, channels: int, image_size: int) -> tuple[int, int, int]:
+        z = self.first_stage.encode(torch.zeros(1, channels, image_size, image_size))
+        if not isinstance(z, Tensor) or z.ndim != 4:
+            shape = tuple(z.shape) if isinstance(z, Tensor) else type(z).__name__
+            raise ConfigError(f"model.first_stage: latents must be spatial (B, c, h, w) for the U-Net, got {shape}; "
+                              "use a convolutional autoencoder (architecture: conv)")
+        return tuple(z.shape[1:])
+
+    def train(self, mode: bool = True) -> "DDPM":
+        # Lightning calls train() on the whole model each epoch; the frozen first stage stays in eval.
+        super().train(mode)
+        if self.first_stage is not None:
+            self.first_stage.eval()
+        return self
+
+    def _scale_for(self, z: Tensor) -> Tensor:
+        """The latent scale factor: stored once known, else 1/std of ``z`` (stored when training)."""
+        if bool(self.latent_scale > 0):
+            return self.latent_scale
+        var = z.float().var()
+        if dist.is_available() and dist.is_initialized():
+            dist.all_reduce(var)  # every rank must use the same factor
+            var = var / dist.get_world_size()
+        scale = var.clamp(min=1e-12).rsqrt()
+        if self.training:
+            self.latent_scale.copy_(scale)
+            log.info("latent diffusion: latent scale factor set to %.4f (1 / std of the first batch)", float(scale))
+        return scale
+
+    def to_diffusion_space(self, images: Tensor) -> Tensor:
+        """Images in [-1, 1] -> what the U-Net diffuses: the images, or scaled first-stage latents."""
+        if self.first_stage is None:
+            return images
+        with torch.no_grad():
+            z = self.first_stage.encode(images)
+        return z * self._scale_for(z)
+
+    # ------------------------------------------------------------------ training
+    def loss(self, batch) -> LossOutput:
+        """Simple loss of Ho et al. (eq. 14): MSE between the U-Net output and its target, plus the
+        loss per timestep quartile (``loss_q0`` = the least noisy quarter)."""
+        images, labels = batch
+        x0 = self.to_diffusion_space(images)
+        b = x0.shape[0]
+        T = len(self.schedule)
+        # Global RNG on purpose: the training loop reseeds it every step, which makes resume exact.
+        t = torch.randint(0, T, (b,), device=x0.device)
+        eps = torch.randn_like(x0)
+        x_t = self.schedule.q_sample(x0, t, eps)
+        pred = self.unet(x_t, t, self._training_labels(labels) if self.conditional else None)
+        target = self.schedule.target(x0, t, eps, self.prediction)
+        per_example = (pred.float() - target.float()).pow(2).flatten(1).mean(1)  # (B,)
+        terms: dict[str, Tensor] = {}
+        quartile = t * 4 // T
+        for q in range(4):
+            mask = quartile == q
+            if bool(mask.any()):
+                terms[f"loss_q{q}"] = per_example[mask].mean()
+        return LossOutput(per_example.mean(), terms)
+
+    def _training_labels(self, labels: Tensor) -> Tensor:
+        if bool((labels < 0).any() or (labels >= self.num_classes).any()):
+            raise ValueError(f"labels must be in [0, {self.num_classes}) for model.num_classes={self.num_classes}, "
+                             f"got values from {int(labels.min())} to {int(labels.max())}")
+        if not self.training or self.label_dropout == 0:
+            return labels
+        drop = torch.rand(labels.shape[0], device=labels.device) < self.label_dropout
+        return torch.where(drop, torch.full_like(labels, self.num_classes), labels)
+
+    def optimizer_step(self, *args, **kwargs) -> None:
+        super().optimizer_step(*args, **kwargs)
+        self.update_ema()
+
+    def update_ema(self) -> None:
+        """Move the EMA weights towards the current U-Net (Lightning calls it after each optimizer step)."""
+        if self.ema is not None:
+            self.ema.update(self.unet)
+
+    # ------------------------------------------------------------------ sampling
+    @torch.no_grad()
+    def sample(
+        self,
+        n: int,
+        *,
+        labels: Tensor | None = None,
+        generator: torch.Generator | None = None,
+        sampler: Literal["ddpm", "ddim"] = "ddim",
+        steps: int = 50,
+        eta: float = 0.0,
+        guidance: float = 1.0,
+        use_ema: bool = True,
+        clip_x0: bool | None = None,
+        progress: bool = False,
+    ) -> Tensor:
+        """Generate ``n`` images in [0, 1], shape (n, C, H, W), on this module's device.
+
+        :param labels: (n,) int64 classes for a conditional model; None draws them uniformly from
+            ``generator`` (before the noise). Unconditional models take no labels.
+        :param generator: source of every random draw; the same seed gives the same images.
+        :param sampler: ``"ddim"`` or ``"ddpm"`` (ancestral); both run over ``steps`` respaced steps.
+        :param steps: denoising steps, 1 .. timesteps (use ``timesteps`` with ``"ddpm"`` for Ho et al.'s sampler).
+        :param eta: DDIM noise (0 deterministic, 1 = ancestral); ignored by ``"ddpm"``.
+        :param guidance: classifier-free guidance weight w (conditional models only; 1 = none).
+        :param use_ema: sample with the EMA weights (the raw weights when the EMA is disabled).
+        :param clip_x0: clamp predicted x_0 to [-1, 1]; None = yes for pixels, no for latents.
+        :param progress: show a progress bar.
+        """
+        self._check_sample_args(n, labels, sampler, steps, eta, guidance)
+        if self.conditional and labels is None:
+            labels = noise.randint(self.num_classes, (n,), generator=generator, device=self.device)
+        net = self.ema.averaged if use_ema and self.ema is not None else self.unet
+        if self.conditional:
+            model_fn = guided(net, labels.to(self.device, torch.long), self.num_classes, guidance)
+        else:
+            def model_fn(x: Tensor, t: Tensor) -> Tensor:
+                return net(x, t)
+
+        was_training = net.training
+        net.eval()
+        try:
+            x = sample_loop(
+                model_fn, self.schedule, (n, *self.diffusion_shape), sampler=sampler, steps=steps, eta=eta,
+                prediction=self.prediction, clip_x0=self.first_stage is None if clip_x0 is None else clip_x0,
+                generator=generator, progress=progress,
+            )
+        finally:
+            net.train(was_training)
+        if self.first_stage is not None:
+            if not bool(self.latent_scale > 0):
+                log.warning("latent diffusion: the latent scale factor was never estimated (untrained model); using 1")
+            scale = self.latent_scale if bool(self.latent_scale > 0) else torch.ones_like(self.latent_scale)
+            x = self.first_stage.decode(x / scale)
+        return to_unit_range(x)
+
+    def _check_sample_args(self, n, labels, sampler, steps, eta, guidance) -> None:
+        if n < 1:
+            raise ValueError(f"n must be at least 1, got {n}")
+        if sampler not in SAMPLERS:
+            raise ValueError(f"unknown sampler {sampler!r}; choose one of {', '.join(SAMPLERS)}")
+        T = len(self.schedule)
+        if not 1 <= steps <= T:
+            raise ValueError(f"steps must be in [1, {T}] (the model's timesteps), got {steps}")
+        if eta < 0:
+            raise ValueError(f"eta must be >= 0 (0 = deterministic DDIM, 1 = ancestral), got {eta}")
+        if not self.conditional:
+            if labels is not None:
+                raise ValueError("this DDPM is unconditional (num_classes=None): call sample() without labels")
+            if guidance != 1.0:
+                raise ValueError(f"guidance={guidance} needs a class-conditional model (num_classes set); "
+                                 "leave guidance at 1 for an unconditional DDPM")
+            return
+        if labels is not None:
+            if labels.shape != (n,) or labels.dtype not in (torch.int64, torch.int32):
+                raise ValueError(f"labels must be an int64 tensor of shape ({n},), got {labels.dtype} {tuple(labels.shape)}")
+            if bool((labels < 0).any() or (labels >= self.num_classes).any()):
+                raise ValueError(f"labels must be in [0, {self.num_classes}) (num_classes={self.num_classes}), "
+                                 f"got values from {int(labels.min())} to {int(labels.max())}")
+
+
+def _plain(value: Any) -> Any:
+    """Hyperparameters as plain containers (a checkpoint loaded with weights_only holds nothing else)."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value

@@ -1,0 +1,234 @@
+"""The DDPM U-Net (Ho et al. 2020, appendix B): ``(x_t, t, labels) -> prediction`` of x_t's shape.
+
+A stack of residual blocks at halving resolutions, each fed the timestep (and class) embedding,
+self-attention at chosen resolutions, a middle block with attention, and an upward path that
+concatenates the matching downward activations. The network knows nothing of noise schedules:
+``t`` is only a number it is conditioned on.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from lit_gen.nn.embeddings import ClassEmbedding, TimestepEmbedding
+
+
+def norm_groups(channels: int, max_groups: int) -> int:
+    """The largest group count <= ``max_groups`` that divides ``channels`` (GroupNorm needs one)."""
+    groups = max(1, min(max_groups, channels))
+    while channels % groups:
+        groups -= 1
+    return groups
+
+
+def _zero(module: nn.Module) -> nn.Module:
+    # Ho et al. zero the last layer of each residual branch so every block starts as the identity.
+    for p in module.parameters():
+        nn.init.zeros_(p)
+    return module
+
+
+class ResBlock(nn.Module):
+    """GroupNorm-SiLU-conv, add the projected embedding, GroupNorm-SiLU-dropout-conv, plus a skip."""
+
+    def __init__(self, in_channels: int, out_channels: int, emb_dim: int, dropout: float, groups: int) -> None:
+        super().__init__()
+        self.norm1 = nn.GroupNorm(norm_groups(in_channels, groups), in_channels)
+        self.conv1 = nn.Conv2d(in_channels, out_channels, 3, padding=1)
+        self.emb_proj = nn.Linear(emb_dim, out_channels)
+        self.norm2 = nn.GroupNorm(norm_groups(out_channels, groups), out_channels)
+        self.dropout = nn.Dropout(dropout)
+        self.conv2 = _zero(nn.Conv2d(out_channels, out_channels, 3, padding=1))
+        self.skip = nn.Conv2d(in_channels, out_channels, 1) if in_channels != out_channels else nn.Identity()
+
+    def forward(self, x: Tensor, emb: Tensor) -> Tensor:
+        h = self.conv1(F.silu(self.norm1(x)))
+        h = h + self.emb_proj(F.silu(emb))[:, :, None, None]  # (B, C, 1, 1) broadcast over pixels
+        h = self.conv2(self.dropout(F.silu(self.norm2(h))))
+        return self.skip(x) + h
+
+
+class SelfAttention(nn.Module):
+    """Single-head self-attention over all pixels, with a residual connection."""
+
+    def __init__(self, channels: int, groups: int) -> None:
+        super().__init__()
+        self.norm = nn.GroupNorm(norm_groups(channels, groups), channels)
+        self.qkv = nn.Conv2d(channels, 3 * channels, 1)
+        self.proj = _zero(nn.Conv2d(channels, channels, 1))
+
+    def forward(self, x: Tensor) -> Tensor:
+        b, c, h, w = x.shape
+        q, k, v = self.qkv(self.norm(x)).reshape(b, 3, c, h * w).transpose(-1, -2).unbind(1)  # each (B, HW, C)
+        out = F.scaled_dot_product_attention(q, k, v)  # (B, HW, C)
+        return x + self.proj(out.transpose(-1, -2).reshape(b, c, h, w))
+
+
+class Downsample(nn.Module):
+    """Halve the resolution with a strided 3x3 convolution."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(channels, channels, 3, stride=2, padding=1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.conv(x)
+
+
+class Upsample(nn.Module):
+    """Double the resolution (nearest neighbour), then a 3x3 convolution."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(channels, channels, 3, padding=1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))
+
+
+class EmbedSequential(nn.Sequential):
+    """A sequence of layers in which residual blocks also receive the conditioning embedding."""
+
+    def forward(self, x: Tensor, emb: Tensor) -> Tensor:  # type: ignore[override]
+        for layer in self:
+            x = layer(x, emb) if isinstance(layer, ResBlock) else layer(x)
+        return x
+
+
+class UNet(nn.Module):
+    """The DDPM noise-prediction network.
+
+    :param in_channels: channels of x_t (3 for RGB, 1 for greyscale, c for latents).
+    :param out_channels: channels of the prediction; None means ``in_channels``.
+    :param base_channels: channels of the first level (128 in Ho et al.'s CIFAR-10 model).
+    :param channel_mults: width of each level as a multiple of ``base_channels``; every level after
+        the first halves the resolution.
+    :param num_res_blocks: residual blocks per level on the way down (the way up has one more).
+    :param attention_resolutions: side lengths (e.g. ``(16,)``) at which self-attention follows
+        each residual block; each must be a resolution the network reaches.
+    :param dropout: dropout rate inside residual blocks.
+    :param image_size: side length of the inputs; must be divisible by ``2 ** (len(channel_mults) - 1)``.
+    :param num_classes: number of classes for class conditioning; None for an unconditional net.
+        A conditional net also accepts the null label ``num_classes`` (used by classifier-free guidance).
+    :param groups: the most GroupNorm groups per layer; fewer are used where the width needs it.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int | None = None,
+        base_channels: int = 128,
+        channel_mults: tuple[int, ...] = (1, 2, 2, 2),
+        num_res_blocks: int = 2,
+        attention_resolutions: tuple[int, ...] = (16,),
+        dropout: float = 0.0,
+        image_size: int = 32,
+        num_classes: int | None = None,
+        groups: int = 32,
+    ) -> None:
+        super().__init__()
+        channel_mults = tuple(channel_mults)
+        attention_resolutions = tuple(attention_resolutions)
+        self._validate(in_channels, base_channels, channel_mults, num_res_blocks, dropout, image_size, groups)
+        resolutions = [image_size // 2**i for i in range(len(channel_mults))]
+        unknown = sorted(set(attention_resolutions) - set(resolutions))
+        if unknown:
+            raise ValueError(
+                f"attention_resolutions {unknown} are not reached by this U-Net; with image_size={image_size} "
+                f"and channel_mults={channel_mults} the resolutions are {resolutions}"
+            )
+        self.in_channels = in_channels
+        self.out_channels = out_channels or in_channels
+        self.image_size = image_size
+        self.num_classes = num_classes
+        self.downsample_factor = 2 ** (len(channel_mults) - 1)
+
+        emb_dim = 4 * base_channels
+        self.time_embed = TimestepEmbedding(base_channels, emb_dim)
+        self.class_embed = ClassEmbedding(num_classes, emb_dim) if num_classes is not None else None
+        self.conv_in = nn.Conv2d(in_channels, base_channels, 3, padding=1)
+
+        def block(c_in: int, c_out: int, res: int) -> list[nn.Module]:
+            layers: list[nn.Module] = [ResBlock(c_in, c_out, emb_dim, dropout, groups)]
+            if res in attention_resolutions:
+                layers.append(SelfAttention(c_out, groups))
+            return layers
+
+        # Downward path: every entry's output is kept as a skip connection for the upward path.
+        self.down = nn.ModuleList()
+        skip_channels = [base_channels]
+        ch = base_channels
+        for level, mult in enumerate(channel_mults):
+            for _ in range(num_res_blocks):
+                self.down.append(EmbedSequential(*block(ch, base_channels * mult, resolutions[level])))
+                ch = base_channels * mult
+                skip_channels.append(ch)
+            if level < len(channel_mults) - 1:
+                self.down.append(EmbedSequential(Downsample(ch)))
+                skip_channels.append(ch)
+
+        self.mid = EmbedSequential(
+            ResBlock(ch, ch, emb_dim, dropout, groups), SelfAttention(ch, groups), ResBlock(ch, ch, emb_dim, dropout, groups)
+        )
+
+        # Upward path: each entry consumes one skip connection, so each level has one extra block.
+        self.up = nn.ModuleList()
+        for level, mult in reversed(list(enumerate(channel_mults))):
+            for i in range(num_res_blocks + 1):
+                layers = block(ch + skip_channels.pop(), base_channels * mult, resolutions[level])
+                ch = base_channels * mult
+                if level > 0 and i == num_res_blocks:
+                    layers.append(Upsample(ch))
+                self.up.append(EmbedSequential(*layers))
+        assert not skip_channels, "every skip connection must be consumed"
+
+        self.out = nn.Sequential(
+            nn.GroupNorm(norm_groups(ch, groups), ch), nn.SiLU(), _zero(nn.Conv2d(ch, self.out_channels, 3, padding=1))
+        )
+
+    @staticmethod
+    def _validate(in_channels, base_channels, channel_mults, num_res_blocks, dropout, image_size, groups) -> None:
+        if in_channels < 1 or base_channels < 1:
+            raise ValueError(f"in_channels and base_channels must be positive, got {in_channels} and {base_channels}")
+        if not channel_mults or any(m < 1 for m in channel_mults):
+            raise ValueError(f"channel_mults must be a non-empty tuple of positive ints, got {channel_mults}")
+        if num_res_blocks < 1:
+            raise ValueError(f"num_res_blocks must be at least 1, got {num_res_blocks}")
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {dropout}")
+        if groups < 1:
+            raise ValueError(f"groups must be at least 1, got {groups}")
+        factor = 2 ** (len(channel_mults) - 1)
+        if image_size < 1 or image_size % factor:
+            working = ", ".join(str(factor * k) for k in range(1, 5))
+            raise ValueError(
+                f"image_size {image_size} is not divisible by {factor} = 2 ** (len(channel_mults) - 1) for "
+                f"channel_mults={tuple(channel_mults)}; use a multiple of {factor} ({working}, ...) or fewer channel_mults"
+            )
+
+    def forward(self, x: Tensor, t: Tensor, labels: Tensor | None = None) -> Tensor:
+        """Predict from x_t (B, C, H, W), timesteps t (B,) and, for a conditional net, labels (B,) int64.
+
+        A conditional net given ``labels=None`` treats the batch as unconditional (the null label).
+        """
+        if x.shape[-1] % self.downsample_factor or x.shape[-2] % self.downsample_factor:
+            raise ValueError(f"input size {tuple(x.shape[-2:])} is not divisible by {self.downsample_factor}")
+        emb = self.time_embed(t)
+        if self.class_embed is not None:
+            if labels is None:
+                labels = torch.full((x.shape[0],), self.class_embed.null_index, dtype=torch.long, device=x.device)
+            emb = emb + self.class_embed(labels)
+        elif labels is not None:
+            raise ValueError("this U-Net is unconditional (num_classes=None) but labels were given")
+
+        h = self.conv_in(x)
+        skips = [h]
+        for layer in self.down:
+            h = layer(h, emb)
+            skips.append(h)
+        h = self.mid(h, emb)
+        for layer in self.up:
+            h = layer(torch.cat([h, skips.pop()], dim=1), emb)
+        return self.out(h)

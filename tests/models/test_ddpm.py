@@ -1,0 +1,276 @@
+"""DDPM: it learns, samples with its EMA weights deterministically, guides, validates, and runs in latent space."""
+
+import lightning as L
+import pytest
+import torch
+from torch.utils.data import DataLoader, TensorDataset
+
+from lit_gen.checkpoints import load_model
+from lit_gen.data.digits import load_digits_uint8
+from lit_gen.errors import ConfigError
+from lit_gen.models.ae import Autoencoder
+from lit_gen.models.ddpm import DDPM
+
+TINY = dict(channels=1, image_size=8, base_channels=16, channel_mults=(1, 2), num_res_blocks=1,
+            attention_resolutions=(), dropout=0.0, norm_groups=8, timesteps=100)
+
+
+def digits(n: int):
+    images, labels = load_digits_uint8()
+    return images[:n].float() / 127.5 - 1.0, labels[:n]
+
+
+def train(model: DDPM, images, labels, steps: int, batch_size: int | None = None, lr: float = 3e-3) -> None:
+    """Plain Adam steps (on random minibatches when ``batch_size`` is set) with an EMA update after
+    each, as the Lightning hook does."""
+    optimizer = torch.optim.Adam(model.trainable_parameters(), lr=lr)
+    order = torch.Generator().manual_seed(0)
+    model.train()
+    for _ in range(steps):
+        idx = torch.randint(0, len(labels), (batch_size,), generator=order) if batch_size else slice(None)
+        loss = model.loss((images[idx], labels[idx])).total
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        model.update_ema()
+
+
+def eval_loss(model: DDPM, images, labels) -> float:
+    torch.manual_seed(123)  # the same timesteps and noises for every evaluation
+    model.eval()
+    with torch.no_grad():
+        return model.loss((images.repeat(8, 1, 1, 1), labels.repeat(8))).total.item()
+
+
+@pytest.fixture(scope="module")
+def trained():
+    """A tiny unconditional DDPM fitted to 16 digits, with its loss before and after."""
+    torch.manual_seed(0)
+    images, labels = digits(16)
+    model = DDPM(**TINY, ema_decay=0.9)
+    before = eval_loss(model, images, labels)
+    train(model, images, labels, steps=60)
+    return model, before, eval_loss(model, images, labels)
+
+
+@pytest.fixture(scope="module")
+def conditional():
+    """A tiny class-conditional DDPM trained briefly on all 1,797 digits."""
+    torch.manual_seed(0)
+    images, labels = digits(None)
+    model = DDPM(**TINY, num_classes=10, label_dropout=0.2, ema_decay=0.9)
+    train(model, images, labels, steps=80, batch_size=64)
+    return model
+
+
+def g(seed: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+# ---------------------------------------------------------------------------------- training
+def test_a_tiny_model_fits_a_handful_of_digits(trained):
+    _, before, after = trained
+    assert before == pytest.approx(1.0, abs=0.15)  # zero-initialised output: loss = E[eps^2]
+    assert after < 0.5 * before
+
+
+def test_loss_reports_each_timestep_quartile():
+    torch.manual_seed(0)
+    images, labels = digits(64)
+    out = DDPM(**TINY, ema_decay=0).loss((images, labels))
+    assert set(out.terms) == {"loss_q0", "loss_q1", "loss_q2", "loss_q3"}
+    assert out.total.ndim == 0 and out.total.requires_grad
+
+
+def test_training_draws_from_the_reseeded_global_rng():
+    # The training loop reseeds the global RNG every step; equal seeds must give equal losses.
+    images, labels = digits(8)
+    model = DDPM(**TINY, ema_decay=0)
+    torch.manual_seed(7)
+    a = model.loss((images, labels)).total
+    torch.manual_seed(7)
+    assert torch.equal(a, model.loss((images, labels)).total)
+
+
+def test_label_dropout_replaces_labels_with_the_null_class():
+    model = DDPM(**TINY, num_classes=10, label_dropout=0.3, ema_decay=0)
+    seen = []
+    forward = model.unet.forward
+    model.unet.forward = lambda x, t, labels=None: seen.append(labels) or forward(x, t, labels)
+    images, labels = torch.zeros(2000, 1, 8, 8), torch.arange(2000) % 10
+    torch.manual_seed(0)
+    model.train().loss((images, labels))
+    dropped = (seen[0] == 10).float().mean().item()
+    assert dropped == pytest.approx(0.3, abs=0.04)
+    assert torch.equal(seen[0][seen[0] != 10], labels[seen[0] != 10])
+    model.eval().loss((images, labels))  # no dropout outside training
+    assert torch.equal(seen[1], labels)
+
+
+def test_optimizer_excludes_the_ema_copy(trained):
+    model, _, _ = trained
+    trainable = {id(p) for p in model.trainable_parameters()}
+    assert trainable == {id(p) for p in model.unet.parameters()}
+
+
+# ---------------------------------------------------------------------------------- EMA and sampling
+def test_sample_uses_the_ema_weights(trained):
+    model, _, _ = trained
+    raw = list(model.unet.parameters())
+    assert any(not torch.equal(a, p) for a, p in zip(model.ema.averaged.parameters(), raw))
+    with_ema = model.sample(4, generator=g(0), steps=10)
+    assert not torch.allclose(with_ema, model.sample(4, generator=g(0), steps=10, use_ema=False))
+    with model.ema.applied_to(model.unet):
+        swapped = model.sample(4, generator=g(0), steps=10, use_ema=False)
+    torch.testing.assert_close(with_ema, swapped)
+
+
+@pytest.mark.parametrize("sampler, eta", [("ddim", 0.0), ("ddim", 1.0), ("ddpm", 0.0)])
+def test_samples_are_images_in_unit_range_and_deterministic(trained, sampler, eta):
+    model, _, _ = trained
+    a = model.sample(5, generator=g(1), sampler=sampler, steps=8, eta=eta)
+    assert a.shape == (5, 1, 8, 8) and a.dtype == torch.float32
+    assert a.min().item() >= 0.0 and a.max().item() <= 1.0
+    assert torch.equal(a, model.sample(5, generator=g(1), sampler=sampler, steps=8, eta=eta))
+    assert not torch.allclose(a, model.sample(5, generator=g(2), sampler=sampler, steps=8, eta=eta))
+
+
+def test_sampling_restores_training_mode(trained):
+    model, _, _ = trained
+    model.train()
+    model.sample(1, generator=g(0), steps=2, use_ema=False)
+    assert model.unet.training
+    model.eval()
+
+
+def test_conditional_sampling_with_guidance(conditional):
+    model = conditional
+    labels = torch.tensor([0, 1, 2, 3])
+    guided = model.sample(4, labels=labels, generator=g(0), steps=6, guidance=3.0)
+    assert guided.shape == (4, 1, 8, 8)
+    assert not torch.allclose(guided, model.sample(4, labels=labels, generator=g(0), steps=6, guidance=1.0))
+    assert not torch.allclose(guided, model.sample(4, labels=labels.flip(0), generator=g(0), steps=6, guidance=3.0))
+    # Without labels, classes are drawn from the generator: still deterministic.
+    assert torch.equal(model.sample(3, generator=g(4), steps=4), model.sample(3, generator=g(4), steps=4))
+
+
+def test_guided_samples_show_the_requested_digit(conditional):
+    # A nearest-class-mean classifier (90% right on real digits) reads the generated digits.
+    images, labels = digits(None)
+    means = torch.stack([images[labels == c].mean(0) for c in range(10)]).flatten(1)
+    wanted = torch.arange(10).repeat(5)
+
+    def accuracy(guidance: float) -> float:
+        samples = conditional.sample(50, labels=wanted, generator=g(1), steps=10, guidance=guidance) * 2 - 1
+        return (torch.cdist(samples.flatten(1), means).argmin(1) == wanted).float().mean().item()
+
+    guided, plain = accuracy(3.0), accuracy(1.0)
+    assert guided >= 0.5  # chance is 0.1
+    assert guided > plain  # guidance trades diversity for fidelity to the label
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"labels": torch.tensor([0, 10])}, r"labels must be in \[0, 10\)"),
+        ({"labels": torch.tensor([-1, 2])}, r"labels must be in \[0, 10\)"),
+        ({"labels": torch.tensor([1, 2, 3])}, r"shape \(2,\)"),
+        ({"labels": torch.tensor([1.0, 2.0])}, "int64"),
+        ({"steps": 101}, r"steps must be in \[1, 100\]"),
+        ({"sampler": "plms"}, "unknown sampler"),
+        ({"eta": -1.0}, "eta must be >= 0"),
+        ({"guidance": -2.0}, "guidance scale must be a finite number >= 0"),
+    ],
+)
+def test_bad_sample_arguments_raise(conditional, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        conditional.sample(2, generator=g(0), **kwargs)
+
+
+def test_unconditional_model_rejects_labels_and_guidance(trained):
+    model, _, _ = trained
+    with pytest.raises(ValueError, match="needs a class-conditional model"):
+        model.sample(2, guidance=2.0)
+    with pytest.raises(ValueError, match="unconditional"):
+        model.sample(2, labels=torch.tensor([0, 1]))
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"image_size": 10, "channel_mults": (1, 2, 2)}, "image_size 10 is not divisible by 4"),
+        ({"prediction": "score"}, "model.prediction"),
+        ({"label_dropout": 1.0}, "model.label_dropout"),
+        ({"ema_decay": 1.0}, "model.ema_decay"),
+        ({"beta_start": 0.1}, "beta_start < beta_end"),
+        ({"num_classes": 0}, "model.num_classes"),
+    ],
+)
+def test_bad_constructor_arguments_raise_config_errors(kwargs, message):
+    with pytest.raises(ConfigError, match=message):
+        DDPM(**{**TINY, **kwargs})
+
+
+# ---------------------------------------------------------------------------------- Lightning and checkpoints
+def fit(model, images, labels, steps: int) -> L.Trainer:
+    trainer = L.Trainer(max_steps=steps, accelerator="cpu", logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0)
+    trainer.fit(model, DataLoader(TensorDataset(images, labels), batch_size=16, shuffle=True))
+    return trainer
+
+
+def test_lightning_updates_ema_each_step_and_checkpoints_rebuild_the_sampler(tmp_path):
+    torch.manual_seed(0)
+    images, labels = digits(32)
+    model = DDPM(**TINY, num_classes=10, ema_decay=0.99)
+    trainer = fit(model, images, labels, steps=3)
+    assert int(model.ema.num_updates) == 3
+    trainer.save_checkpoint(tmp_path / "ddpm.ckpt")
+    restored = load_model(tmp_path / "ddpm.ckpt")
+    assert int(restored.ema.num_updates) == 3
+    model.eval()
+    expected = model.sample(3, labels=torch.tensor([1, 2, 3]), generator=g(0), steps=5, guidance=2.0)
+    torch.testing.assert_close(
+        restored.sample(3, labels=torch.tensor([1, 2, 3]), generator=g(0), steps=5, guidance=2.0), expected)
+
+
+def test_latent_diffusion_trains_samples_and_keeps_its_first_stage(tmp_path):
+    torch.manual_seed(0)
+    images, labels = digits(64)
+    # A tiny convolutional autoencoder: 8x8 images -> 2x4x4 latents.
+    ae = Autoencoder(channels=1, image_size=8, architecture="conv", conv_channels=(8,), latent_dim=2, lr=1e-2)
+    fit(ae, images, labels, steps=5).save_checkpoint(tmp_path / "ae.ckpt")
+
+    model = DDPM(**{**TINY, "base_channels": 8, "channel_mults": (1,)}, first_stage=str(tmp_path / "ae.ckpt"),
+                 ema_decay=0.9)
+    assert model.diffusion_shape == (2, 4, 4)
+    assert model.unet.in_channels == 2
+    frozen = {k: v.clone() for k, v in model.first_stage.state_dict().items()}
+    assert not any(p.requires_grad for p in model.first_stage.parameters())
+
+    trainer = fit(model, images, labels, steps=4)
+    with torch.no_grad():
+        z = model.first_stage.encode(images[:16])  # the first training batch... up to shuffling
+    scale = model.latent_scale.item()
+    assert scale > 0
+    assert scale == pytest.approx(1 / z.std().item(), rel=0.5)
+    assert not model.first_stage.training
+    for k, v in model.first_stage.state_dict().items():
+        assert torch.equal(v, frozen[k]), f"the frozen first stage changed: {k}"
+
+    out = model.sample(3, generator=g(0), steps=5)
+    assert out.shape == (3, 1, 8, 8) and 0.0 <= out.min().item() and out.max().item() <= 1.0
+
+    # The DDPM checkpoint holds the first stage: sampling works after the AE file is gone.
+    trainer.save_checkpoint(tmp_path / "ldm.ckpt")
+    (tmp_path / "ae.ckpt").unlink()
+    restored = load_model(tmp_path / "ldm.ckpt")
+    assert restored.latent_scale.item() == scale
+    torch.testing.assert_close(restored.sample(3, generator=g(0), steps=5), model.eval().sample(3, generator=g(0), steps=5))
+
+
+def test_latent_diffusion_rejects_flat_latents(tmp_path):
+    ae = Autoencoder(channels=1, image_size=8, architecture="mlp", hidden_dims=(16,), latent_dim=3)
+    fit(ae, *digits(16), steps=1).save_checkpoint(tmp_path / "mlp_ae.ckpt")
+    with pytest.raises(ConfigError, match="latents must be spatial"):
+        DDPM(**TINY, first_stage=str(tmp_path / "mlp_ae.ckpt"))
