@@ -22,6 +22,9 @@ FAMILIES = {
     "vae": ["--config", "configs/vae_digits.yaml"],
     # Two optimizers (manual optimization); the discriminator starts early so both phases are resumed.
     "vqgan": ["--config", "configs/vqgan_digits.yaml", "model.disc_start=10", "model.hidden_channels=16"],
+    # EMA weights and a warm-up + cosine learning-rate schedule are part of the resumed state.
+    "ddpm": ["--config", "configs/ddpm_digits.yaml", "model.base_channels=16", "model.num_res_blocks=1",
+             "run.sample_options={steps: 2}"],
 }
 
 
@@ -94,3 +97,4 @@ def test_kill_and_resume_matches_uninterrupted_run(family, tmp_path):
     b = final_state(tmp_path / name / "cut")
     assert_same_tensors(a["state_dict"], b["state_dict"], "state_dict")
     assert_same_tensors(a["optimizer_states"], b["optimizer_states"], "optimizer_states")
+    assert a.get("lr_schedulers") == b.get("lr_schedulers")
