@@ -33,6 +33,9 @@ def assert_one_clear_line(code, err, *needles):
         ("vae_digits", ["data.val_fraction=1.5"], ["val_fraction"]),
         ("vae_digits", ["data.batch_size=0"], ["batch_size"]),
         ("vae_digits", ["trainer.precision=17"], ["trainer"]),
+        ("ddpm_digits", ["model.beta_start=0.02", "model.beta_end=0.0001"], ["beta_end"]),
+        ("ddpm_digits", ["data.image_size=6"], ["image_size", "6"]),
+        ("ddpm_digits", ["model.guidance_scale=3"], ["model.guidance_scale: unknown key"]),
     ],
 )
 def test_out_of_range_values(tmp_path, capsys, config, overrides, needles):
