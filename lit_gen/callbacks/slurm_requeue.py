@@ -10,6 +10,10 @@ At the end of the next optimizer step every rank agrees to stop, ``last.ckpt`` i
 same state a step checkpoint holds), rank 0 closes the loggers and runs ``scontrol requeue``, and
 the processes exit. The requeued job keeps its job id, so ``lit_gen.fit`` opens the same run folder,
 resumes from ``last.ckpt`` and logs to the same W&B run.
+
+SIGTERM (``scancel``, a preemption, the time limit itself) is handled the same way without the
+requeue: Lightning notes it, and this callback saves ``last.ckpt`` at the step end before stopping,
+so a preempted job that SLURM requeues resumes from the step it was stopped at.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from pathlib import Path
 import lightning as L
 from lightning.fabric.plugins.environments import SLURMEnvironment
 from lightning.pytorch.callbacks import Checkpoint
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +62,7 @@ def cluster_plugins(environ: dict[str, str]) -> list:
 
 
 class SlurmRequeue(Checkpoint):
-    """On SIGUSR1: save ``checkpoint_path`` at the next step boundary, requeue the job, exit.
+    """On SIGUSR1: save ``checkpoint_path`` at the next step boundary, requeue the job, exit (on SIGTERM: no requeue).
 
     A ``Checkpoint`` subclass so that Lightning runs it after every other callback's
     ``on_train_batch_end`` (an EMA update of this step is then part of the saved state).
@@ -100,8 +105,13 @@ class SlurmRequeue(Checkpoint):
         self._previous_handler = signal.signal(self.requeue_signal, self._note_signal)
 
     def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        # (When fit ends in an exception Lightning skips this hook and puts back the handlers it found
+        # at the start of training, ours included: a late warning then only sets the flag.)
         if self._previous_handler is not None and threading.current_thread() is threading.main_thread():
-            signal.signal(self.requeue_signal, self._previous_handler)
+            # Training is over: a late warning must not kill the process (USR1's default action)
+            # while it writes its summary; the time limit ends the job anyway.
+            previous = self._previous_handler
+            signal.signal(self.requeue_signal, signal.SIG_IGN if previous == signal.SIG_DFL else previous)
             self._previous_handler = None
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -110,19 +120,32 @@ class SlurmRequeue(Checkpoint):
 
     # ------------------------------------------------------------------ stop, save, requeue
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx: int) -> None:
-        epoch_loop = trainer.fit_loop.epoch_loop
-        if epoch_loop._should_accumulate():  # mid-accumulation is not a step boundary
+        if trainer.fit_loop.epoch_loop._should_accumulate():  # mid-accumulation is not a step boundary
             return
-        # Ranks see the signal at different moments: stop at the first step where any rank has it.
-        if not trainer.strategy.reduce_boolean_decision(self.signalled, all=False):
+        # Ranks see a signal at different moments: all stop at the first step end where any rank has one.
+        if not trainer.strategy.reduce_boolean_decision(self.signalled or trainer.received_sigterm, all=False):
             return
-        self._save_requeue_exit(trainer)
+        if trainer.strategy.reduce_boolean_decision(self.signalled, all=False):
+            self._save_requeue_exit(trainer)
+        self._save_stop(trainer)
+
+    def _save_stop(self, trainer: L.Trainer) -> None:
+        """SIGTERM (scancel, preemption, the time limit itself): save and stop; SLURM decides about a requeue.
+
+        A preempted job that SLURM requeues then resumes from this step instead of the last periodic
+        checkpoint; a cancelled one can be continued with ``--run-id``.
+        """
+        trainer.save_checkpoint(self.checkpoint_path, weights_only=False)
+        if trainer.is_global_zero:
+            log.info("SIGTERM (job cancelled, preempted or out of time): saved step %d to %s",
+                     trainer.global_step, self.checkpoint_path)
+        raise SIGTERMException  # what Lightning itself raises on SIGTERM, a step later
 
     def _save_requeue_exit(self, trainer: L.Trainer) -> None:
         # The requeue makes SLURM send SIGTERM to every task. Lightning's SIGTERM handler runs a
         # collective from inside the handler; the state is safe by then, so the signal is only noted.
         signal.signal(signal.SIGTERM, _ignore_sigterm)
-        trainer.save_checkpoint(self.checkpoint_path)  # every rank calls it; rank 0 writes, then a barrier
+        trainer.save_checkpoint(self.checkpoint_path, weights_only=False)  # every rank; rank 0 writes, then a barrier
         requeued = True
         if trainer.is_global_zero:
             log.info("SLURM time limit near: saved step %d to %s", trainer.global_step, self.checkpoint_path)
