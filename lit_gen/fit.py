@@ -148,6 +148,7 @@ def main(argv: list[str]) -> int:
         if wandb_id:
             run.write_wandb_id(wandb_id)
     # Workers that Lightning launches for DDP rerun this module: they must find the same folder.
+    inherited = os.environ.get("LIT_GEN_RUN_ID")
     os.environ["LIT_GEN_RUN_ID"] = run_id
     # A validation-free dataset still gets best.ckpt from the training loss.
     if trainer.limit_val_batches == 0 or not len(datamodule.dataset("val")):
@@ -156,7 +157,14 @@ def main(argv: list[str]) -> int:
     if resume_from is not None and trainer.is_global_zero:
         log.info("resuming from %s", resume_from)
     started = time.time()
-    trainer.fit(model, datamodule=datamodule, ckpt_path=str(resume_from) if resume_from else None)
+    try:
+        trainer.fit(model, datamodule=datamodule, ckpt_path=str(resume_from) if resume_from else None)
+    finally:
+        # Only this fit's workers may see the id: a later fit in the same process (or a job it submits) must not.
+        if inherited is None:
+            os.environ.pop("LIT_GEN_RUN_ID", None)
+        else:
+            os.environ["LIT_GEN_RUN_ID"] = inherited
     if not trainer.is_global_zero:
         return 0
     if trainer.interrupted:

@@ -99,6 +99,17 @@ def test_an_existing_run_is_never_overwritten(finished_run, capsys):
     assert code == 2 and "already exists" in err
 
 
+def test_a_fit_does_not_leak_its_run_id_into_the_environment(tmp_path, capsys, monkeypatch):
+    import os
+
+    monkeypatch.delenv("LIT_GEN_RUN_ID", raising=False)
+    with pytest.raises(SystemExit) as info:
+        run_main(main, ["--config", "configs/vae_digits.yaml", "trainer.max_epochs=1", "logger.wandb=false",
+                        "run.num_samples=0", f"run.output_dir={tmp_path}"])
+    assert info.value.code == 0
+    assert "LIT_GEN_RUN_ID" not in os.environ, "later fits and submitted jobs would reuse this run's folder"
+
+
 def test_print_config_shows_the_resolved_config(capsys):
     with pytest.raises(SystemExit) as info:
         run_main(main, ["--config", "configs/vae_digits.yaml", "--print-config", "--model.beta", "0.5"])
