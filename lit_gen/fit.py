@@ -123,6 +123,7 @@ def main(argv: list[str]) -> int:
         best,
         LastCheckpoint(run.last_checkpoint, cfg.run.checkpoint_every_n_steps),
         samples,
+        L.pytorch.callbacks.LearningRateMonitor(logging_interval="step"),
         MetricsFile(run.metrics),
     ]
     if cfg.eval.fid_every_n_epochs > 0:

@@ -9,12 +9,37 @@ import secrets
 import string
 from pathlib import Path
 
+import csv
+
+from lightning.fabric.loggers.logger import rank_zero_experiment
 from lightning.pytorch.loggers import CSVLogger, Logger
+from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 
 from lit_gen.config import LoggerSettings, RunConfig
 from lit_gen.runs import RunDir
 
 log = logging.getLogger(__name__)
+
+
+class _KeepingWriter(ExperimentWriter):
+    """Lightning's CSV writer, minus deleting an existing ``metrics.csv``: a resumed run appends to it."""
+
+    def _check_log_dir_exists(self) -> None:
+        if self._fs.isfile(self.metrics_file_path):
+            with self._fs.open(self.metrics_file_path, "r", newline="") as handle:
+                self.metrics_keys = sorted(next(csv.reader(handle), []))
+
+
+class RunCSVLogger(CSVLogger):
+    """A CSV log in the run folder that survives resumes (every start appends its rows)."""
+
+    @property
+    @rank_zero_experiment
+    def experiment(self) -> ExperimentWriter:
+        if self._experiment is None:
+            self._fs.makedirs(self.root_dir, exist_ok=True)
+            self._experiment = _KeepingWriter(log_dir=self.log_dir)
+        return self._experiment
 
 
 def wandb_mode(settings: LoggerSettings, environ: dict[str, str]) -> str | None:
@@ -42,7 +67,7 @@ def build_loggers(cfg: RunConfig, run: RunDir, run_id: str, environ: dict[str, s
     Returns the loggers and the W&B run id to store in the run folder (None without W&B). Nothing
     is written here: W&B starts on first use, after the run folder exists.
     """
-    loggers: list[Logger] = [CSVLogger(save_dir=str(run.path), name="", version="")]
+    loggers: list[Logger] = [RunCSVLogger(save_dir=str(run.path), name="", version="")]
     settings = cfg.logger
     if not settings.wandb or settings.mode == "disabled":
         return loggers, None

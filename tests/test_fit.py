@@ -59,6 +59,8 @@ def test_resume_auto_continues_the_same_run(finished_run, cli):
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in rows] == [0, 1, 2]
     assert json.loads((run / "summary.json").read_text())["global_step"] == steps_before * 3 // 2
+    csv_epochs = {line.split(",")[0] for line in (run / "metrics.csv").read_text().splitlines()[1:]}
+    assert csv_epochs - {""} == {"0", "1", "2"}, "the CSV log keeps the rows written before the resume"
 
 
 def fit_exit(args, capsys):

@@ -112,6 +112,10 @@ class FIDCallback(L.Callback):
                 self.record_path.parent.mkdir(parents=True, exist_ok=True)
                 with open(self.record_path, "a") as handle:
                     handle.write(json.dumps(record.to_dict()) + "\n")
+            for logger in trainer.loggers:
+                if type(logger).__name__ == "WandbLogger":
+                    # The protocol travels with the number: latest record in the run summary.
+                    logger.experiment.summary[f"{self.metric_key}_protocol"] = record.to_dict()
 
     # ------------------------------------------------------------------ measurement
     def _reference_stats(self, trainer: L.Trainer, device: torch.device):
