@@ -11,6 +11,8 @@ import math
 
 from torch import Tensor, nn
 
+from lit_gen.nn.layers import Downsample, Upsample
+
 
 def group_norm(channels: int) -> nn.GroupNorm:
     """GroupNorm with up to 32 groups that divide ``channels`` (works for tiny test widths too)."""
@@ -29,29 +31,6 @@ class ResidualBlock(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return x + self.body(x)
-
-
-class Downsample(nn.Module):
-    """Halve height and width with a stride-2 3x3 convolution (padded so odd sizes round up)."""
-
-    def __init__(self, channels: int) -> None:
-        super().__init__()
-        self.conv = nn.Conv2d(channels, channels, 3, stride=2, padding=1)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.conv(x)
-
-
-class Upsample(nn.Module):
-    """Double height and width: nearest-neighbour then a 3x3 convolution (no checkerboard artefacts)."""
-
-    def __init__(self, channels: int) -> None:
-        super().__init__()
-        self.up = nn.Upsample(scale_factor=2, mode="nearest")
-        self.conv = nn.Conv2d(channels, channels, 3, padding=1)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.conv(self.up(x))
 
 
 class ConvEncoder(nn.Module):

@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from lit_gen.nn.embeddings import ClassEmbedding, TimestepEmbedding
+from lit_gen.nn.layers import Downsample, Upsample
 
 
 def norm_groups(channels: int, max_groups: int) -> int:
@@ -64,28 +65,6 @@ class SelfAttention(nn.Module):
         q, k, v = self.qkv(self.norm(x)).reshape(b, 3, c, h * w).transpose(-1, -2).unbind(1)  # each (B, HW, C)
         out = F.scaled_dot_product_attention(q, k, v)  # (B, HW, C)
         return x + self.proj(out.transpose(-1, -2).reshape(b, c, h, w))
-
-
-class Downsample(nn.Module):
-    """Halve the resolution with a strided 3x3 convolution."""
-
-    def __init__(self, channels: int) -> None:
-        super().__init__()
-        self.conv = nn.Conv2d(channels, channels, 3, stride=2, padding=1)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.conv(x)
-
-
-class Upsample(nn.Module):
-    """Double the resolution (nearest neighbour), then a 3x3 convolution."""
-
-    def __init__(self, channels: int) -> None:
-        super().__init__()
-        self.conv = nn.Conv2d(channels, channels, 3, padding=1)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))
 
 
 class EmbedSequential(nn.Sequential):
