@@ -53,7 +53,9 @@ def setup_logging(verbose: bool = False) -> None:
     for pattern in (".*does not have many workers.*", ".*LeafSpec.*", ".*isinstance.*treespec.*",
                     ".*Experiment logs directory.*exists and is not empty.*", ".*srun. command is available.*",
                     ".*Checkpoint directory .* exists and is not empty.*", ".*set_vital.*",
-                    ".*smaller than the logging interval.*"):
+                    ".*smaller than the logging interval.*",
+                    # train/* epoch values are rank 0's share on purpose: syncing them would all-reduce every step.
+                    ".*It is recommended to use .self.log\\(.train/.*sync_dist=True.*"):
         warnings.filterwarnings("ignore", message=pattern)
 
 
