@@ -26,7 +26,9 @@ class LastCheckpoint(L.Callback):
         trainer.save_checkpoint(self.path)
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx: int) -> None:
-        if self.every_n_steps > 0 and trainer.global_step % self.every_n_steps == 0:
+        # After an epoch's last batch, wait for the epoch-end save: a checkpoint taken between the two
+        # resumes into a replay of the finished epoch (Lightning's loop counters say it is not done).
+        if self.every_n_steps > 0 and trainer.global_step % self.every_n_steps == 0 and not trainer.is_last_batch:
             self._save(trainer)
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:

@@ -122,6 +122,10 @@ class SlurmRequeue(Checkpoint):
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx: int) -> None:
         if trainer.fit_loop.epoch_loop._should_accumulate():  # mid-accumulation is not a step boundary
             return
+        # A checkpoint taken after an epoch's last batch but before its end resumes into a replayed
+        # epoch (Lightning's loop state); the signal is acted on at the next step instead.
+        if trainer.is_last_batch:
+            return
         # Ranks see a signal at different moments: all stop at the first step end where any rank has one.
         if not trainer.strategy.reduce_boolean_decision(self.signalled or trainer.received_sigterm, all=False):
             return
