@@ -1,0 +1,394 @@
+"""What every benchmark shares: machine facts, interleaved timing, peak memory, targets, result files.
+
+A result file ``bench/results/<name>.json`` holds the command, the date, the machine (CPU model,
+cores, load average before and after), the versions of torch, lightning and lit_gen, the numbers,
+and each target with whether it was met; a missed target carries its gap and its cause. The
+``headline`` entries are what ``bench/README.md``'s table shows.
+
+Timing habit: on a shared machine the load changes from second to second, so a ratio is measured
+inside one process with the two sides interleaved (A B B A ...) and reported as a median.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import ctypes
+import datetime as _dt
+import json
+import logging
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Literal
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "bench" / "results"
+#: Files benchmarks reuse between runs (trained checkpoints, the digits classifier); /runs/ is git-ignored.
+CACHE = REPO / "runs" / "bench"
+
+log = logging.getLogger("bench")
+
+# Dense peak tensor-core throughput (TFLOP/s, bf16) of common training GPUs, for model FLOPs utilisation.
+PEAK_BF16_TFLOPS = {
+    "H200": 989.0,
+    "H100 SXM": 989.0,
+    "H100 PCIe": 756.0,
+    "H100 NVL": 835.0,
+    "H100": 989.0,
+    "A100": 312.0,
+    "L40S": 362.0,
+    "A10G": 70.0,
+    "L4": 121.0,
+    "V100": 125.0,  # fp16 tensor cores (no bf16)
+    "RTX 4090": 165.0,
+    "RTX 3090": 71.0,
+}
+
+
+# ----------------------------------------------------------------------------------- machine facts
+def cpu_model() -> str:
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        for line in cpuinfo.read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or "unknown"
+
+
+def load_average() -> list[float]:
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except OSError:
+        return []
+
+
+def cuda_device_name() -> str | None:
+    import torch
+
+    return torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+
+
+def machine_info() -> dict[str, Any]:
+    import torch
+
+    return {
+        "cpu": cpu_model(),
+        "cores": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "cuda": cuda_device_name(),
+        "memory_gib": _memory_gib(),
+        "platform": platform.platform(),
+    }
+
+
+def _memory_gib() -> float | None:
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                return round(int(line.split()[1]) / 2**20, 1)
+    except OSError:
+        pass
+    return None
+
+
+def available_memory_bytes() -> int | None:
+    """MemAvailable of /proc/meminfo (what can be allocated without swapping), None elsewhere."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+def versions(*extra: str) -> dict[str, str | None]:
+    out: dict[str, str | None] = {"python": platform.python_version()}
+    for package in ("torch", "lightning", "lit_gen", "torchmetrics", *extra):
+        try:
+            out[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            out[package] = None
+    return out
+
+
+def gpu_skip_reason() -> str | None:
+    """Why the GPU part of a benchmark is skipped (None when a CUDA device is present)."""
+    import torch
+
+    if torch.cuda.is_available():
+        return None
+    return "skipped: no CUDA device on this machine (torch.cuda.is_available() is False); rerun on a GPU for these numbers"
+
+
+def peak_bf16_tflops(device_name: str | None) -> float | None:
+    """The dense bf16 peak of a known GPU (longest matching name first), else None."""
+    if not device_name:
+        return None
+    for key in sorted(PEAK_BF16_TFLOPS, key=len, reverse=True):
+        if key.lower() in device_name.lower():
+            return PEAK_BF16_TFLOPS[key]
+    return None
+
+
+# ----------------------------------------------------------------------------------- timing
+def median(values: Sequence[float]) -> float:
+    return float(statistics.median(values)) if values else float("nan")
+
+
+def sync(device) -> None:
+    """Wait for queued CUDA work, so a timer measures the work and not its launch."""
+    import torch
+
+    if getattr(device, "type", str(device)) == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def interleave(tasks: dict[str, Callable[[], Any]], repeats: int) -> dict[str, list[Any]]:
+    """Run each task ``repeats`` times in the order A B ... then ... B A (alternating), collecting results.
+
+    Alternating the order cancels a steady drift of the machine's load between the first and the
+    last task of a round.
+    """
+    names = list(tasks)
+    out: dict[str, list[Any]] = {name: [] for name in names}
+    for r in range(repeats):
+        for name in (names if r % 2 == 0 else reversed(names)):
+            out[name].append(tasks[name]())
+    return out
+
+
+# ----------------------------------------------------------------------------------- memory
+def child_peak_rss(command: list[str], *, env: dict[str, str] | None = None, cwd: str | Path = REPO,
+                   timeout: float = 1800) -> dict[str, Any]:
+    """Run ``command`` and return its exit code, output tails, wall seconds and peak resident memory.
+
+    The peak is ``ru_maxrss`` of the child (from ``wait4``), i.e. the largest resident set of the
+    child or of any descendant it waited for; processes it leaves running (W&B's service) are not counted.
+    """
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        started = time.perf_counter()
+        proc = subprocess.Popen(command, cwd=cwd, env=env, stdout=out, stderr=err)
+        deadline = started + timeout
+        while True:
+            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+            if pid:
+                break
+            if time.perf_counter() > deadline:
+                proc.kill()
+                pid, status, usage = os.wait4(proc.pid, 0)
+                break
+            time.sleep(0.05)
+        seconds = time.perf_counter() - started
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        out.seek(0)
+        err.seek(0)
+        stdout, stderr = out.read().decode(errors="replace"), err.read().decode(errors="replace")
+    return {"returncode": proc.returncode, "seconds": round(seconds, 1), "peak_rss_bytes": usage.ru_maxrss * 1024,
+            "stdout": stdout, "stderr": stderr}
+
+
+def _status_kib(field_name: str) -> int | None:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(field_name + ":"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return None
+
+
+def current_rss_bytes() -> int | None:
+    kib = _status_kib("VmRSS")
+    return kib * 1024 if kib is not None else None
+
+
+@contextlib.contextmanager
+def peak_rss_delta() -> Iterator[dict[str, int | None]]:
+    """Peak resident memory of this process inside the block, above the resident memory at its start.
+
+    Linux only: freed heap is handed back (``malloc_trim``) and the high-water mark reset
+    (``/proc/self/clear_refs``), so several measurements fit in one process. Elsewhere the values are None.
+    """
+    result: dict[str, int | None] = {"start_bytes": None, "peak_bytes": None, "delta_bytes": None}
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        reset = True
+    except OSError:
+        reset = False
+    start = current_rss_bytes()
+    try:
+        yield result
+    finally:
+        peak = _status_kib("VmHWM")
+        if reset and start is not None and peak is not None:
+            result.update(start_bytes=start, peak_bytes=peak * 1024, delta_bytes=max(0, peak * 1024 - start))
+
+
+def gib(n: float | None) -> float | None:
+    return None if n is None else round(n / 2**30, 3)
+
+
+def mib(n: float | None) -> float | None:
+    return None if n is None else round(n / 2**20, 1)
+
+
+def self_peak_rss_bytes() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+# ----------------------------------------------------------------------------------- targets and files
+@dataclass
+class Target:
+    """One claim: ``value op bound`` (e.g. step-time ratio <= 1.05); ``cause`` explains a miss."""
+
+    name: str
+    value: float | None
+    op: Literal["<=", ">="]
+    bound: float
+    unit: str = ""
+    cause: str = ""
+
+    @property
+    def met(self) -> bool | None:
+        if self.value is None or self.value != self.value:  # not measured (skipped or NaN)
+            return None
+        return self.value <= self.bound if self.op == "<=" else self.value >= self.bound
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"name": self.name, "value": _round(self.value), "target": f"{self.op} {self.bound:g}{self.unit}",
+                               "met": self.met}
+        if self.met is False:
+            relative = self.value / self.bound if self.bound else float("inf")
+            out["gap"] = f"{self.value:.3g}{self.unit} vs {self.op} {self.bound:g}{self.unit} ({relative:.2f}x the bound)"
+            out["cause"] = self.cause or "not analysed"
+        elif self.met is None:
+            out["cause"] = self.cause or "not measured"
+        return out
+
+
+def _round(value):
+    if isinstance(value, float):
+        return round(value, 4)
+    return value
+
+
+@dataclass
+class Recorder:
+    """Collects one benchmark's facts and writes them to ``bench/results/<name>.json``."""
+
+    name: str
+    description: str
+    argv: list[str] = field(default_factory=lambda: list(sys.argv[1:]))
+    numbers: dict[str, Any] = field(default_factory=dict)
+    headline: dict[str, str] = field(default_factory=dict)
+    targets: list[Target] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    extra_versions: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        self.started = time.perf_counter()
+        self.date = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+        self.load_start = load_average()
+
+    @property
+    def command(self) -> str:
+        return " ".join(["python -m", f"bench.{self.name}", *self.argv]).strip()
+
+    def target(self, *args, **kwargs) -> Target:
+        t = Target(*args, **kwargs)
+        self.targets.append(t)
+        return t
+
+    def write(self, out: str | Path | None = None) -> Path:
+        path = Path(out) if out else RESULTS / f"{self.name}.json"
+        record = {
+            "name": self.name,
+            "description": self.description,
+            "command": self.command,
+            "date": self.date,
+            "seconds": round(time.perf_counter() - self.started, 1),
+            "machine": {**machine_info(), "load_average_start": self.load_start, "load_average_end": load_average()},
+            "versions": versions(*self.extra_versions),
+            "headline": self.headline,
+            "targets": [t.to_dict() for t in self.targets],
+            "numbers": self.numbers,
+            "notes": self.notes,
+        }
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_text(json.dumps(record, indent=2, default=str) + "\n")
+        tmp.replace(path)
+        return path
+
+    def report(self, path: Path) -> None:
+        """Print the headline and the targets (benchmarks are command-line programs)."""
+        print(f"\n== {self.name}: {self.description}")
+        for key, value in self.headline.items():
+            print(f"  {key}: {value}")
+        for t in self.targets:
+            d = t.to_dict()
+            state = {True: "met", False: "MISSED", None: "not measured"}[d["met"]]
+            print(f"  target {d['name']}: {d['value']} ({d['target']}) {state}" + (f" - {d['cause']}" if d.get("cause") else ""))
+        print(f"  load average {self.load_start} -> {load_average()}; wrote {path}")
+
+
+def base_parser(description: str) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--quick", action="store_true", help="smaller settings, so `make bench` stays within 20 minutes")
+    parser.add_argument("--out", default=None, help="result file (default bench/results/<name>.json)")
+    return parser
+
+
+def setup() -> None:
+    """Logging for a benchmark run: lit_gen's and Lightning's info lines stay quiet."""
+    import warnings
+
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("bench").setLevel(logging.INFO)
+    for noisy in ("lightning", "lightning.pytorch", "lightning.fabric", "lit_gen"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+    warnings.filterwarnings("ignore", message=".*smaller than the logging interval.*")
+    # Configs ask for more loader workers than this machine has cores; the records say so instead.
+    warnings.filterwarnings("ignore", message=".*excessive worker creation.*")
+    warnings.filterwarnings("ignore", message=".*This DataLoader will create.*")
+
+
+def python_command(*args: str) -> list[str]:
+    return [sys.executable, *args]
+
+
+def child_env(**extra: str) -> dict[str, str]:
+    """The environment for child processes: the repo importable, W&B offline and quiet, plus ``extra``."""
+    env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""),
+           "WANDB_SILENT": "true", **extra}
+    return {k: v for k, v in env.items() if not k.startswith("SLURM_")}
+
+
+# ----------------------------------------------------------------------------------- shared assets
+def digits_classifier(path: str | Path | None = None) -> Path:
+    """The digits domain classifier (FID features), trained once with lit_gen's CLI and reused."""
+    path = Path(path) if path else CACHE / "digits_classifier.pt"
+    if path.is_file():
+        return path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    log.info("training the digits domain classifier -> %s", path)
+    result = subprocess.run(python_command("-m", "lit_gen.metrics.classifier", "--data", "digits", "--out", str(path),
+                                           "--device", "cpu"),
+                            cwd=REPO, env=child_env(), capture_output=True, text=True)
+    if result.returncode != 0 or not path.is_file():
+        raise SystemExit(f"training the digits classifier failed:\n{result.stderr[-2000:]}")
+    return path

@@ -1,0 +1,400 @@
+"""What lit_gen's training path costs per step compared with a hand-written PyTorch loop.
+
+    python -m bench.overhead                 # digits DDPM and digits VAE, 3 interleaved repetitions
+    python -m bench.overhead --quick
+
+For each config the same model class, data, optimizer, seed and number of steps run three ways,
+interleaved in one process (A B C C B A ...):
+
+- ``lit_gen``: ``lit_gen.fit.main`` itself (the CLI's code: its callbacks, CSV logger, checkpoints,
+  validation and sample grids exactly as it builds them), with a timing callback added to the
+  Trainer it creates; W&B off, ``report.md`` off (both act after training).
+- ``lightning``: a bare ``lightning.Trainer`` (no logger, checkpoints, validation or progress bar)
+  on the same model and datamodule: Lightning's own loop cost.
+- ``plain``: a ``for`` loop over the same datamodule's train loader: ``model.loss(batch)``,
+  ``backward``, the config's gradient clipping, the model's own AdamW (and LR schedule),
+  ``optimizer.step()``, and the DDPM's EMA update.
+
+A step's time is the time between the starts of two consecutive steps in one epoch (batch fetch,
+forward, backward, optimizer, callbacks, logging); the first ``--warmup`` steps are left out. The
+target compares mean step times (periodic costs such as the CSV log every 50 steps count), per
+repetition, then takes the median ratio. Separately: what each epoch end costs lit_gen (validation,
+checkpoints, grids) and micro-timings of the per-step hooks lit_gen adds (the step reseed, the
+non-finite gradient check and a cheaper form of it).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import io
+import os
+import tempfile
+import time
+from pathlib import Path
+from unittest import mock
+
+import torch
+
+from bench.common import REPO, Recorder, base_parser, interleave, median, setup, sync
+
+CONFIGS = {"ddpm_digits": "configs/ddpm_digits.yaml", "vae_digits": "configs/vae_digits.yaml"}
+TARGET_RATIO = 1.05
+
+
+class StepClock:
+    """Timestamps of step starts, epoch ends and validation, as a Lightning callback or by hand."""
+
+    def __init__(self) -> None:
+        self.starts: list[tuple[float, int]] = []  # (wall time, epoch)
+        self.cpu: list[float] = []  # CPU time of this thread at each step start
+        self.validation: list[float] = []
+        self.end: float | None = None
+        self._val_start = None
+
+    def step(self, epoch: int) -> None:
+        self.starts.append((time.perf_counter(), epoch))
+        self.cpu.append(time.thread_time())
+
+    def durations(self, warmup: int, cpu: bool = False) -> tuple[list[float], list[float]]:
+        """(within-epoch step durations, epoch-boundary durations), both after ``warmup`` steps."""
+        inner, boundary = [], []
+        for i in range(max(warmup, 1), len(self.starts)):
+            (t0, e0), (t1, e1) = self.starts[i - 1], self.starts[i]
+            duration = self.cpu[i] - self.cpu[i - 1] if cpu else t1 - t0
+            (inner if e0 == e1 else boundary).append(duration)
+        return inner, boundary
+
+    def window(self, warmup: int) -> float:
+        """Seconds from the start of step ``warmup`` to the end of training (everything included)."""
+        return (self.end or time.perf_counter()) - self.starts[warmup][0]
+
+    def callback(self):
+        import lightning as L
+
+        clock = self
+
+        class _Callback(L.Callback):
+            def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+                clock.step(trainer.current_epoch)
+
+            def on_validation_start(self, trainer, pl_module):
+                if not trainer.sanity_checking:
+                    clock._val_start = time.perf_counter()
+
+            def on_validation_end(self, trainer, pl_module):
+                if not trainer.sanity_checking and clock._val_start is not None:
+                    clock.validation.append(time.perf_counter() - clock._val_start)
+
+            def on_train_end(self, trainer, pl_module):
+                clock.end = time.perf_counter()
+
+        return _Callback()
+
+
+def summarize(clock: StepClock, warmup: int, steps: int) -> dict:
+    inner, boundary = clock.durations(warmup)
+    cpu, _ = clock.durations(warmup, cpu=True)
+    return {
+        "mean_step_s": sum(inner) / len(inner),
+        "median_step_s": median(inner),
+        "cpu_mean_step_s": sum(cpu) / len(cpu),
+        "cpu_median_step_s": median(cpu),
+        "steps_timed": len(inner),
+        "epoch_boundaries": len(boundary),
+        "boundary_extra_s": median([b - median(inner) for b in boundary]) if boundary else 0.0,
+        "validation_s": median(clock.validation) if clock.validation else 0.0,
+        "window_s_per_step": clock.window(warmup) / (steps - warmup),
+    }
+
+
+# ----------------------------------------------------------------------------------- the three arms
+def run_lit_gen(config: str, steps: int, workdir: Path, tag: str, extra: list[str] = ()) -> StepClock:
+    """``lit_gen.fit.main`` in this process, with a timing callback slipped into its Trainer."""
+    import lightning
+
+    from lit_gen import fit
+
+    clock = StepClock()
+    original = lightning.Trainer
+
+    class TimedTrainer(original):
+        # Same signature as Trainer.__init__ (lit_gen.config validates trainer keys against it).
+        @functools.wraps(original.__init__)
+        def __init__(self, *args, callbacks=None, **kwargs):
+            super().__init__(*args, callbacks=[*(callbacks or []), clock.callback()], **kwargs)
+
+    argv = ["--config", str(REPO / config), "--run-id", tag, "--resume", "never",
+            f"trainer.max_steps={steps}", "trainer.max_epochs=-1", "logger.wandb=false",
+            f"run.output_dir={workdir}", "eval.report=false", *extra]
+    with mock.patch.object(lightning, "Trainer", TimedTrainer), contextlib.redirect_stdout(io.StringIO()):
+        code = fit.main(argv)
+    os.environ.pop("LIT_GEN_RUN_ID", None)  # fit.main leaves it for DDP workers; the next run is a new one
+    if code != 0:
+        raise SystemExit(f"lit_gen.fit failed for {config} (exit {code})")
+    return clock
+
+
+def _build(config: str, seed_overrides: list[str] | None = None):
+    import lightning as L
+
+    from lit_gen.config import load_config
+    from lit_gen.fit import build
+
+    cfg = load_config(REPO / config, seed_overrides or [])
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+    datamodule, model = build(cfg)
+    datamodule.prepare_data()
+    datamodule.setup("fit")
+    return cfg, datamodule, model
+
+
+def run_lightning(config: str, steps: int) -> StepClock:
+    import lightning as L
+
+    cfg, datamodule, model = _build(config)
+    clock = StepClock()
+    trainer = L.Trainer(accelerator=cfg.trainer.get("accelerator", "auto"), devices=1, max_steps=steps, max_epochs=-1,
+                        gradient_clip_val=cfg.trainer.get("gradient_clip_val"), logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0,
+                        num_sanity_val_steps=0, callbacks=[clock.callback()])
+    trainer.fit(model, datamodule=datamodule)
+    return clock
+
+
+def run_plain(config: str, steps: int) -> StepClock:
+    cfg, datamodule, model = _build(config)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    model.to(device).train()
+    optimizers = model.configure_optimizers()
+    if isinstance(optimizers, dict):
+        optimizer, scheduler = optimizers["optimizer"], optimizers["lr_scheduler"]["scheduler"]
+    else:
+        optimizer, scheduler = optimizers, None
+    clip = cfg.trainer.get("gradient_clip_val")
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    update_ema = getattr(model, "update_ema", None)
+    clock = StepClock()
+    done, epoch = 0, 0
+    while done < steps:
+        for images, labels in datamodule.train_dataloader():
+            clock.step(epoch)
+            batch = (images.to(device, non_blocking=True), labels.to(device, non_blocking=True))
+            loss = model.loss(batch).total
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if clip:
+                torch.nn.utils.clip_grad_norm_(params, clip)
+            optimizer.step()
+            if scheduler is not None:
+                scheduler.step()
+            if update_ema is not None:
+                update_ema()
+            done += 1
+            if done >= steps:
+                break
+        epoch += 1
+    sync(device)
+    clock.end = time.perf_counter()
+    return clock
+
+
+# ----------------------------------------------------------------------------------- per-step hooks
+def hook_costs(config: str, repeats: int = 200) -> dict:
+    """Micro-timings (microseconds per call, median) of what lit_gen adds to every step."""
+    from lit_gen.callbacks.nonfinite import gradients_finite
+    from lit_gen.callbacks.step_seed import step_seed
+
+    _, datamodule, model = _build(config)
+    batch = next(iter(datamodule.train_dataloader()))
+    model.train()
+    model.loss(batch).total.backward()
+    params = [p for p in model.parameters() if p.requires_grad]
+    grads = [p.grad for p in params if p.grad is not None]
+
+    def timed(fn) -> float:
+        fn()
+        samples = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            fn()
+            samples.append(time.perf_counter() - t0)
+        return round(median(samples) * 1e6, 1)
+
+    state = torch.random.get_rng_state()
+    seed_us = timed(lambda: torch.manual_seed(step_seed(0, 123, 0)))
+    seed_cpu_us = timed(lambda: torch.default_generator.manual_seed(step_seed(0, 123, 0)))
+    torch.random.set_rng_state(state)
+    return {
+        "note": "called from a shallow stack; inside Lightning's deep stack torch.manual_seed costs far more on a machine "
+                "where CUDA is not initialised (it formats the whole stack for its lazy CUDA queue): see the arms",
+        "gradient_tensors": len(grads),
+        "parameters": sum(p.numel() for p in params),
+        "step_seed_torch_manual_seed_us": seed_us,
+        "step_seed_cpu_generator_only_us": seed_cpu_us,
+        "nonfinite_guard_isfinite_stack_us": timed(lambda: gradients_finite(params)),
+        "nonfinite_guard_inf_norm_us": timed(lambda: proposed_gradients_finite(params)),
+    }
+
+
+# ----------------------------------------------------------------------------------- main
+def proposed_step_seed(self, trainer, pl_module, batch, batch_idx) -> None:
+    """StepSeed without ``torch.manual_seed``'s lazy CUDA queue (which formats a stack trace per call)."""
+    from lit_gen.callbacks.step_seed import step_seed
+
+    seed = step_seed(self.seed, trainer.global_step, trainer.global_rank)
+    torch.default_generator.manual_seed(seed)
+    if torch.cuda.is_initialized():
+        torch.cuda.manual_seed_all(seed)
+
+
+def proposed_gradients_finite(parameters) -> bool:
+    """One fused max-|g| reduction instead of an isfinite + all per tensor (NaN and inf propagate)."""
+    grads = [p.grad for p in parameters if p.grad is not None]
+    return bool(torch.isfinite(torch.nn.utils.get_total_norm(grads, norm_type=float("inf")))) if grads else True
+
+
+@contextlib.contextmanager
+def proposed_fixes():
+    from lit_gen.callbacks import nonfinite, step_seed
+
+    with mock.patch.object(step_seed.StepSeed, "on_train_batch_start", proposed_step_seed), \
+            mock.patch.object(nonfinite, "gradients_finite", proposed_gradients_finite):
+        yield
+
+
+@contextlib.contextmanager
+def no_step_logging():
+    from lit_gen.models.base import GenerativeModule
+
+    with mock.patch.object(GenerativeModule, "_log_terms", lambda self, *args, **kwargs: None):
+        yield
+
+
+def step_basis() -> str:
+    """CPU time of the training thread on a CPU with one torch thread (immune to other jobs' preemption), else wall time."""
+    if not torch.cuda.is_available() and torch.get_num_threads() == 1:
+        return "cpu_mean_step_s"
+    return "mean_step_s"
+
+
+def measure(name: str, config: str, steps: int, warmup: int, repeats: int, workdir: Path, arms: list[str],
+            extra: list[str]) -> dict:
+    counter = {"n": 0}
+
+    def lit_gen_arm(context=contextlib.nullcontext):
+        counter["n"] += 1
+        with context():
+            clock = run_lit_gen(config, steps, workdir, f"{name}-{counter['n']}", extra)
+        return summarize(clock, warmup, steps)
+
+    def lightning_arm(context=contextlib.nullcontext):
+        with context():
+            return summarize(run_lightning(config, steps), warmup, steps)
+
+    available = {
+        "lit_gen": lit_gen_arm,
+        "lit_gen_proposed": lambda: lit_gen_arm(proposed_fixes),
+        "lightning": lightning_arm,
+        "lightning_no_log": lambda: lightning_arm(no_step_logging),
+        "plain": lambda: summarize(run_plain(config, steps), warmup, steps),
+    }
+    results = interleave({arm: available[arm] for arm in arms}, repeats)
+
+    def ratio(arm: str, key: str) -> float | None:
+        if arm not in results:
+            return None
+        return median([a[key] / p[key] for a, p in zip(results[arm], results["plain"])])
+
+    def ms(key: str) -> dict:
+        return {arm: round(median([r[key] for r in runs]) * 1e3, 3) for arm, runs in results.items()}
+
+    basis = step_basis()
+    return {
+        "config": config,
+        "steps": steps,
+        "warmup_steps": warmup,
+        "repeats": repeats,
+        "overrides": extra,
+        "basis": basis,
+        "ratio": ratio("lit_gen", basis),
+        "ratio_per_repeat": [round(a[basis] / p[basis], 4) for a, p in zip(results["lit_gen"], results["plain"])],
+        "ratios_vs_plain": {arm: {key: ratio(arm, key) for key in ("cpu_mean_step_s", "mean_step_s", "median_step_s")}
+                            for arm in results if arm != "plain"},
+        "ratio_wall_including_epoch_ends": ratio("lit_gen", "window_s_per_step"),
+        "step_ms": ms(basis),
+        "step_ms_wall_median": ms("median_step_s"),
+        "lit_gen_epoch_end_ms": round(median([r["boundary_extra_s"] for r in results["lit_gen"]]) * 1e3, 1),
+        "lit_gen_validation_ms": round(median([r["validation_s"] for r in results["lit_gen"]]) * 1e3, 1),
+        "runs": {arm: [{k: round(v, 6) if isinstance(v, float) else v for k, v in r.items()} for r in runs]
+                 for arm, runs in results.items()},
+        "hooks_outside_lightning": hook_costs(config),
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = base_parser(__doc__.split("\n\n")[0])
+    parser.add_argument("--configs", nargs="+", default=list(CONFIGS), choices=list(CONFIGS))
+    parser.add_argument("--repeats", type=int, default=None,
+                        help="interleaved repetitions (default: DDPM 3, VAE 5; quick: DDPM 2, VAE 3)")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1: stable on a shared machine)")
+    args = parser.parse_args(argv)
+    setup()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    all_arms = ["lit_gen", "lit_gen_proposed", "lightning", "lightning_no_log", "plain"]
+    # (steps, warm-up steps, arms, extra overrides); digits epochs have 21 batches of 64.
+    plan = {
+        # DDPM steps are slow on a CPU: two epochs, and no final sample grid (written after the timed window;
+        # the config's grids come every 35 epochs, so none falls inside it).
+        "ddpm_digits": (42, 5, ["lit_gen", "lightning", "plain"] if args.quick else ["lit_gen", "lit_gen_proposed", "lightning", "plain"],
+                        ["run.num_samples=0"], 2 if args.quick else 3),
+        "vae_digits": (210 if args.quick else 420, 10, all_arms, [], 3 if args.quick else 5),
+    }
+    rec = Recorder("overhead", "lit_gen's training step vs a hand-written PyTorch loop (same model, data, optimizer)")
+    rec.notes.append(f"torch threads: {torch.get_num_threads()}; arms interleaved in one process; ratios are medians over "
+                     f"the repetitions of (mean step of the arm) / (mean step of the plain loop), steps within an epoch. "
+                     "With one thread on a CPU the step time is the training thread's CPU time (time.thread_time): on a "
+                     "shared machine wall time mostly measures other jobs' preemption; wall-time ratios are recorded too.")
+    rec.notes.append("arms: lit_gen = lit_gen.fit.main as the CLI runs it; lit_gen_proposed = the same with the StepSeed and "
+                     "NonFiniteGuard changes proposed in bench/README.md; lightning = bare Trainer (no logger, checkpoints, "
+                     "validation); lightning_no_log = bare Trainer without the model's per-step self.log calls; plain = for loop.")
+    with tempfile.TemporaryDirectory(prefix="lit_gen_bench_") as tmp:
+        for name in args.configs:
+            steps, warmup, arms, extra, repeats = plan[name]
+            repeats = args.repeats or repeats
+            result = measure(name, CONFIGS[name], steps, warmup, repeats, Path(tmp), arms, extra)
+            rec.numbers[name] = result
+            ratio, ms, vs = result["ratio"], result["step_ms"], result["ratios_vs_plain"]
+            what = "CPU time" if result["basis"].startswith("cpu") else "wall time"
+            rec.headline[f"{name} step {what} lit_gen/plain"] = (
+                f"{ratio:.3f}x ({ms['lit_gen']:.2f} vs {ms['plain']:.2f} ms; bare Lightning "
+                f"{vs['lightning'][result['basis']]:.3f}x"
+                + (f"; lit_gen with proposed fixes {vs['lit_gen_proposed'][result['basis']]:.3f}x" if "lit_gen_proposed" in vs else "")
+                + f"; median wall-time ratio {vs['lit_gen']['median_step_s']:.3f}x)")
+            rec.headline[f"{name} wall time incl. validation+checkpoints"] = f"{result['ratio_wall_including_epoch_ends']:.3f}x"
+            rec.target(f"{name} step-time ratio lit_gen/plain", ratio, "<=", TARGET_RATIO, "x", explain(result))
+    path = rec.write(args.out)
+    rec.report(path)
+
+
+def explain(result: dict) -> str:
+    """The cause of a miss, from the decomposition the run measured."""
+    ms = result["step_ms"]
+    parts = [f"the plain step takes only {ms['plain']:.2f} ms, so fixed per-step costs weigh heavily"]
+    if "lightning_no_log" in ms:
+        parts.append(f"the model's per-step self.log calls (loss and terms, on_step and on_epoch) cost "
+                     f"{ms['lightning'] - ms['lightning_no_log']:.2f} ms (bare Lightning with/without them: "
+                     f"{ms['lightning']:.2f}/{ms['lightning_no_log']:.2f} ms)")
+    else:
+        parts.append(f"bare Lightning adds {ms['lightning'] - ms['plain']:.2f} ms")
+    text = f"lit_gen's callbacks and CSV logger add {ms['lit_gen'] - ms['lightning']:.2f} ms"
+    if "lit_gen_proposed" in ms:
+        text += (f", {ms['lit_gen'] - ms['lit_gen_proposed']:.2f} ms of which the StepSeed/NonFiniteGuard changes proposed "
+                 f"in bench/README.md remove")
+    parts.append(text)
+    return "; ".join(parts)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,223 @@
+"""Fewer sampling steps: DDPM-1000 (ancestral) against DDIM-50 and DDIM-100 on a trained digits DDPM.
+
+    python -m bench.sampling                         # trains the DDPM quickstart first (or reuses it)
+    python -m bench.sampling --ckpt runs/ddpm_digits/<id>/checkpoints/last.ckpt --num-samples 2000
+    python -m bench.sampling --quick --ckpt runs/bench/peer/lit_gen/ddpm_digits/peer/checkpoints/last.ckpt
+
+Without ``--ckpt`` the quickstart (``python -m lit_gen.fit --config configs/ddpm_digits.yaml``, W&B off)
+trains into ``runs/bench/`` and is reused by later runs (``--retrain`` trains again); its FID with
+its own sampler (DDIM-50) is recorded as the quickstart's FID.
+
+The three samplers draw the same number of images from generators with the same seed, a batch of
+each in turn (so the load of the machine hits all three alike); time ratios are medians over
+those rounds. FID: features of the digits domain classifier (``python -m lit_gen.metrics.classifier``),
+streamed; reference: the digits train split (1,374 images, the largest split). The FID of the real
+test split against the same reference is recorded as the floor a perfect model would reach.
+Issue targets: FID(DDIM-50) within 15% of FID(DDPM-1000), at least 15x less time.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from bench.common import CACHE, REPO, Recorder, base_parser, child_env, digits_classifier, median, setup, sync
+
+SAMPLERS = {"ddpm1000": {"sampler": "ddpm", "steps": 1000}, "ddim50": {"sampler": "ddim", "steps": 50},
+            "ddim100": {"sampler": "ddim", "steps": 100},
+            # Not in lit_gen: DDIM-50 over Song et al.'s quadratic timestep spacing (their CIFAR-10 choice), built
+            # here from lit_gen's schedule to see whether the spacing is what limits DDIM-50.
+            "ddim50_quadratic": {"sampler": "ddim", "steps": 50, "spacing": "quadratic"}}
+FID_TOLERANCE = 1.15
+SPEEDUP = 15.0
+
+
+def train_quickstart(epochs: int | None, threads: int, retrain: bool) -> tuple[Path, dict]:
+    """The ddpm_digits quickstart's last.ckpt and summary (trained now, or reused from an earlier run)."""
+    run_id = "quickstart" if epochs is None else f"quickstart-{epochs}ep"
+    run_dir = CACHE / "ddpm_digits" / run_id
+    summary_path = run_dir / "summary.json"
+    if summary_path.is_file() and not retrain:
+        return run_dir / "checkpoints" / "last.ckpt", {**json.loads(summary_path.read_text()), "reused": True}
+    command = [sys.executable, "-m", "lit_gen.fit", "--config", "configs/ddpm_digits.yaml", "--run-id", run_id,
+               "--resume", "never", "logger.wandb=false", f"run.output_dir={CACHE}", "eval.report=false"]
+    if epochs is not None:
+        command.append(f"trainer.max_epochs={epochs}")
+    if run_dir.exists():
+        import shutil
+
+        shutil.rmtree(run_dir)
+    print(f"training the DDPM quickstart ({' '.join(command[1:])}) ...", flush=True)
+    result = subprocess.run(command, cwd=REPO, env=child_env(OMP_NUM_THREADS=str(threads)), capture_output=True, text=True)
+    if result.returncode != 0 or not summary_path.is_file():
+        raise SystemExit(f"training the quickstart failed:\n{result.stderr[-3000:]}")
+    return run_dir / "checkpoints" / "last.ckpt", {**json.loads(summary_path.read_text()), "reused": False,
+                                                   "command": " ".join(["python", *command[1:]])}
+
+
+def quadratic_schedule(schedule, steps: int):
+    """``schedule`` kept at Song et al.'s quadratic timesteps (t_i ~ (i * sqrt(0.8 T) / (steps - 1))^2)."""
+    from lit_gen.diffusion.schedule import NoiseSchedule
+
+    T = len(schedule)
+    kept = torch.unique((torch.linspace(0, (0.8 * T) ** 0.5, steps, dtype=torch.float64) ** 2).round().long())
+    alphas_cumprod = torch.cumprod(1.0 - schedule.betas.detach().cpu().double(), dim=0)[kept]
+    previous = torch.cat([torch.ones(1, dtype=torch.float64), alphas_cumprod[:-1]])
+    return NoiseSchedule.from_betas(1.0 - alphas_cumprod / previous, schedule.timestep_map.cpu()[kept]).to(schedule.betas.device)
+
+
+@torch.no_grad()
+def quadratic_batches(model, n: int, batch_size: int, generator: torch.Generator, steps: int):
+    """DDIM (eta 0, EMA weights, x0 clipped) over the quadratic spacing, through lit_gen's own sample_loop."""
+    from lit_gen.diffusion.samplers import sample_loop
+    from lit_gen.models.base import to_unit_range
+
+    schedule = quadratic_schedule(model.schedule, steps)
+    net = model.ema.averaged if model.ema is not None else model.unet
+    net.eval()
+    done = 0
+    while done < n:
+        b = min(batch_size, n - done)
+        x = sample_loop(lambda x, t: net(x, t), schedule, (b, *model.diffusion_shape), sampler="ddim", steps=None,
+                        prediction=model.prediction, clip_x0=True, generator=generator)
+        done += b
+        yield to_unit_range(x)
+
+
+def compare(model, extractor, reference, num_samples: int, batch_size: int, seed: int, names: list[str]) -> dict:
+    """Generate with each sampler a batch at a time, in turn; stream features; time each batch."""
+    from lit_gen.metrics.fid import FeatureMoments, frechet_distance_of
+    from lit_gen.metrics.sampling import generate_batches
+
+    def stream(options: dict):
+        generator = torch.Generator().manual_seed(seed)
+        if options.get("spacing") == "quadratic":
+            return quadratic_batches(model, num_samples, batch_size, generator, options["steps"])
+        return generate_batches(model, num_samples, batch_size, generator, options)
+
+    streams = {name: stream(SAMPLERS[name]) for name in names}
+    moments = {name: FeatureMoments(extractor.num_features) for name in names}
+    seconds: dict[str, list[float]] = {name: [] for name in names}
+    cpu_seconds: dict[str, list[float]] = {name: [] for name in names}
+    rounds = 0
+    while True:
+        order = list(names) if rounds % 2 == 0 else list(reversed(names))
+        produced = False
+        for name in order:
+            started, cpu_started = time.perf_counter(), time.thread_time()
+            images = next(streams[name], None)
+            if images is None:
+                continue
+            sync(images.device)
+            seconds[name].append(time.perf_counter() - started)
+            cpu_seconds[name].append(time.thread_time() - cpu_started)
+            moments[name].update(extractor.extract(images).features)
+            produced = True
+        if not produced:
+            break
+        rounds += 1
+        print(f"  round {rounds}: " + ", ".join(f"{n} {s[-1]:.1f} s" for n, s in seconds.items()), flush=True)
+    # With one thread on a CPU, the sampling thread's CPU time is immune to other jobs' preemption, which
+    # otherwise hits a 10-minute DDPM-1000 batch and a 30-second DDIM batch very differently.
+    on_cpu = next(model.parameters()).device.type == "cpu" and torch.get_num_threads() == 1
+    basis = cpu_seconds if on_cpu else seconds
+    out = {"time_basis": "CPU time of the sampling thread" if on_cpu else "wall time"}
+    for name in names:
+        out[name] = {**SAMPLERS[name], "fid": round(frechet_distance_of(reference, moments[name].stats()), 3),
+                     "seconds": round(sum(seconds[name]), 1), "cpu_seconds": round(sum(cpu_seconds[name]), 1),
+                     "seconds_per_batch": [round(s, 2) for s in seconds[name]], "images": moments[name].count}
+    for name in (n for n in names if n != "ddpm1000" and "ddpm1000" in names):
+        out[name]["speedup_vs_ddpm1000"] = round(median([a / b for a, b in zip(basis["ddpm1000"], basis[name])]), 2)
+        out[name]["speedup_wall"] = round(median([a / b for a, b in zip(seconds["ddpm1000"], seconds[name])]), 2)
+        out[name]["fid_ratio_vs_ddpm1000"] = round(out[name]["fid"] / out["ddpm1000"]["fid"], 3)
+    return out
+
+
+def explain_fid(results: dict, floor: float, num_samples: int) -> str:
+    """The cause of a DDIM-50 miss, from the rows this run measured."""
+    d50, ddpm = results["ddim50"], results["ddpm1000"]
+    parts = [f"DDIM-50 {d50['fid']:.2f} vs DDPM-1000 {ddpm['fid']:.2f} ({num_samples} samples each; real test split "
+             f"against the same reference: {floor:.2f})"]
+    if "ddim100" in results:
+        parts.append(f"DDIM-100 reaches {results['ddim100']['fid']:.2f} (x{results['ddim100']['fid_ratio_vs_ddpm1000']:.2f}), "
+                     "so the gap is the deterministic sampler's discretisation error at 50 steps")
+    if "ddim50_quadratic" in results:
+        q = results["ddim50_quadratic"]
+        parts.append(f"DDIM-50 over Song et al.'s quadratic timestep spacing (not in lit_gen) scores {q['fid']:.2f} "
+                     f"(x{q['fid_ratio_vs_ddpm1000']:.2f})")
+    return "; ".join(parts)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = base_parser(__doc__.split("\n\n")[0])
+    parser.add_argument("--ckpt", default=None, help="a digits DDPM checkpoint (default: train or reuse the quickstart)")
+    parser.add_argument("--num-samples", type=int, default=None, help="images per sampler (default 1000, quick 100)")
+    parser.add_argument("--batch-size", type=int, default=None, help="images per sample() call (default 250, quick 50)")
+    parser.add_argument("--epochs", type=int, default=None, help="train the quickstart for this many epochs (default: its 70)")
+    parser.add_argument("--retrain", action="store_true", help="train the quickstart again even if runs/bench has it")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--samplers", nargs="+", default=list(SAMPLERS), choices=list(SAMPLERS),
+                        help="which samplers to compare (the targets need ddpm1000 and ddim50)")
+    args = parser.parse_args(argv)
+    setup()
+    torch.set_num_threads(args.threads)
+    num_samples = args.num_samples or (100 if args.quick else 1000)
+    batch_size = args.batch_size or (50 if args.quick else 250)
+    rec = Recorder("sampling", "digits DDPM: DDPM-1000 vs DDIM-50/100, time and FID (domain classifier features)")
+
+    if args.ckpt:
+        checkpoint, training = Path(args.ckpt), {"checkpoint_given": args.ckpt}
+    else:
+        checkpoint, training = train_quickstart(args.epochs, args.threads, args.retrain)
+    from lit_gen.checkpoints import load_model
+    from lit_gen.data.digits import DigitsDataModule
+    from lit_gen.metrics.features import ClassifierFeatures
+    from lit_gen.metrics.fid import frechet_distance_of
+    from lit_gen.metrics.reference import dataset_statistics
+
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    model = load_model(checkpoint, map_location=device).eval()
+    classifier = digits_classifier()
+    extractor = ClassifierFeatures.from_file(classifier).to(device)
+    datamodule = DigitsDataModule()
+    reference = dataset_statistics(datamodule.dataset("train"), extractor, device=device).stats
+    floor = frechet_distance_of(reference, dataset_statistics(datamodule.dataset("test"), extractor, device=device).stats)
+
+    results = compare(model, extractor, reference, num_samples, batch_size, args.seed, args.samplers)
+    rec.numbers.update(checkpoint=str(checkpoint), training=training, samplers=results, device=str(device),
+                       fid_protocol={"features": f"digits domain classifier ({classifier})", "reference": "digits train split (1374)",
+                                     "generated_per_sampler": num_samples, "batch_size": batch_size, "seed": args.seed,
+                                     "weights": "EMA", "real_test_split_fid": round(floor, 3)})
+    trained = training if "global_step" in training else None
+    if trained and "ddim50" in results:
+        rec.headline["quickstart FID (DDIM-50)"] = (f"{results['ddim50']['fid']:.2f} after {trained['global_step']} steps "
+                                                    f"({trained['seconds']:.0f} s of training)")
+    for name in args.samplers:
+        r = results[name]
+        rec.headline[f"{name} FID, time"] = (f"{r['fid']:.2f}, {r['seconds']:.0f} s for {r['images']} images"
+                                             + (f" (FID x{r['fid_ratio_vs_ddpm1000']:.2f}, {r['speedup_vs_ddpm1000']:.1f}x faster "
+                                                "than DDPM-1000)" if "speedup_vs_ddpm1000" in r else ""))
+    rec.headline["real test split FID (floor)"] = f"{floor:.2f}"
+    if "ddpm1000" in results and "ddim50" in results:
+        d50, ddpm = results["ddim50"], results["ddpm1000"]
+        rec.target("FID(DDIM-50) / FID(DDPM-1000)", d50["fid_ratio_vs_ddpm1000"], "<=", FID_TOLERANCE, "x",
+                   explain_fid(results, floor, num_samples))
+        rec.target("time DDPM-1000 / DDIM-50", d50["speedup_vs_ddpm1000"], ">=", SPEEDUP, "x",
+                   "the samplers' cost per step differs (both call the U-Net once per step)")
+    rec.notes.append(f"torch threads {torch.get_num_threads()}; samplers interleaved batch by batch in one process; "
+                     f"speed-ups from {results['time_basis']} (wall-time ratios recorded too).")
+    if args.quick and args.ckpt:
+        rec.notes.append("quick mode on a given checkpoint: the quickstart's own FID is recorded by the full run "
+                         "(python -m bench.sampling).")
+    path = rec.write(args.out)
+    rec.report(path)
+
+
+if __name__ == "__main__":
+    main()
