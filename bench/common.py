@@ -365,6 +365,8 @@ def setup() -> None:
     # Configs ask for more loader workers than this machine has cores; the records say so instead.
     warnings.filterwarnings("ignore", message=".*excessive worker creation.*")
     warnings.filterwarnings("ignore", message=".*This DataLoader will create.*")
+    warnings.filterwarnings("ignore", message=".*set_vital.*")
+    warnings.filterwarnings("ignore", message=".*'pin_memory' argument is set as true but no accelerator.*")
 
 
 def python_command(*args: str) -> list[str]:

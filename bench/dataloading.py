@@ -43,7 +43,7 @@ TARGET = 3.0
 
 
 # ----------------------------------------------------------------------------------- fake datasets
-def write_datasets(root: Path, quick: bool) -> dict:
+def write_datasets(root: Path) -> dict:
     """MNIST, CIFAR-10 and CelebA in their real formats under ``root`` (tests/fakes.py writers)."""
     from tests.fakes import write_fake_celeba, write_fake_cifar10, write_fake_mnist
 
@@ -235,7 +235,7 @@ def main(argv: list[str] | None = None) -> None:
                      f"configs' num_workers. On {rec_cores()} cores the workers and the step share the CPU in a real run.")
     with tempfile.TemporaryDirectory(prefix="lit_gen_bench_data_") as tmp:
         root = Path(tmp)
-        rec.numbers["datasets"] = write_datasets(root, args.quick)
+        rec.numbers["datasets"] = write_datasets(root)
         rec.numbers["pairs"] = []
         for config in args.configs:
             result = measure_pair(config, root, repeats, args.quick)

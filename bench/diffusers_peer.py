@@ -363,6 +363,10 @@ def main(argv: list[str] | None = None) -> None:
         f" (vs diffusers with lit_gen's settings: {rec.numbers['fid_ratio_vs_diffusers_matched']:.2f}x)" if "diffusers_matched" in runs else "")
     rec.headline["real test split FID (floor)"] = f"{floor:.2f}"
     rec.target("FID lit_gen / FID diffusers (recommended settings)", ratio, "<=", TARGET, "x", explain(runs, ratio))
+    short = {arm: f"{runs[arm]['steps_done']}/{plan[arm]}" for arm in arms if runs[arm]["steps_done"] < 0.9 * plan[arm]}
+    if short:
+        rec.notes.append(f"the machine's load rose after the calibration: {', '.join(f'{a} {s}' for a, s in short.items())} "
+                         "planned steps were done when the budget ran out, so those cosine schedules did not reach zero.")
     rec.notes.append(f"{len(arms)} training processes ran at once, {args.threads} torch thread each, on a {os.cpu_count()}-core "
                      "machine shared with other jobs: each arm got the same share of the CPU.")
     path = rec.write(args.out)

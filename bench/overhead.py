@@ -3,22 +3,27 @@
     python -m bench.overhead                 # digits DDPM and digits VAE, 3 interleaved repetitions
     python -m bench.overhead --quick
 
-For each config the same model class, data, optimizer, seed and number of steps run three ways,
-interleaved in one process (A B C C B A ...):
+For each config the same model class, data, optimizer, seed and number of steps run in up to five
+arms, interleaved in one process (A B C C B A ...):
 
 - ``lit_gen``: ``lit_gen.fit.main`` itself (the CLI's code: its callbacks, CSV logger, checkpoints,
   validation and sample grids exactly as it builds them), with a timing callback added to the
   Trainer it creates; W&B off, ``report.md`` off (both act after training).
+- ``lit_gen_proposed``: the same with the StepSeed and NonFiniteGuard changes that bench/README.md
+  proposes (patched in for the run; the library is not changed).
 - ``lightning``: a bare ``lightning.Trainer`` (no logger, checkpoints, validation or progress bar)
   on the same model and datamodule: Lightning's own loop cost.
+- ``lightning_no_log``: the same without the model's per-step ``self.log`` calls.
 - ``plain``: a ``for`` loop over the same datamodule's train loader: ``model.loss(batch)``,
   ``backward``, the config's gradient clipping, the model's own AdamW (and LR schedule),
   ``optimizer.step()``, and the DDPM's EMA update.
 
 A step's time is the time between the starts of two consecutive steps in one epoch (batch fetch,
-forward, backward, optimizer, callbacks, logging); the first ``--warmup`` steps are left out. The
-target compares mean step times (periodic costs such as the CSV log every 50 steps count), per
-repetition, then takes the median ratio. Separately: what each epoch end costs lit_gen (validation,
+forward, backward, optimizer, callbacks, logging); the first warm-up steps are left out. With one
+torch thread on a CPU it is the training thread's CPU time (other jobs' preemption would dominate
+wall time on a shared machine; wall-time ratios are recorded too). The target compares mean step
+times (periodic costs such as the CSV log every 50 steps count), per repetition, then takes the
+median ratio. Separately: what each epoch end costs lit_gen (validation,
 checkpoints, grids) and micro-timings of the per-step hooks lit_gen adds (the step reseed, the
 non-finite gradient check and a cheaper form of it).
 """
@@ -108,7 +113,7 @@ def summarize(clock: StepClock, warmup: int, steps: int) -> dict:
     }
 
 
-# ----------------------------------------------------------------------------------- the three arms
+# ----------------------------------------------------------------------------------- the arms
 def run_lit_gen(config: str, steps: int, workdir: Path, tag: str, extra: list[str] = ()) -> StepClock:
     """``lit_gen.fit.main`` in this process, with a timing callback slipped into its Trainer."""
     import lightning

@@ -8,8 +8,8 @@
 Each benchmark runs as its own process and writes ``bench/results/<name>.json``; one that fails is
 reported and the others still run. ``bench.sampling --quick`` reuses the lit_gen DDPM that
 ``bench.diffusers_peer`` just trained (240 s of the quickstart config); without diffusers it trains
-the quickstart shortened to 20 epochs. ``bench/fid_speed.py`` and ``bench/scaling.py`` take longer and
-run only with ``--extra`` (or on their own, see bench/README.md).
+the quickstart shortened to 20 epochs. ``bench/fid_speed.py``, ``bench/scaling.py`` and
+``bench.vq_codebook`` run only with ``--extra`` (or on their own, see bench/README.md).
 """
 
 from __future__ import annotations
@@ -27,17 +27,22 @@ from bench.common import CACHE, REPO, RESULTS, child_env, load_average
 README = REPO / "bench" / "README.md"
 START, END = "<!-- results:start -->", "<!-- results:end -->"
 ORDER = ("overhead", "dataloading", "precision", "memory", "diffusers_peer", "sampling")
+TABLE_ORDER = (*ORDER, "vq_codebook", "fid_speed", "fid_speed_1thread", "scaling_cpu")
+#: Benchmarks run only with --extra (longer, or written by other scripts): their command lines.
 EXTRA = {
-    "fid_speed": ["bench/fid_speed.py", "--num", "10000", "--out", str(RESULTS / "fid_speed.json")],
-    "scaling": ["bench/scaling.py", "--out", str(RESULTS / "scaling_cpu.json")],
+    "fid_speed": ["bench/fid_speed.py", "--num", "10000"],
+    "scaling": ["bench/scaling.py"],
+    "vq_codebook": ["-m", "bench.vq_codebook"],
 }
+RESULT_FILE = {"scaling": "scaling_cpu.json"}
 PEER_CHECKPOINT = CACHE / "peer" / "lit_gen"
 
 
 def command_for(name: str, full: bool, out_dir: Path = RESULTS) -> list[str]:
-    out = ["--out", str(out_dir / f"{name if name != 'scaling' else 'scaling_cpu'}.json")]
+    out = ["--out", str(out_dir / RESULT_FILE.get(name, f"{name}.json"))]
     if name in EXTRA:
-        return [sys.executable, *EXTRA[name][:-2], *out]
+        quick = ["--quick"] if EXTRA[name][0] == "-m" and not full else []
+        return [sys.executable, *EXTRA[name], *quick, *out]
     command = [sys.executable, "-m", f"bench.{name}"] + ([] if full else ["--quick"]) + out
     if name == "sampling" and not full:
         checkpoints = sorted(PEER_CHECKPOINT.rglob("last.ckpt")) if PEER_CHECKPOINT.is_dir() else []
@@ -101,7 +106,7 @@ def _fallback_headline(record: dict) -> dict:
 
 def render_table() -> str:
     lines = ["| benchmark | command | measured on | numbers | target | met? |", "|---|---|---|---|---|---|"]
-    order = {name: i for i, name in enumerate(ORDER)}
+    order = {name: i for i, name in enumerate(TABLE_ORDER)}
     files = sorted(RESULTS.glob("*.json"), key=lambda p: (order.get(p.stem, len(order)), p.stem))
     for path in files:
         try:
@@ -127,7 +132,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--full", action="store_true", help="full settings instead of --quick (much longer)")
     parser.add_argument("--only", nargs="+", choices=[*ORDER, *EXTRA], help="run only these")
-    parser.add_argument("--extra", action="store_true", help="also run bench/fid_speed.py and bench/scaling.py")
+    parser.add_argument("--extra", action="store_true", help="also run bench/fid_speed.py, bench/scaling.py and bench.vq_codebook")
     parser.add_argument("--table", action="store_true", help="only rebuild the README table")
     parser.add_argument("--out-dir", default=str(RESULTS),
                         help="where the result files go (default bench/results; the README table reads bench/results)")
