@@ -3,14 +3,12 @@
     python -m bench.overhead                 # digits DDPM and digits VAE, 3 interleaved repetitions
     python -m bench.overhead --quick
 
-For each config the same model class, data, optimizer, seed and number of steps run in up to five
+For each config the same model class, data, optimizer, seed and number of steps run in up to four
 arms, interleaved in one process (A B C C B A ...):
 
 - ``lit_gen``: ``lit_gen.fit.main`` itself (the CLI's code: its callbacks, CSV logger, checkpoints,
   validation and sample grids exactly as it builds them), with a timing callback added to the
   Trainer it creates; W&B off, ``report.md`` off (both act after training).
-- ``lit_gen_proposed``: the same with the StepSeed and NonFiniteGuard changes that bench/README.md
-  proposes (patched in for the run; the library is not changed).
 - ``lightning``: a bare ``lightning.Trainer`` (no logger, checkpoints, validation or progress bar)
   on the same model and datamodule: Lightning's own loop cost.
 - ``lightning_no_log``: the same without the model's per-step ``self.log`` calls.
@@ -25,7 +23,7 @@ wall time on a shared machine; wall-time ratios are recorded too). The target co
 times (periodic costs such as the CSV log every 50 steps count), per repetition, then takes the
 median ratio. Separately: what each epoch end costs lit_gen (validation,
 checkpoints, grids) and micro-timings of the per-step hooks lit_gen adds (the step reseed, the
-non-finite gradient check and a cheaper form of it).
+non-finite gradient check, whose norm gradient clipping reuses).
 """
 
 from __future__ import annotations
@@ -207,8 +205,8 @@ def run_plain(config: str, steps: int) -> StepClock:
 # ----------------------------------------------------------------------------------- per-step hooks
 def hook_costs(config: str, repeats: int = 200) -> dict:
     """Micro-timings (microseconds per call, median) of what lit_gen adds to every step."""
-    from lit_gen.callbacks.nonfinite import gradients_finite
-    from lit_gen.callbacks.step_seed import step_seed
+    from lit_gen.callbacks.nonfinite import gradient_norm
+    from lit_gen.callbacks.step_seed import seed_torch, step_seed
 
     _, datamodule, model = _build(config)
     batch = next(iter(datamodule.train_dataloader()))
@@ -228,51 +226,26 @@ def hook_costs(config: str, repeats: int = 200) -> dict:
 
     state = torch.random.get_rng_state()
     seed_us = timed(lambda: torch.manual_seed(step_seed(0, 123, 0)))
-    seed_cpu_us = timed(lambda: torch.default_generator.manual_seed(step_seed(0, 123, 0)))
+    seed_torch_us = timed(lambda: seed_torch(step_seed(0, 123, 0)))
     torch.random.set_rng_state(state)
     return {
         "note": "called from a shallow stack; inside Lightning's deep stack torch.manual_seed costs far more on a machine "
-                "where CUDA is not initialised (it formats the whole stack for its lazy CUDA queue): see the arms",
+                "where CUDA is not initialised (it formats the whole stack for its lazy CUDA queue)",
         "gradient_tensors": len(grads),
         "parameters": sum(p.numel() for p in params),
         "step_seed_torch_manual_seed_us": seed_us,
-        "step_seed_cpu_generator_only_us": seed_cpu_us,
-        "nonfinite_guard_isfinite_stack_us": timed(lambda: gradients_finite(params)),
-        "nonfinite_guard_inf_norm_us": timed(lambda: proposed_gradients_finite(params)),
+        "step_seed_lit_gen_seed_torch_us": seed_torch_us,
+        "nonfinite_guard_gradient_norm_us": timed(lambda: bool(torch.isfinite(gradient_norm(params)))),
+        "isfinite_per_tensor_us": timed(lambda: bool(torch.stack([torch.isfinite(g).all() for g in grads]).all())),
     }
 
 
 # ----------------------------------------------------------------------------------- main
-def proposed_step_seed(self, trainer, pl_module, batch, batch_idx) -> None:
-    """StepSeed without ``torch.manual_seed``'s lazy CUDA queue (which formats a stack trace per call)."""
-    from lit_gen.callbacks.step_seed import step_seed
-
-    seed = step_seed(self.seed, trainer.global_step, trainer.global_rank)
-    torch.default_generator.manual_seed(seed)
-    if torch.cuda.is_initialized():
-        torch.cuda.manual_seed_all(seed)
-
-
-def proposed_gradients_finite(parameters) -> bool:
-    """One fused max-|g| reduction instead of an isfinite + all per tensor (NaN and inf propagate)."""
-    grads = [p.grad for p in parameters if p.grad is not None]
-    return bool(torch.isfinite(torch.nn.utils.get_total_norm(grads, norm_type=float("inf")))) if grads else True
-
-
-@contextlib.contextmanager
-def proposed_fixes():
-    from lit_gen.callbacks import nonfinite, step_seed
-
-    with mock.patch.object(step_seed.StepSeed, "on_train_batch_start", proposed_step_seed), \
-            mock.patch.object(nonfinite, "gradients_finite", proposed_gradients_finite):
-        yield
-
-
 @contextlib.contextmanager
 def no_step_logging():
     from lit_gen.models.base import GenerativeModule
 
-    with mock.patch.object(GenerativeModule, "_log_terms", lambda self, *args, **kwargs: None):
+    with mock.patch.object(GenerativeModule, "log_values", lambda self, *args, **kwargs: None):
         yield
 
 
@@ -299,7 +272,6 @@ def measure(name: str, config: str, steps: int, warmup: int, repeats: int, workd
 
     available = {
         "lit_gen": lit_gen_arm,
-        "lit_gen_proposed": lambda: lit_gen_arm(proposed_fixes),
         "lightning": lightning_arm,
         "lightning_no_log": lambda: lightning_arm(no_step_logging),
         "plain": lambda: summarize(run_plain(config, steps), warmup, steps),
@@ -347,12 +319,12 @@ def main(argv: list[str] | None = None) -> None:
     setup()
     if args.threads:
         torch.set_num_threads(args.threads)
-    all_arms = ["lit_gen", "lit_gen_proposed", "lightning", "lightning_no_log", "plain"]
+    all_arms = ["lit_gen", "lightning", "lightning_no_log", "plain"]
     # (steps, warm-up steps, arms, extra overrides); digits epochs have 21 batches of 64.
     plan = {
         # DDPM steps are slow on a CPU: two epochs, and no final sample grid (written after the timed window;
         # the config's grids come every 35 epochs, so none falls inside it).
-        "ddpm_digits": (42, 5, ["lit_gen", "lightning", "plain"] if args.quick else ["lit_gen", "lit_gen_proposed", "lightning", "plain"],
+        "ddpm_digits": (42, 5, ["lit_gen", "lightning", "plain"],
                         ["run.num_samples=0"], 2 if args.quick else 3),
         "vae_digits": (210 if args.quick else 420, 10, all_arms, [], 3 if args.quick else 5),
     }
@@ -361,9 +333,8 @@ def main(argv: list[str] | None = None) -> None:
                      f"the repetitions of (mean step of the arm) / (mean step of the plain loop), steps within an epoch. "
                      "With one thread on a CPU the step time is the training thread's CPU time (time.thread_time): on a "
                      "shared machine wall time mostly measures other jobs' preemption; wall-time ratios are recorded too.")
-    rec.notes.append("arms: lit_gen = lit_gen.fit.main as the CLI runs it; lit_gen_proposed = the same with the StepSeed and "
-                     "NonFiniteGuard changes proposed in bench/README.md; lightning = bare Trainer (no logger, checkpoints, "
-                     "validation); lightning_no_log = bare Trainer without the model's per-step self.log calls; plain = for loop.")
+    rec.notes.append("arms: lit_gen = lit_gen.fit.main as the CLI runs it; lightning = bare Trainer (no logger, checkpoints, "
+                     "validation); lightning_no_log = bare Trainer without the model's logging (log_values); plain = for loop.")
     with tempfile.TemporaryDirectory(prefix="lit_gen_bench_") as tmp:
         for name in args.configs:
             steps, warmup, arms, extra, repeats = plan[name]
@@ -375,7 +346,6 @@ def main(argv: list[str] | None = None) -> None:
             rec.headline[f"{name} step {what} lit_gen/plain"] = (
                 f"{ratio:.3f}x ({ms['lit_gen']:.2f} vs {ms['plain']:.2f} ms; bare Lightning "
                 f"{vs['lightning'][result['basis']]:.3f}x"
-                + (f"; lit_gen with proposed fixes {vs['lit_gen_proposed'][result['basis']]:.3f}x" if "lit_gen_proposed" in vs else "")
                 + f"; median wall-time ratio {vs['lit_gen']['median_step_s']:.3f}x)")
             rec.headline[f"{name} wall time incl. validation+checkpoints"] = f"{result['ratio_wall_including_epoch_ends']:.3f}x"
             rec.target(f"{name} step-time ratio lit_gen/plain", ratio, "<=", TARGET_RATIO, "x", explain(result))
@@ -388,16 +358,12 @@ def explain(result: dict) -> str:
     ms = result["step_ms"]
     parts = [f"the plain step takes only {ms['plain']:.2f} ms, so fixed per-step costs weigh heavily"]
     if "lightning_no_log" in ms:
-        parts.append(f"the model's per-step self.log calls (loss and terms, on_step and on_epoch) cost "
+        parts.append(f"the model's logging (log_values: epoch sums every step, self.log on logging steps) costs "
                      f"{ms['lightning'] - ms['lightning_no_log']:.2f} ms (bare Lightning with/without them: "
                      f"{ms['lightning']:.2f}/{ms['lightning_no_log']:.2f} ms)")
     else:
         parts.append(f"bare Lightning adds {ms['lightning'] - ms['plain']:.2f} ms")
-    text = f"lit_gen's callbacks and CSV logger add {ms['lit_gen'] - ms['lightning']:.2f} ms"
-    if "lit_gen_proposed" in ms:
-        text += (f", {ms['lit_gen'] - ms['lit_gen_proposed']:.2f} ms of which the StepSeed/NonFiniteGuard changes proposed "
-                 f"in bench/README.md remove")
-    parts.append(text)
+    parts.append(f"lit_gen's callbacks and CSV logger add {ms['lit_gen'] - ms['lightning']:.2f} ms")
     return "; ".join(parts)
 
 

@@ -25,7 +25,7 @@ from bench.common import REPO, Recorder, base_parser, child_env, python_command,
 def train(config: str, out: Path, overrides: list[str]) -> Path:
     command = python_command("-m", "lit_gen.fit", "--config", config, "--run-id", "bench", f"run.output_dir={out}",
                              "logger.wandb=false", "run.num_samples=0", "trainer.accelerator=cpu", *overrides)
-    result = subprocess.run(command, cwd=REPO, env=child_env(OMP_NUM_THREADS="2"), capture_output=True, text=True)
+    result = subprocess.run(command, cwd=REPO, env=child_env(OMP_NUM_THREADS="1"), capture_output=True, text=True)
     if result.returncode != 0:
         raise SystemExit(f"{config} failed:\n{result.stderr[-3000:]}")
     return next(out.glob("*/bench/checkpoints/last.ckpt"))

@@ -44,6 +44,11 @@ class MetricsFile(L.Callback):
         self.path = Path(path)
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # Lightning runs this before the module's own hook: have the module log its epoch metrics
+        # first (on every rank, since that may all-reduce), so the row holds this epoch's values.
+        log_epoch_metrics = getattr(pl_module, "log_epoch_metrics", None)
+        if callable(log_epoch_metrics):
+            log_epoch_metrics()
         if not trainer.is_global_zero:
             return
         row = {"epoch": trainer.current_epoch, "step": trainer.global_step, **scalar_metrics(trainer)}

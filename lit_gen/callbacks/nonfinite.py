@@ -5,6 +5,10 @@ optimizer step catches both. The decision is reduced over DDP ranks (any rank ba
 skips), so replicas never diverge. Skipping means dropping the gradients: optimizers leave
 parameters without a gradient untouched, moments included. It works with mixed precision: with
 fp16 the gradient scaler already skips overflowing steps, and this guard counts them too.
+
+The check is the total gradient norm (NaN or inf in any gradient makes it non-finite), which
+gradient clipping needs anyway: ``GenerativeModule`` clips with the norm computed here instead of
+a second pass over the gradients. It is logged as ``train/grad_norm`` on logging steps.
 """
 
 from __future__ import annotations
@@ -19,10 +23,10 @@ from lit_gen.errors import TrainingError
 log = logging.getLogger(__name__)
 
 
-def gradients_finite(parameters) -> bool:
-    """True when every gradient present is free of NaN and inf (one device sync)."""
-    flags = [torch.isfinite(p.grad).all() for p in parameters if p.grad is not None]
-    return bool(torch.stack(flags).all()) if flags else True
+def gradient_norm(parameters) -> torch.Tensor | None:
+    """The total 2-norm of the gradients present, as ``clip_grad_norm_`` computes it (None without any)."""
+    grads = [p.grad for p in parameters if p.grad is not None]
+    return torch.nn.utils.get_total_norm(grads, 2.0) if grads else None
 
 
 class NonFiniteGuard(L.Callback):
@@ -40,10 +44,17 @@ class NonFiniteGuard(L.Callback):
 
     def on_before_optimizer_step(self, trainer: L.Trainer, pl_module: L.LightningModule, optimizer) -> None:
         params = [p for group in optimizer.param_groups for p in group["params"]]
-        bad = not gradients_finite(params)
+        norm = gradient_norm(params)
+        bad = norm is not None and not bool(torch.isfinite(norm))  # the step's one host sync
         bad = trainer.strategy.reduce_boolean_decision(bad, all=False)
         if not bad:
             self.consecutive = 0
+            if norm is not None:
+                if pl_module.automatic_optimization:  # Lightning clips next, with this norm
+                    pl_module.grad_norm_for_clipping = (optimizer, norm)
+                is_logging_step = getattr(pl_module, "_is_logging_step", None)
+                if callable(is_logging_step) and is_logging_step():
+                    pl_module.log("train/grad_norm", norm, on_step=True, on_epoch=False)
             return
         for p in params:
             p.grad = None

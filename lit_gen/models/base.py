@@ -16,13 +16,20 @@ import torch
 from torch import Tensor
 
 import lit_gen
+from lit_gen.models.running_means import RunningMeans
 
 
 class LossOutput(NamedTuple):
-    """The scalar to minimise and its named parts (each logged as ``<stage>/<name>``)."""
+    """The scalar to minimise and its named parts (each logged as ``<stage>/<name>``).
+
+    ``weights`` gives, for terms that average only part of the batch, how many examples they
+    average (a tensor, 0 when none): epoch means weigh each step's value by it. Other terms, and
+    the total, weigh by the batch size.
+    """
 
     total: Tensor
     terms: dict[str, Tensor]
+    weights: dict[str, Tensor] | None = None
 
 
 def to_unit_range(x: Tensor) -> Tensor:
@@ -73,6 +80,8 @@ class GenerativeModule(L.LightningModule):
         self.betas = tuple(betas)
         self.warmup_steps = warmup_steps
         self.lr_schedule = lr_schedule
+        self._epoch_means = {"train": RunningMeans(), "val": RunningMeans()}
+        self._epoch_logged: int | None = None
 
     # ------------------------------------------------------------------ to implement per family
     def loss(self, batch) -> LossOutput:
@@ -109,13 +118,76 @@ class GenerativeModule(L.LightningModule):
         return out.total
 
     def _log_terms(self, stage: str, out: LossOutput, batch_size: int) -> None:
-        on_step = stage == "train"
-        sync = stage != "train"  # epoch-level validation metrics are averaged over DDP ranks
-        self.log(f"{stage}/loss", out.total.detach(), prog_bar=True, on_step=on_step, on_epoch=True,
-                 batch_size=batch_size, sync_dist=sync)
-        for name, value in out.terms.items():
-            self.log(f"{stage}/{name}", value.detach(), on_step=on_step, on_epoch=True,
-                     batch_size=batch_size, sync_dist=sync)
+        self.log_values(stage, {"loss": out.total, **out.terms}, batch_size, out.weights)
+
+    def log_values(self, stage: str, values: dict[str, Tensor], batch_size: int,
+                   weights: dict[str, Tensor] | None = None) -> None:
+        """Log scalars as ``<stage>/<name>``: their epoch means, and training values on logging steps.
+
+        Training values appear as ``train/<name>_step`` every ``logger.log_every_n_steps`` steps and
+        ``train/<name>_epoch`` at the end of the epoch; validation values as ``val/<name>``, the mean
+        over every rank's examples. Accumulating on the device keeps a step free of host syncs.
+        """
+        weights = weights or {}
+        values = {name: value.detach() for name, value in values.items()}
+        self._epoch_means[stage].add(self.current_epoch, values, {n: weights.get(n, batch_size) for n in values})
+        if stage != "train" or not self._is_logging_step():
+            return
+        present = {n: True for n in values}
+        if weights:  # a term over no example of this batch has no value to show
+            names = [n for n in values if n in weights]
+            counts = torch.stack([torch.as_tensor(weights[n], device=self.device) for n in names]).tolist()
+            present.update({n: c > 0 for n, c in zip(names, counts)})
+        for name, value in values.items():
+            if present[name]:
+                self.log(f"train/{name}_step", value, prog_bar=name == "loss", on_step=True, on_epoch=False,
+                         batch_size=batch_size)
+
+    def _is_logging_step(self) -> bool:
+        """Whether Lightning writes this training step's values to the loggers (else logging them is wasted)."""
+        connector = getattr(self._trainer, "_logger_connector", None) if self._trainer is not None else None
+        return bool(getattr(connector, "should_update_logs", True))
+
+    def _log_epoch_means(self, stage: str) -> None:
+        means = self._epoch_means[stage].means(self._reduce_sum)
+        self._epoch_means[stage].reset()
+        for name, mean in means.items():
+            if stage == "train":
+                self.log(f"train/{name}_epoch", mean, prog_bar=name == "loss", on_step=False, on_epoch=True, batch_size=1)
+                # The plain name, for callbacks that monitor it (as Lightning provides for on_step + on_epoch values).
+                self.log(f"train/{name}", mean, logger=False, on_step=False, on_epoch=True, batch_size=1)
+            else:
+                self.log(f"val/{name}", mean, prog_bar=name == "loss", on_step=False, on_epoch=True, batch_size=1)
+
+    def _reduce_sum(self, tensor: Tensor) -> Tensor:
+        trainer = self._trainer
+        if trainer is None or trainer.world_size == 1:
+            return tensor
+        return trainer.strategy.reduce(tensor, reduce_op="sum")
+
+    def log_epoch_metrics(self) -> None:
+        """Log this training epoch's metrics (once per epoch; every DDP rank must call it).
+
+        Lightning calls callbacks' ``on_train_epoch_end`` before the module's, so a callback that
+        reads the epoch's metrics (``MetricsFile``) calls this first. Families add their own
+        epoch metrics by extending it.
+        """
+        if self._epoch_logged == self.current_epoch:
+            return
+        self._epoch_logged = self.current_epoch
+        self._log_epoch_means("train")
+
+    def on_train_epoch_start(self) -> None:
+        self._epoch_logged = None
+
+    def on_train_epoch_end(self) -> None:
+        self.log_epoch_metrics()
+
+    def on_validation_epoch_start(self) -> None:
+        self._epoch_means["val"].reset()
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_epoch_means("val")
 
     def configure_optimizers(self):
         optimizer = torch.optim.AdamW(self.trainable_parameters(), lr=self.lr, betas=self.betas,
@@ -124,6 +196,22 @@ class GenerativeModule(L.LightningModule):
             return optimizer
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, self._lr_factor)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None) -> None:
+        """Clip by norm with the norm ``NonFiniteGuard`` just computed (one pass over the gradients, not two).
+
+        Equal to Lightning's clipping (``clip_grad_norm_`` is that norm followed by the same scaling);
+        strategies that shard gradients, other algorithms and runs without the guard clip as usual.
+        """
+        known = self.__dict__.pop("grad_norm_for_clipping", None)
+        reusable = (known is not None and known[0] is optimizer and gradient_clip_val
+                    and gradient_clip_algorithm in (None, "norm")
+                    and type(self.trainer.strategy).__name__ in ("SingleDeviceStrategy", "DDPStrategy"))
+        if not reusable:
+            self.clip_gradients(optimizer, gradient_clip_val, gradient_clip_algorithm)
+            return
+        params = [p for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+        torch.nn.utils.clip_grads_with_norm_(params, float(gradient_clip_val), known[1])
 
     def trainable_parameters(self):
         """Parameters the optimizer updates (families with frozen parts override this)."""
@@ -152,3 +240,8 @@ class GenerativeModule(L.LightningModule):
         from lit_gen import registry
 
         checkpoint["lit_gen"] = {"model": registry.name_of(type(self)), "version": lit_gen.__version__}
+        checkpoint["lit_gen_train_means"] = self._epoch_means["train"].state_dict()
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        if "lit_gen_train_means" in checkpoint:
+            self._epoch_means["train"].load_state_dict(checkpoint["lit_gen_train_means"], self.device)

@@ -234,9 +234,8 @@ class VQGAN(VQVAE):
             d_loss = hinge_d_loss(logits_real, logits_fake)
             self._step(opt_d, d_loss, self.disc_grad_clip, "discriminator")
             self.untoggle_optimizer(opt_d)
-            for name, value in (("d_loss", d_loss), ("logits_real", logits_real.mean()),
-                                ("logits_fake", logits_fake.mean())):
-                self.log(f"train/{name}", value.detach(), on_step=True, on_epoch=True, batch_size=x.shape[0])
+            self.log_values("train", {"d_loss": d_loss, "logits_real": logits_real.mean(),
+                                      "logits_fake": logits_fake.mean()}, batch_size=x.shape[0])
         return out.total.detach()
 
     def _step(self, optimizer, loss: Tensor, clip: float | None, phase: str) -> None:

@@ -144,9 +144,13 @@ class VQVAE(GenerativeModule):
                                   "perplexity": q.perplexity})
 
     def on_train_epoch_start(self) -> None:
+        super().on_train_epoch_start()
         self.quantizer.reset_usage()
 
-    def on_train_epoch_end(self) -> None:
+    def log_epoch_metrics(self) -> None:
+        if self._epoch_logged == self.current_epoch:
+            return
+        super().log_epoch_metrics()
         # Counts are all-reduced inside the quantizer, so every rank logs the same numbers.
         usage = self.quantizer.code_usage()
         self.log("train/code_perplexity", usage.perplexity, sync_dist=True)

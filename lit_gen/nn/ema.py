@@ -37,12 +37,17 @@ class EMA(nn.Module):
         self.averaged = copy.deepcopy(model)
         self.averaged.requires_grad_(False)  # never trained: the optimizer and DDP skip it
         self.register_buffer("num_updates", torch.zeros((), dtype=torch.long))
+        # A host copy of num_updates: reading the buffer each step would stall a GPU's launch queue.
+        self._host_updates: int | None = 0
+        self.register_load_state_dict_post_hook(_forget_host_updates)
 
     def current_decay(self) -> float:
         """The decay the next ``update`` will use."""
         if not self.warmup:
             return self.decay
-        n = int(self.num_updates)
+        if self._host_updates is None:
+            self._host_updates = int(self.num_updates)
+        n = self._host_updates
         return min(self.decay, (1.0 + n) / (10.0 + n))
 
     @torch.no_grad()
@@ -58,6 +63,8 @@ class EMA(nn.Module):
         for avg_buf, buf in zip(self.averaged.buffers(), model.buffers()):
             avg_buf.copy_(buf)
         self.num_updates += 1
+        if self._host_updates is not None:
+            self._host_updates += 1
 
     @contextlib.contextmanager
     def applied_to(self, model: nn.Module) -> Iterator[nn.Module]:
@@ -76,3 +83,8 @@ class EMA(nn.Module):
             with torch.no_grad():
                 for p, b in zip(model.parameters(), backup):
                     p.copy_(b)
+
+
+def _forget_host_updates(module: EMA, incompatible_keys) -> None:
+    """After a checkpoint is loaded, the host copy is read again from the restored buffer."""
+    module._host_updates = None

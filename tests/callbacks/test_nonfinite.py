@@ -73,3 +73,23 @@ def test_the_count_survives_a_checkpoint():
     again = NonFiniteGuard(4)
     again.load_state_dict(guard.state_dict())
     assert (again.consecutive, again.skipped) == (2, 7)
+
+
+def test_clipping_reuses_the_guards_norm_and_matches_lightnings_clipping(monkeypatch):
+    def train(with_guard: bool):
+        torch.manual_seed(0)
+        model = Poisoned()
+        callbacks = [NonFiniteGuard()] if with_guard else []
+        L.Trainer(max_steps=6, callbacks=callbacks, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                  enable_model_summary=False, accelerator="cpu", gradient_clip_val=0.05).fit(model, loader())
+        return model
+
+    second_passes = []
+    original = torch.nn.utils.clip_grad_norm_
+    monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", lambda *a, **k: second_passes.append(1) or original(*a, **k))
+    guarded = train(with_guard=True)
+    assert not second_passes  # clipping used the guard's norm
+    plain = train(with_guard=False)
+    assert len(second_passes) == 6
+    for a, b in zip(guarded.parameters(), plain.parameters()):
+        assert torch.equal(a, b)

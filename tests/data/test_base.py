@@ -107,3 +107,22 @@ def test_train_loader_is_seeded_and_drops_ragged_batches():
     assert torch.equal(again[0], batches[0][0])  # same seed, same shuffle order
     val = list(dm.val_dataloader())
     assert sum(len(labels) for _, labels in val) == 4  # evaluation keeps every image
+
+
+def test_batches_are_gathered_at_once_and_equal_per_item_collation():
+    from torch.utils.data import DataLoader, Subset, default_collate
+
+    from lit_gen.data.base import CollatedBatch, collate
+
+    images = torch.randint(0, 256, (10, 1, 4, 4), dtype=torch.uint8)
+    ds = UInt8ImageDataset(images, torch.arange(10), image_size=4)
+    indices = [7, 2, 9]
+    gathered = ds.__getitems__(indices)
+    assert isinstance(gathered, CollatedBatch) and len(gathered) == 3
+    expected = default_collate([ds[i] for i in indices])
+    for got, want in zip(collate(gathered), expected):
+        assert torch.equal(got, want)
+    # A DataLoader with the default collation (a user's own) still gets (image, label) samples.
+    subset = Subset(ds, torch.tensor([1, 3, 5, 7]))
+    for got, want in zip(next(iter(DataLoader(subset, batch_size=4))), default_collate([ds[i] for i in (1, 3, 5, 7)])):
+        assert torch.equal(got, want)

@@ -36,7 +36,7 @@ def digits_loader(n: int = 512, batch_size: int = 16) -> DataLoader:
 
 
 def trainer(max_steps: int, callbacks=(), **kwargs) -> L.Trainer:
-    return L.Trainer(max_steps=max_steps, accelerator="cpu", logger=False, enable_checkpointing=False,
+    return L.Trainer(max_steps=max_steps, accelerator="cpu", logger=False, enable_checkpointing=False, log_every_n_steps=1,
                      enable_progress_bar=False, enable_model_summary=False, callbacks=list(callbacks), **kwargs)
 
 

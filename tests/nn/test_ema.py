@@ -39,7 +39,9 @@ def test_warmup_ramps_the_decay():
     for avg, old, new in zip(ema.averaged.parameters(), before, model.parameters()):
         torch.testing.assert_close(avg, 0.1 * old + 0.9 * new)
     assert ema.current_decay() == pytest.approx(2 / 11)
-    ema.num_updates.fill_(100_000)
+    state = ema.state_dict()
+    state["num_updates"].fill_(100_000)
+    ema.load_state_dict(state)  # the decay follows a restored counter
     assert ema.current_decay() == 0.999
 
 
