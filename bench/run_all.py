@@ -67,7 +67,7 @@ def _cell(text) -> str:
 
 def table_rows(record: dict, file_name: str) -> list[str]:
     """Rows of one result file: its headline numbers, then its targets (one row each)."""
-    name = record.get("name") or Path(file_name).stem
+    name = Path(file_name).stem  # e.g. sampling and sampling_200ep: one benchmark, two settings
     machine = record.get("machine", {})
     load = machine.get("load_average_start") or machine.get("load_average_at_start") or machine.get("load_average_before")
     load_text = f"{load[0]:.1f}" if isinstance(load, list) and load else "?"
