@@ -211,7 +211,7 @@ def main(argv: list[str] | None = None) -> None:
                                                 "than DDPM-1000)" if "speedup_vs_ddpm1000" in r else ""))
     rec.headline["real test split FID (floor)"] = f"{floor:.2f}"
     if "ddpm1000" in results and "ddim50" in results:
-        d50, ddpm = results["ddim50"], results["ddpm1000"]
+        d50 = results["ddim50"]
         rec.target("FID(DDIM-50) / FID(DDPM-1000)", d50["fid_ratio_vs_ddpm1000"], "<=", FID_TOLERANCE, "x",
                    explain_fid(results, floor, num_samples))
         rec.target("time DDPM-1000 / DDIM-50", d50["speedup_vs_ddpm1000"], ">=", SPEEDUP, "x",

@@ -23,25 +23,21 @@ names raise ``ConfigError`` naming the key, the value and the valid choices.
 from __future__ import annotations
 
 import ast
-import collections.abc
 import dataclasses
-import enum
-import inspect
 import os
-import types
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from lit_gen import registry
 from lit_gen.errors import ConfigError
 from lit_gen.metrics.protocol import DEFAULT_STATS_CACHE_DIR, parse_feature_spec
 from lit_gen.registry import did_you_mean
+from lit_gen.signatures import check_arguments, coerce, parameters, plain, type_hints
 
 SECTIONS = ("name", "seed", "model", "data", "trainer", "run", "logger", "eval")
 
@@ -192,7 +188,7 @@ class RunConfig:
         }
 
     def to_yaml(self) -> str:
-        return yaml.safe_dump(_plain(self.to_dict()), sort_keys=False)
+        return yaml.safe_dump(plain(self.to_dict()), sort_keys=False)
 
     def model_kwargs(self) -> dict[str, Any]:
         return {k: v for k, v in self.model.items() if k != "name"}
@@ -376,7 +372,7 @@ def _section(raw: dict, key: str, required: bool = True) -> dict:
 
 def _fill_from_data(model_given: dict, model_cls: type, data_cls: type, data_args: dict) -> None:
     """Take the image shape from the dataset unless the config states it, and check it when it does."""
-    params = _parameters(model_cls)
+    params = parameters(model_cls)
     shape = {"channels": data_cls.channels, "image_size": data_args.get("image_size") or data_cls.native_image_size}
     for key, value in shape.items():
         if key not in params:
@@ -397,55 +393,6 @@ def _fill_from_data(model_given: dict, model_cls: type, data_cls: type, data_arg
             raise ConfigError(f"model.num_classes={classes} exceeds the {available} classes of {data_cls.__name__}")
 
 
-def _parameters(cls: type) -> dict[str, inspect.Parameter]:
-    signature = inspect.signature(cls.__init__)
-    return {
-        name: p
-        for name, p in signature.parameters.items()
-        if name != "self" and p.kind not in (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)
-    }
-
-
-def _type_hints(func) -> dict[str, Any]:
-    try:
-        return typing.get_type_hints(func)
-    except Exception:  # annotations we cannot resolve are not checked, only the key names are
-        return {}
-
-
-def check_arguments(section: str, cls: type, given: dict[str, Any]) -> dict[str, Any]:
-    """Check ``given`` against ``cls.__init__``: known keys, right types, required ones present.
-
-    Returns the complete argument dict (defaults filled in), values converted to the annotated
-    types (lists to tuples, ints to floats).
-    """
-    params = _parameters(cls)
-    hints = _type_hints(cls.__init__)
-    for key in given:
-        if key not in params:
-            raise ConfigError(
-                f"{section}.{key}: unknown key for {cls.__name__}. Valid keys: {', '.join(params)}."
-                + did_you_mean(key, params)
-            )
-    out: dict[str, Any] = {}
-    for key, param in params.items():
-        if key in given:
-            out[key] = coerce(f"{section}.{key}", given[key], hints.get(key, Any))
-        elif param.default is inspect.Parameter.empty:
-            raise ConfigError(f"{section}.{key} is required by {cls.__name__} but missing from the config")
-        else:
-            out[key] = coerce(f"{section}.{key}", _plain(_default(cls, key, param)), hints.get(key, Any), strict=False)
-    return out
-
-
-def _default(cls: type, key: str, param: inspect.Parameter) -> Any:
-    if dataclasses.is_dataclass(cls):
-        spec = cls.__dataclass_fields__[key]
-        if spec.default_factory is not dataclasses.MISSING:
-            return spec.default_factory()
-    return param.default
-
-
 def check_trainer(given: dict[str, Any]) -> dict[str, Any]:
     """Check the ``trainer:`` section against ``lightning.Trainer``; only the given keys are kept."""
     import lightning
@@ -453,8 +400,8 @@ def check_trainer(given: dict[str, Any]) -> dict[str, Any]:
     for key, why in TRAINER_RESERVED.items():
         if key in given:
             raise ConfigError(f"trainer.{key} cannot be set in a config: {why}")
-    params = _parameters(lightning.Trainer)
-    hints = _type_hints(lightning.Trainer.__init__)
+    params = parameters(lightning.Trainer)
+    hints = type_hints(lightning.Trainer.__init__)
     out = {}
     for key, value in given.items():
         if key not in params:
@@ -466,104 +413,3 @@ def check_trainer(given: dict[str, Any]) -> dict[str, Any]:
 def _dataclass_section(raw: dict, key: str, cls: type):
     given = _section(raw, key, required=False)
     return cls(**check_arguments(key, cls, given))
-
-
-# ---------------------------------------------------------------------------------- type checks
-class _Mismatch(Exception):
-    pass
-
-
-def coerce(path: str, value: Any, annotation: Any, strict: bool = True) -> Any:
-    """Check ``value`` against ``annotation`` and convert it; ConfigError naming ``path`` otherwise.
-
-    With ``strict=False`` (Lightning's own arguments) annotations this checker does not know pass.
-    """
-    try:
-        return _coerce(value, annotation, strict)
-    except _Mismatch as exc:
-        expected = str(exc) or _describe(annotation)
-        raise ConfigError(f"{path}: expected {expected}, got {value!r} ({type(value).__name__})") from None
-
-
-def _describe(annotation: Any) -> str:
-    origin = typing.get_origin(annotation)
-    if origin is Literal:
-        return "one of " + ", ".join(repr(a) for a in typing.get_args(annotation))
-    if isinstance(annotation, type):
-        return annotation.__name__
-    return str(annotation).replace("typing.", "")
-
-
-def _coerce(value: Any, annotation: Any, strict: bool) -> Any:
-    if annotation is Any or annotation is inspect.Parameter.empty:
-        return _plain(value)
-    origin = typing.get_origin(annotation)
-    args = typing.get_args(annotation)
-    if origin in (typing.Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        for option in args:
-            if option is type(None):
-                continue
-            try:
-                return _coerce(value, option, strict)
-            except _Mismatch:
-                continue
-        raise _Mismatch(" or ".join(_describe(a) if a is not type(None) else "null" for a in args))
-    if origin is Literal:
-        if value in args and not (isinstance(value, bool) and not any(isinstance(a, bool) for a in args)):
-            return value
-        hint = did_you_mean(value, args) if isinstance(value, str) else ""
-        raise _Mismatch(_describe(annotation) + (f" ({hint.strip()})" if hint else ""))
-    if isinstance(annotation, type) and issubclass(annotation, enum.Enum):
-        choices = [m.value for m in annotation]
-        if value in choices:
-            return value
-        raise _Mismatch("one of " + ", ".join(repr(c) for c in choices))
-    if annotation is bool:
-        if isinstance(value, bool):
-            return value
-        raise _Mismatch("true or false")
-    if annotation is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        raise _Mismatch("an integer")
-    if annotation is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        raise _Mismatch("a number")
-    if annotation is str:
-        if isinstance(value, str):
-            return value
-        raise _Mismatch("a string")
-    if origin in (tuple, list, collections.abc.Sequence) or annotation in (tuple, list):
-        if not isinstance(value, (list, tuple)):
-            raise _Mismatch(_describe(annotation) + " (a list)")
-        if origin is tuple and args and args[-1] is not Ellipsis:
-            if len(value) != len(args):
-                raise _Mismatch(f"a list of {len(args)} values")
-            items = [_coerce(v, a, strict) for v, a in zip(value, args)]
-        else:
-            item_type = args[0] if args else Any
-            items = [_coerce(v, item_type, strict) for v in value]
-        return tuple(items) if (origin is tuple or annotation is tuple) else items
-    if origin is dict or annotation is dict:
-        if not isinstance(value, dict):
-            raise _Mismatch("a mapping")
-        return _plain(value)
-    if strict:
-        raise _Mismatch(_describe(annotation))
-    return _plain(value)
-
-
-def _plain(value: Any) -> Any:
-    """Plain Python containers (no OmegaConf nodes, tuples as lists) for YAML and checkpoints."""
-    if isinstance(value, (DictConfig, ListConfig)):
-        value = OmegaConf.to_container(value, resolve=True)
-    if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    if isinstance(value, enum.Enum):
-        return value.value
-    return value

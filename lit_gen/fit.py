@@ -23,12 +23,11 @@ import logging
 import os
 import sys
 import time
-from pathlib import Path
 
 from lit_gen import registry
 from lit_gen.cli import run_main, setup_logging, tame_lightning_logging
 from lit_gen.config import RunConfig, load_config
-from lit_gen.errors import ConfigError, LitGenError
+from lit_gen.errors import ConfigError
 
 log = logging.getLogger("lit_gen.fit")
 

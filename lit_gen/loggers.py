@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import netrc
-import os
 import secrets
 import string
 from pathlib import Path

@@ -200,7 +200,7 @@ def datamodule_for_checkpoint(checkpoint: str | Path, *, data: str | None = None
     """
     import yaml
 
-    from lit_gen.config import check_arguments
+    from lit_gen.signatures import check_arguments
 
     config = run_dir_of(checkpoint) / "config.yaml"
     section: dict

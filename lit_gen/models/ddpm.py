@@ -9,7 +9,7 @@ with the EMA weights. The schedule math lives in ``lit_gen.diffusion``; the U-Ne
 from __future__ import annotations
 
 import logging
-from typing import Any, Literal
+from typing import Literal
 
 import torch
 import torch.distributed as dist
@@ -24,6 +24,7 @@ from lit_gen.models.base import GenerativeModule, LossOutput, to_unit_range
 from lit_gen.nn import noise
 from lit_gen.nn.ema import EMA
 from lit_gen.nn.unet import UNet
+from lit_gen.signatures import plain
 
 log = logging.getLogger(__name__)
 
@@ -142,7 +143,7 @@ class DDPM(GenerativeModule):
             from lit_gen.checkpoints import load_model  # imported here: checkpoints sits above models
 
             module = load_model(path, map_location="cpu")
-            self.hparams["first_stage_spec"] = {"model": registry.name_of(type(module)), "hparams": _plain(module.hparams)}
+            self.hparams["first_stage_spec"] = {"model": registry.name_of(type(module)), "hparams": plain(module.hparams)}
         if not (callable(getattr(module, "encode", None)) and callable(getattr(module, "decode", None))):
             raise ConfigError(f"model.first_stage: {path} holds a {type(module).__name__}, which has no encode/decode; "
                               "latent diffusion needs an autoencoder (e.g. ae with architecture: conv)")
@@ -309,12 +310,3 @@ class DDPM(GenerativeModule):
             if bool((labels < 0).any() or (labels >= self.num_classes).any()):
                 raise ValueError(f"labels must be in [0, {self.num_classes}) (num_classes={self.num_classes}), "
                                  f"got values from {int(labels.min())} to {int(labels.max())}")
-
-
-def _plain(value: Any) -> Any:
-    """Hyperparameters as plain containers (a checkpoint loaded with weights_only holds nothing else)."""
-    if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    return value
