@@ -19,6 +19,7 @@ import datetime as _dt
 import logging
 import os
 import secrets
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -152,8 +153,8 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     """Checkpoint writes that cannot leave a half-written file behind.
 
     The new file is written to a temporary name, flushed to disk and renamed over the old one; the
-    old ``last.ckpt`` is kept as ``last.prev.ckpt`` until the new one is complete, so a job killed
-    mid-write resumes from the previous good checkpoint.
+    old ``last.ckpt`` is kept as ``last.prev.ckpt``, so a job killed mid-write resumes from a good
+    checkpoint, and ``last.ckpt`` exists at every moment of a save.
     """
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options: Any | None = None) -> None:
@@ -166,12 +167,27 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             handle.flush()
             os.fsync(handle.fileno())
         if path.name == LAST and path.exists():
-            os.replace(path, path.with_name(PREVIOUS))
+            _keep_as_previous(path)
         os.replace(tmp, path)
         _fsync_dir(path.parent)
 
     def load_checkpoint(self, path, map_location: Any | None = None, weights_only: bool | None = None) -> dict[str, Any]:
         return super().load_checkpoint(path, map_location=map_location, weights_only=True)
+
+
+def _keep_as_previous(last: Path) -> None:
+    """Make ``last.prev.ckpt`` a copy of ``last.ckpt`` while ``last.ckpt`` stays in place.
+
+    A hard link (a copy where links are not supported) under a temporary name, renamed over the
+    previous one: at every moment both files exist, so a job killed mid-save never lacks last.ckpt.
+    """
+    staged = last.with_name(f".{PREVIOUS}.tmp-{os.getpid()}")
+    staged.unlink(missing_ok=True)
+    try:
+        os.link(last, staged)
+    except OSError:
+        shutil.copyfile(last, staged)
+    os.replace(staged, last.with_name(PREVIOUS))
 
 
 def _fsync_dir(folder: Path) -> None:

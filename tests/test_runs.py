@@ -40,3 +40,24 @@ def test_open_run_rules(tmp_path):
         open_run(tmp_path, "exp", "mine", "never")
     run, resume = open_run(tmp_path, "exp", "mine", "auto")
     assert run.path == tmp_path / "exp" / "mine" and resume is None
+
+
+def test_last_checkpoint_exists_at_every_moment_of_a_save(tmp_path, monkeypatch):
+    import os
+
+    io = AtomicCheckpointIO()
+    last = tmp_path / "last.ckpt"
+    io.save_checkpoint({"state_dict": {"w": torch.ones(1)}}, last)
+    seen = []
+    real_replace = os.replace
+
+    def watched(src, dst):
+        seen.append(last.exists())
+        real_replace(src, dst)
+        seen.append(last.exists())
+
+    monkeypatch.setattr(os, "replace", watched)
+    io.save_checkpoint({"state_dict": {"w": torch.full((1,), 2.0)}}, last)
+    assert seen and all(seen)  # a kill between two renames would otherwise leave no last.ckpt
+    assert torch.load(last.with_name("last.prev.ckpt"), weights_only=True)["state_dict"]["w"].item() == 1.0
+    assert torch.load(last, weights_only=True)["state_dict"]["w"].item() == 2.0

@@ -78,6 +78,29 @@ def collate(samples):
     return default_collate(samples)
 
 
+class TrainerEpochSampler(DistributedSampler):
+    """A ``DistributedSampler`` that shuffles by ``trainer.current_epoch`` when an epoch's first index is drawn.
+
+    Lightning sets a sampler's epoch from its own loop counter, which is one ahead after resuming
+    from a checkpoint written at an epoch's end (its counters say "processed, not completed"): the
+    resumed epoch would be shuffled like the next one. The trainer's current epoch is right in every
+    case. Without a trainer it is a plain ``DistributedSampler`` (``set_epoch`` decides).
+    """
+
+    def __init__(self, dataset: Dataset, *, trainer: L.Trainer | None = None, **kwargs) -> None:
+        super().__init__(dataset, **kwargs)
+        self.trainer = trainer
+        if trainer is not None:
+            self.epoch = trainer.current_epoch
+
+    def __iter__(self):
+        # A generator: the epoch is read at the first index drawn, not when the iterator is made
+        # (Lightning makes one while checking the loader, before a resumed run's counters are set).
+        if self.trainer is not None:
+            self.epoch = self.trainer.current_epoch
+        yield from super().__iter__()
+
+
 def split_indices(n: int, val_fraction: float, seed: int) -> tuple[Tensor, Tensor]:
     """A deterministic (train, val) partition of ``range(n)``: the same seed gives the same split."""
     if not 0.0 <= val_fraction < 1.0:
@@ -185,15 +208,16 @@ class ImageDataModule(L.LightningDataModule):
         """Shuffled batches whose order is a function of (seed, epoch, rank) alone.
 
         A stateful loader lets Lightning save the position inside an epoch. The order comes from a
-        ``DistributedSampler`` (one replica per DDP process; Lightning keeps it as it is) set to
-        the trainer's current epoch *before* Lightning restores that position, so a resumed run
-        replays exactly the batches the uninterrupted run saw, in this epoch and the next.
+        ``DistributedSampler`` (one replica per DDP process; Lightning keeps it as it is) that
+        shuffles by the trainer's current epoch, read when an epoch's first index is drawn (also
+        when Lightning restores a position), so a resumed run replays exactly the batches the
+        uninterrupted run saw, whether it was cut mid-epoch or at an epoch's end.
         """
         dataset = self.dataset("train")
         trainer = self.trainer
         replicas, rank = (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
-        sampler = DistributedSampler(dataset, num_replicas=replicas, rank=rank, shuffle=True, seed=self.seed)
-        sampler.set_epoch(trainer.current_epoch if trainer is not None else 0)
+        sampler = TrainerEpochSampler(dataset, num_replicas=replicas, rank=rank, shuffle=True, seed=self.seed,
+                                      trainer=trainer)
         per_replica = len(sampler)
         return StatefulDataLoader(
             dataset,

@@ -120,6 +120,9 @@ class DDPM(GenerativeModule):
             shape = self._latent_shape(channels, image_size)
             # 0 = not estimated yet; a buffer so checkpoints keep the value training used.
             self.register_buffer("latent_scale", torch.zeros(()))
+            # Whether latent_scale is set, kept on the host so a training step does not read the buffer.
+            self._latent_scale_known: bool | None = None
+            self.register_load_state_dict_post_hook(_forget_latent_scale_known)
         self.diffusion_shape: tuple[int, int, int] = shape
 
         try:
@@ -169,7 +172,9 @@ class DDPM(GenerativeModule):
 
     def _scale_for(self, z: Tensor) -> Tensor:
         """The latent scale factor: stored once known, else 1/std of ``z`` (stored when training)."""
-        if bool(self.latent_scale > 0):
+        if self._latent_scale_known is None:
+            self._latent_scale_known = bool(self.latent_scale > 0)
+        if self._latent_scale_known:
             return self.latent_scale
         var = z.float().var()
         if dist.is_available() and dist.is_initialized():
@@ -178,6 +183,7 @@ class DDPM(GenerativeModule):
         scale = var.clamp(min=1e-12).rsqrt()
         if self.training:
             self.latent_scale.copy_(scale)
+            self._latent_scale_known = True
             log.info("latent diffusion: latent scale factor set to %.4f (1 / std of the first batch)", float(scale))
         return scale
 
@@ -310,3 +316,8 @@ class DDPM(GenerativeModule):
             if bool((labels < 0).any() or (labels >= self.num_classes).any()):
                 raise ValueError(f"labels must be in [0, {self.num_classes}) (num_classes={self.num_classes}), "
                                  f"got values from {int(labels.min())} to {int(labels.max())}")
+
+
+def _forget_latent_scale_known(module: DDPM, incompatible_keys) -> None:
+    """After a checkpoint is loaded, whether the latent scale is set is read again from the buffer."""
+    module._latent_scale_known = None
