@@ -285,6 +285,18 @@ def _round(value):
     return value
 
 
+def portable(value):
+    """``value`` with this checkout's absolute path dropped from every string (records name repo-relative paths)."""
+    prefix = str(REPO) + os.sep
+    if isinstance(value, str):
+        return value.replace(prefix, "")
+    if isinstance(value, dict):
+        return {k: portable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [portable(v) for v in value]
+    return value
+
+
 @dataclass
 class Recorder:
     """Collects one benchmark's facts and writes them to ``bench/results/<name>.json``."""
@@ -329,7 +341,7 @@ class Recorder:
         }
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text(json.dumps(record, indent=2, default=str) + "\n")
+        tmp.write_text(json.dumps(portable(record), indent=2, default=str) + "\n")
         tmp.replace(path)
         return path
 
