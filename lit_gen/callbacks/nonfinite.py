@@ -52,7 +52,7 @@ class NonFiniteGuard(L.Callback):
             if norm is not None:
                 if pl_module.automatic_optimization:  # Lightning clips next, with this norm
                     pl_module.grad_norm_for_clipping = (optimizer, norm)
-                is_logging_step = getattr(pl_module, "_is_logging_step", None)
+                is_logging_step = getattr(pl_module, "is_logging_step", None)
                 if callable(is_logging_step) and is_logging_step():
                     pl_module.log("train/grad_norm", norm, on_step=True, on_epoch=False)
             return

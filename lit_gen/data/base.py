@@ -90,8 +90,6 @@ class TrainerEpochSampler(DistributedSampler):
     def __init__(self, dataset: Dataset, *, trainer: L.Trainer | None = None, **kwargs) -> None:
         super().__init__(dataset, **kwargs)
         self.trainer = trainer
-        if trainer is not None:
-            self.epoch = trainer.current_epoch
 
     def __iter__(self):
         # A generator: the epoch is read at the first index drawn, not when the iterator is made

@@ -131,7 +131,7 @@ class GenerativeModule(L.LightningModule):
         weights = weights or {}
         values = {name: value.detach() for name, value in values.items()}
         self._epoch_means[stage].add(self.current_epoch, values, {n: weights.get(n, batch_size) for n in values})
-        if stage != "train" or not self._is_logging_step():
+        if stage != "train" or not self.is_logging_step():
             return
         present = {n: True for n in values}
         if weights:  # a term over no example of this batch has no value to show
@@ -143,7 +143,7 @@ class GenerativeModule(L.LightningModule):
                 self.log(f"train/{name}_step", value, prog_bar=name == "loss", on_step=True, on_epoch=False,
                          batch_size=batch_size)
 
-    def _is_logging_step(self) -> bool:
+    def is_logging_step(self) -> bool:
         """Whether Lightning writes this training step's values to the loggers (else logging them is wasted)."""
         connector = getattr(self._trainer, "_logger_connector", None) if self._trainer is not None else None
         return bool(getattr(connector, "should_update_logs", True))
@@ -169,13 +169,16 @@ class GenerativeModule(L.LightningModule):
         """Log this training epoch's metrics (once per epoch; every DDP rank must call it).
 
         Lightning calls callbacks' ``on_train_epoch_end`` before the module's, so a callback that
-        reads the epoch's metrics (``MetricsFile``) calls this first. Families add their own
-        epoch metrics by extending it.
+        reads the epoch's metrics (``MetricsFile``) calls this first.
         """
         if self._epoch_logged == self.current_epoch:
             return
         self._epoch_logged = self.current_epoch
         self._log_epoch_means("train")
+        self.log_family_epoch_metrics()
+
+    def log_family_epoch_metrics(self) -> None:
+        """A family's own epoch-level metrics beside its loss terms (none by default)."""
 
     def on_train_epoch_start(self) -> None:
         self._epoch_logged = None

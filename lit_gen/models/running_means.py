@@ -2,7 +2,7 @@
 
 Lightning's ``self.log(..., on_epoch=True)`` costs a fraction of a millisecond per call, which
 is as much as a whole training step of a small model. Keeping weighted sums as tensors costs two
-in-place adds per value and no host sync; the means are read once, at the end of the epoch.
+tensor adds per value and no host sync; the means are read once, at the end of the epoch.
 """
 
 from __future__ import annotations

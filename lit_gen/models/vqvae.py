@@ -147,10 +147,7 @@ class VQVAE(GenerativeModule):
         super().on_train_epoch_start()
         self.quantizer.reset_usage()
 
-    def log_epoch_metrics(self) -> None:
-        if self._epoch_logged == self.current_epoch:
-            return
-        super().log_epoch_metrics()
+    def log_family_epoch_metrics(self) -> None:
         # Counts are all-reduced inside the quantizer, so every rank logs the same numbers.
         usage = self.quantizer.code_usage()
         self.log("train/code_perplexity", usage.perplexity, sync_dist=True)
