@@ -133,6 +133,10 @@ class VectorQuantizer(nn.Module):
         # Statistics for logging only: not part of the checkpoint.
         self.register_buffer("usage_counts", torch.zeros(num_codes), persistent=False)
 
+    def parameters_learned_without_gradients(self) -> tuple[nn.Parameter, ...]:
+        """The codebook when it is an EMA of its assigned vectors (trained, though not by the optimizer)."""
+        return (self.embedding,) if self.ema_decay is not None else ()
+
     # ------------------------------------------------------------------ quantization
     def nearest_codes(self, flat: Tensor) -> Tensor:
         """Index of the nearest code (squared Euclidean distance) of each row of ``flat`` (N, D)."""
