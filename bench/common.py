@@ -31,6 +31,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, Literal
 
+from bench.stats import Interval, Verdict, verdict
+
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "bench" / "results"
 #: Files benchmarks reuse between runs (trained checkpoints, the digits classifier); /runs/ is git-ignored.
@@ -260,9 +262,18 @@ class Target:
     bound: float
     unit: str = ""
     cause: str = ""
+    #: The 95% interval of ``value`` (bench.stats); with it the verdict follows the interval rule.
+    interval: Interval | None = None
+
+    @property
+    def verdict(self) -> Verdict | None:
+        return verdict(self.interval, self.op, self.bound) if self.interval is not None else None
 
     @property
     def met(self) -> bool | None:
+        """True: met; False: missed; None: inconclusive or not measured."""
+        if self.interval is not None:
+            return {"met": True, "missed": False}.get(self.verdict.outcome)
         if self.value is None or self.value != self.value:  # not measured (skipped or NaN)
             return None
         return self.value <= self.bound if self.op == "<=" else self.value >= self.bound
@@ -270,7 +281,15 @@ class Target:
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"name": self.name, "value": _round(self.value), "target": f"{self.op} {self.bound:g}{self.unit}",
                                "met": self.met}
-        if self.met is False:
+        if self.interval is not None:
+            v = self.verdict
+            out.update(verdict=v.outcome, interval=self.interval.as_dict(), verdict_reason=v.reason)
+        else:
+            # A single measurement: the record says so, and the table shows it as a point, not a verdict.
+            out["verdict"] = "point estimate" if self.met is not None else "not measured"
+        if self.met is None and self.interval is not None and self.value is not None:
+            out["cause"] = self.cause or self.verdict.reason
+        elif self.met is False:
             relative = self.value / self.bound if self.bound else float("inf")
             out["gap"] = f"{self.value:.3g}{self.unit} vs {self.op} {self.bound:g}{self.unit} ({relative:.2f}x the bound)"
             out["cause"] = self.cause or "not analysed"
@@ -352,7 +371,7 @@ class Recorder:
             print(f"  {key}: {value}")
         for t in self.targets:
             d = t.to_dict()
-            state = {True: "met", False: "MISSED", None: "not measured"}[d["met"]]
+            state = d.get("verdict") if d.get("verdict") in ("inconclusive", "not measured") else {True: "met", False: "MISSED", None: "not measured"}[d["met"]]
             print(f"  target {d['name']}: {d['value']} ({d['target']}) {state}" + (f" - {d['cause']}" if d.get("cause") else ""))
         print(f"  load average {self.load_start} -> {load_average()}; wrote {path}")
 
