@@ -5,11 +5,13 @@ validation epoch). Bands are iteration counts at which trials are compared:
 
 - ``min_iter`` (and ``eta``, default 3): bands at min_iter, min_iter * eta, min_iter * eta^2, ...
 - ``max_iter`` and ``s``: s bands counted back from max_iter: max_iter / eta, max_iter / eta^2, ...
+  (W&B takes this form whenever ``max_iter`` is given, even beside ``min_iter``.)
 
 At a band ``b``, the threshold is the value, among all trials that reached ``b`` iterations, at
 rank ``floor(n / eta)`` of their b-th values sorted best first: roughly the best 1/eta continue.
-A running trial that has passed band ``b`` (its latest band) is stopped when its best value so
-far is worse than that threshold, or with ``strict: true`` when its value at iteration ``b`` is.
+A running trial that has reached band ``b`` (its latest band) is stopped when its value at
+iteration ``b`` is worse than that threshold (``strict: true``, W&B's default), or with
+``strict: false`` when its best value so far is.
 Thresholds use every trial of the sweep (running, finished or stopped), so a trial can still be
 stopped after its band when later trials raise the bar, as in W&B.
 """
@@ -80,7 +82,7 @@ class Hyperband:
 
 def bands(spec: HyperbandSpec) -> list[int]:
     """The band iteration counts of a hyperband spec (W&B's formulas, truncated to integers)."""
-    if spec.min_iter is not None:
+    if spec.max_iter is None:
         out, band = [], float(spec.min_iter)
         for _ in range(_MAX_BANDS):
             out.append(int(band))

@@ -63,13 +63,17 @@ class Metric:
 
 @dataclass(frozen=True)
 class HyperbandSpec:
-    """``early_terminate: {type: hyperband, ...}``; see ``lit_gen.sweeping.hyperband``."""
+    """``early_terminate: {type: hyperband, ...}``; see ``lit_gen.sweeping.hyperband``.
+
+    Defaults are W&B's schema defaults (``eta: 3``, ``strict: true``), so a file that omits them
+    prunes the same trials offline as on W&B's server.
+    """
 
     min_iter: int | None = None
     max_iter: int | None = None
     s: int | None = None
     eta: float = 3.0
-    strict: bool = False
+    strict: bool = True
 
 
 @dataclass(frozen=True)
@@ -223,15 +227,16 @@ def _hyperband(raw: Any, source: str) -> HyperbandSpec:
         s = integer(s, f"{where}.s", minimum=1)
     if min_iter is None and max_iter is None:
         raise SweepError(f"{where}: give min_iter (first iteration that can stop a trial) or max_iter and s")
-    if min_iter is None and s is None:
+    if max_iter is not None and s is None:
+        # W&B uses the max_iter form whenever max_iter is present, even beside min_iter, and needs s there.
         raise SweepError(f"{where}: max_iter needs s, the number of brackets counted back from max_iter")
     eta = float(number(raw.get("eta", 3), f"{where}.eta"))
     if eta <= 1:
         raise SweepError(f"{where}.eta: must be greater than 1 (each band keeps the best 1/eta of trials), got {eta}")
-    strict = raw.get("strict", False)
+    strict = raw.get("strict", True)  # W&B's schema default: the value at the band, not the best so far
     if not isinstance(strict, bool):
         raise SweepError(f"{where}.strict: must be true or false, got {strict!r}")
-    if min_iter is None and int(max_iter / eta) < 1:
+    if max_iter is not None and int(max_iter / eta) < 1:
         raise SweepError(f"{where}: max_iter={max_iter} with eta={eta} gives no band; raise max_iter or lower eta")
     return HyperbandSpec(min_iter=min_iter, max_iter=max_iter, s=s, eta=eta, strict=strict)
 

@@ -6,9 +6,10 @@ import json
 
 import pytest
 
+from lit_gen.errors import SweepError
 from lit_gen.sweeping.agent import SweepAgent
 from lit_gen.sweeping.hyperband import Hyperband, bands
-from lit_gen.sweeping.space import HyperbandSpec, load_sweep
+from lit_gen.sweeping.space import HyperbandSpec, load_sweep, parse_sweep
 from lit_gen.sweeping.store import COMPLETE, PRUNED
 from tests.sweeping.fake_program import write_sweep
 
@@ -21,6 +22,83 @@ from tests.sweeping.fake_program import write_sweep
 ])
 def test_bands_follow_wandb(spec, expected):
     assert bands(spec)[: len(expected)] == expected
+
+
+# W&B's rule (sweeps' hyperband_stop_runs, with its schema defaults eta: 3 and strict: true):
+#   bands: min_iter * eta^k, or, whenever max_iter is given, int(max_iter / eta^k) for k = 1..s (>= 1);
+#   threshold at band b: sort the b-th values of every trial with >= b values (maximize: negated),
+#   take index int(n / eta);
+#   a running trial is judged at its latest band b <= len(history) only: it stops when
+#   (strict) its b-th value, or (not strict) its best value so far, is worse than the threshold.
+# Each verdict below is worked out by hand from that rule, never by the code under test.
+# Columns: early_terminate as written in the file, goal, the running trial's history, the other
+# trials' histories, then None (continues) or (band, value, threshold) in the metric's own sign.
+VERDICTS = [
+    # bands 2, 6, ...; at 2: [5, 2, 3] -> [2, 3, 5][int(3/3) = 1] = 3; strict (the default): 5 > 3
+    ({"min_iter": 2, "eta": 3}, "minimize", [1.0, 5.0], [[2.0, 2.0], [3.0, 3.0]], (2, 5.0, 3.0)),
+    # same, not strict: best so far 1 <= 3
+    ({"min_iter": 2, "eta": 3, "strict": False}, "minimize", [1.0, 5.0], [[2.0, 2.0], [3.0, 3.0]], None),
+    # bands 8/2 = 4, 4/2 = 2 -> [2, 4]; 3 values -> band 2; at 2: [6, 3, 2, 5] -> [2, 3, 5, 6][2] = 5; 6 > 5
+    ({"max_iter": 8, "s": 2, "eta": 2}, "minimize", [3.0, 6.0, 1.0],
+     [[4.0, 3.0, 2.0, 1.0], [4.0, 2.0, 2.0, 2.0], [5.0, 5.0]], (2, 6.0, 5.0)),
+    # same, not strict: best so far 1 <= 5
+    ({"max_iter": 8, "s": 2, "eta": 2, "strict": False}, "minimize", [3.0, 6.0, 1.0],
+     [[4.0, 3.0, 2.0, 1.0], [4.0, 2.0, 2.0, 2.0], [5.0, 5.0]], None),
+    # 4 values -> band 4; at 4: [4, 1, 2] ([5, 5] is too short) -> [1, 2, 4][int(3/2) = 1] = 2; 4 > 2
+    ({"max_iter": 8, "s": 2, "eta": 2, "strict": True}, "minimize", [3.0, 2.0, 2.0, 4.0],
+     [[4.0, 3.0, 2.0, 1.0], [4.0, 2.0, 2.0, 2.0], [5.0, 5.0]], (4, 4.0, 2.0)),
+    # same, not strict: best so far 2 is not worse than 2 (equal continues)
+    ({"max_iter": 8, "s": 2, "eta": 2, "strict": False}, "minimize", [3.0, 2.0, 2.0, 4.0],
+     [[4.0, 3.0, 2.0, 1.0], [4.0, 2.0, 2.0, 2.0], [5.0, 5.0]], None),
+    # s = 2: bands 27/3 = 9, 9/3 = 3 -> [3, 9]; at 3: [5, 1, 2] -> [1, 2, 5][1] = 2; 5 > 2
+    ({"max_iter": 27, "s": 2, "eta": 3}, "minimize", [5.0] * 4, [[1.0] * 4, [2.0] * 4], (3, 5.0, 2.0)),
+    # s = 1: only band 9, not reached after 4 values
+    ({"max_iter": 27, "s": 1, "eta": 3}, "minimize", [5.0] * 4, [[1.0] * 4, [2.0] * 4], None),
+    # maximize, bands 1, 2, 4; 3 values -> band 2; negated at 2: [-0.3, -0.8, -0.7] ([0.4] too short)
+    # -> [-0.8, -0.7, -0.3][int(3/2) = 1] = -0.7; strict: -0.3 > -0.7, i.e. 0.3 is below 0.7
+    ({"min_iter": 1, "eta": 2}, "maximize", [0.9, 0.3, 0.5], [[0.5, 0.8], [0.6, 0.7], [0.4]], (2, 0.3, 0.7)),
+    # same, not strict: best so far 0.9 (-0.9 <= -0.7)
+    ({"min_iter": 1, "eta": 2, "strict": False}, "maximize", [0.9, 0.3, 0.5], [[0.5, 0.8], [0.6, 0.7], [0.4]],
+     None),
+    # maximize, not strict: threshold -0.7 as above from [-0.3, -0.8, -0.7]; best so far 0.3 (-0.3 > -0.7)
+    ({"min_iter": 1, "eta": 2, "strict": False}, "maximize", [0.2, 0.3], [[0.5, 0.8], [0.6, 0.7]], (2, 0.3, 0.7)),
+    # eta 1.5: bands int(2), int(3), int(4.5), int(6.75), ... = 2, 3, 4, 6; 5 values -> band 4;
+    # at 4: [9, 1, 2, 3] -> [1, 2, 3, 9][int(4 / 1.5) = 2] = 3; strict: 9 > 3
+    ({"min_iter": 2, "eta": 1.5}, "minimize", [0.5, 9.0, 9.0, 9.0, 9.0], [[1.0] * 5, [2.0] * 5, [3.0] * 4],
+     (4, 9.0, 3.0)),
+    # same, not strict: best so far 0.5 <= 3
+    ({"min_iter": 2, "eta": 1.5, "strict": False}, "minimize", [0.5, 9.0, 9.0, 9.0, 9.0],
+     [[1.0] * 5, [2.0] * 5, [3.0] * 4], None),
+    # only the latest band counts: bands 1, 3; at 3: [1, 1, 2] -> [1, 1, 2][1] = 1; 1 is not worse than 1
+    # (at band 1 the 5 would have lost to [1, 2, 5][1] = 2, but that band is behind it)
+    ({"min_iter": 1, "eta": 3}, "minimize", [5.0, 1.0, 1.0], [[1.0, 1.0, 1.0], [2.0, 2.0, 2.0]], None),
+    # max_iter beside min_iter: W&B takes bands [2, 4] from max_iter, so 1 value reaches no band
+    ({"min_iter": 1, "max_iter": 8, "s": 2, "eta": 2}, "minimize", [5.0], [[1.0], [2.0]], None),
+    # before the first band (3) nothing is judged
+    ({"min_iter": 3}, "minimize", [9.0, 9.0], [[1.0, 1.0, 1.0]], None),
+    # two trials at band 1: [2, 1] -> [1, 2][int(2/3) = 0] = 1; 2 > 1
+    ({"min_iter": 1}, "minimize", [2.0], [[1.0]], (1, 2.0, 1.0)),
+    # alone at band 1: [7][0] = 7; 7 is not worse than itself
+    ({"min_iter": 1}, "minimize", [7.0], [], None),
+]
+
+
+@pytest.mark.parametrize("early, goal, history, others, verdict", VERDICTS)
+def test_stop_decisions_match_wandbs_rule_worked_by_hand(early, goal, history, others, verdict):
+    spec = parse_sweep({"method": "random", "program": "train.py", "metric": {"name": "val/loss", "goal": goal},
+                        "parameters": {"x": {"value": 1}}, "early_terminate": {"type": "hyperband", **early}})
+    stop = Hyperband(spec.early_terminate, spec.metric.goal).decide(history, others)
+    if verdict is None:
+        assert stop is None, stop
+    else:
+        assert stop is not None
+        assert (stop.band, stop.value, stop.threshold) == pytest.approx(verdict)
+
+
+def test_max_iter_needs_s_even_beside_min_iter():
+    with pytest.raises(SweepError, match="max_iter needs s"):
+        parse_sweep({"method": "random", "program": "t.py", "metric": {"name": "val/loss"}, "parameters": {"x": {"value": 1}},
+                     "early_terminate": {"type": "hyperband", "min_iter": 1, "max_iter": 9}})
 
 
 def test_a_trial_is_judged_only_once_it_reaches_a_band():

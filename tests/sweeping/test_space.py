@@ -65,7 +65,7 @@ def test_top_level_keys_and_defaults():
     spec = sweep({"x": {"value": 1}}, name="n", description="d", project="p",
                  entity="e", run_cap=4, early_terminate={"type": "hyperband", "min_iter": 2})
     assert (spec.name, spec.run_cap, spec.command) == ("n", 4, DEFAULT_COMMAND)
-    assert (spec.metric.goal, spec.early_terminate.eta, spec.early_terminate.strict) == ("minimize", 3.0, False)
+    assert (spec.metric.goal, spec.early_terminate.eta, spec.early_terminate.strict) == ("minimize", 3.0, True)  # W&B's schema defaults
 
 
 @pytest.mark.parametrize("raw, named", [
