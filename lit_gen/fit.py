@@ -28,6 +28,7 @@ from lit_gen import registry
 from lit_gen.cli import run_main, setup_logging, tame_lightning_logging
 from lit_gen.config import RunConfig, load_config
 from lit_gen.errors import ConfigError
+from lit_gen.report import describe_parameters
 
 log = logging.getLogger("lit_gen.fit")
 
@@ -171,13 +172,18 @@ def main(argv: list[str]) -> int:
         print(f"training interrupted; resume with: python -m lit_gen.fit --config {args.config} --run-id {run_id} --resume auto")
         return 1
 
+    from lit_gen.models.parameters import count_parameters
+
+    counts = count_parameters(model)
     summary = {
         "name": cfg.name,
         "run_id": run_id,
         "run_dir": str(run.path),
         "model": cfg.model["name"],
         "data": cfg.data["name"],
-        "parameters": sum(p.numel() for p in model.parameters()),
+        # The model's size is what the optimizer trains; the EMA copy and frozen stages are listed apart.
+        "parameters": counts.trained,
+        "parameter_counts": counts.as_dict(),
         "global_step": trainer.global_step,
         "epochs": trainer.current_epoch,
         "seconds": round(time.time() - started, 1),
@@ -203,7 +209,7 @@ def print_summary(summary: dict) -> None:
     shown = {k: v for k, v in metrics.items() if k.startswith("val/") or k.endswith("_epoch")} or metrics
     print()
     print(f"run        {summary['run_dir']}")
-    print(f"model      {summary['model']} ({summary['parameters']:,} parameters) on {summary['data']}")
+    print(f"model      {summary['model']} ({describe_parameters(summary)}) on {summary['data']}")
     print(f"trained    {summary['global_step']} steps, {summary['epochs']} epochs in {summary['seconds']} s")
     for key in sorted(shown):
         value = shown[key]

@@ -113,6 +113,13 @@ def _relative(path: Path, base: Path) -> str:
         return str(path.resolve())
 
 
+def describe_parameters(summary: dict) -> str:
+    """``"1,001,729 parameters (+1,001,729 EMA copy)"``: the trained count, then EMA copies and frozen parts."""
+    counts = summary.get("parameter_counts") or {"trained": summary.get("parameters", 0), "ema": 0, "frozen": 0}
+    extra = [f"+{counts[k]:,} {what}" for k, what in (("ema", "EMA copy"), ("frozen", "frozen")) if counts.get(k)]
+    return f"{counts['trained']:,} parameters" + (f" ({', '.join(extra)})" if extra else "")
+
+
 def _format(value) -> str:
     return f"{value:.5g}" if isinstance(value, float) else str(value)
 
@@ -125,7 +132,7 @@ def write_report(run_dir: str | Path) -> Path:
     summary = json.loads((run_dir / "summary.json").read_text()) if (run_dir / "summary.json").is_file() else {}
     lines = [f"# Run {summary.get('name', run_dir.parent.name)} / {run_dir.name}", ""]
     if summary:
-        lines += [f"{summary.get('model')} ({summary.get('parameters', 0):,} parameters) on {summary.get('data')}: "
+        lines += [f"{summary.get('model')} ({describe_parameters(summary)}) on {summary.get('data')}: "
                   f"{summary.get('global_step')} steps, {summary.get('epochs')} epochs in {summary.get('seconds')} s.",
                   "", f"Last checkpoint: `{summary.get('last_checkpoint')}`", ""]
     else:

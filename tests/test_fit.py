@@ -127,3 +127,23 @@ def test_cluster_and_agent_run_ids():
                                "SLURM_JOB_NAME": "fit"}) == "slurm-40_3"
     assert environment_run_id({"WANDB_SWEEP_ID": "s", "WANDB_RUN_ID": "abc"}) == "wandb-abc"
     assert environment_run_id({}) is None
+
+
+def test_summary_counts_the_trained_network_and_lists_the_ema_copy_apart(tmp_path, capsys):
+    # A DDPM holds its U-Net twice (the EMA average); its size is the U-Net the optimizer trains.
+    code = main(["--config", "configs/ddpm_digits.yaml", "model.base_channels=8", "trainer.max_epochs=1",
+                 "trainer.limit_train_batches=2", "trainer.limit_val_batches=1", "logger.wandb=false",
+                 "trainer.accelerator=cpu", "run.num_samples=4", "run.sample_options={steps: 2}",
+                 f"run.output_dir={tmp_path}", "--run-id", "counts"])
+    assert code == 0
+    run = tmp_path / "ddpm_digits" / "counts"
+    summary = json.loads((run / "summary.json").read_text())
+    model = load_model(run / "checkpoints" / "last.ckpt")
+    unet = sum(p.numel() for p in model.unet.parameters())
+    assert summary["parameters"] == unet
+    assert summary["parameter_counts"] == {"trained": unet, "ema": unet, "frozen": 0}
+    out = capsys.readouterr().out
+    assert f"({unet:,} parameters (+{unet:,} EMA copy))" in out
+    assert f"{2 * unet:,}" not in out
+    report_text = (run / "report.md").read_text() if (run / "report.md").is_file() else ""
+    assert f"{2 * unet:,}" not in report_text

@@ -51,3 +51,12 @@ def test_report_of_an_unfinished_run_and_of_a_non_run(run, tmp_path, capsys):
     with pytest.raises(SystemExit) as done:
         run_main(report.main, [str(tmp_path / "nothing")])
     assert done.value.code == EXIT_USER_ERROR and "not a run folder" in capsys.readouterr().err
+
+
+def test_report_shows_the_trained_count_with_ema_and_frozen_apart(run):
+    summary = json.loads((run / "summary.json").read_text())
+    summary.update(parameters=1000, parameter_counts={"trained": 1000, "ema": 1000, "frozen": 250})
+    (run / "summary.json").write_text(json.dumps(summary))
+    text = report.write_report(run).read_text()
+    assert "(1,000 parameters (+1,000 EMA copy, +250 frozen))" in text
+    assert "2,250" not in text and "2,000" not in text
