@@ -8,10 +8,13 @@ from __future__ import annotations
 import gzip
 import importlib.util
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset
+
+from lit_gen.errors import DataError
 
 from lit_gen.data.base import ImageDataModule, UInt8ImageDataset, split_indices
 
@@ -60,7 +63,8 @@ class DigitsDataModule(ImageDataModule):
 
     A fixed 15% of the images (270, chosen by a constant seed so it never depends on ``seed``)
     form the test split; ``val_fraction`` of the rest, chosen by ``seed``, form the validation
-    split (defaults: 1,374 train, 153 val, 270 test).
+    split (defaults: 1,374 train, 153 val, 270 test). ``train_split: all`` trains on all 1,797
+    images instead (val and test keep their images, now also seen in training).
 
     Args:
         root (str, default "data"): unused; the data ships with scikit-learn.
@@ -68,17 +72,43 @@ class DigitsDataModule(ImageDataModule):
             as in ``ImageDataModule``. Keep ``hflip`` off: a flipped digit is another glyph.
         image_size (int | None, default None): side length; None keeps the native 8. Upsampling
             (e.g. to 16 or 32 for models with several downsampling stages) is bilinear.
+        train_split ("train" | "all", default "train"): the images of the "train" split. "all"
+            uses every one of the 1,797 digits, so a model can train on exactly the images an FID
+            reference of the whole set uses (benchmarks compare arms that all train on them);
+            validation and test losses then measure fit, not generalisation.
     """
 
     channels = 1
     native_image_size = 8
     num_classes = 10
 
+    def __init__(
+        self,
+        root: str = "data",
+        batch_size: int = 64,
+        num_workers: int = 0,
+        pin_memory: bool = False,
+        persistent_workers: bool = False,
+        val_fraction: float = 0.1,
+        seed: int = 0,
+        image_size: int | None = None,
+        hflip: bool = False,
+        train_split: Literal["train", "all"] = "train",
+    ) -> None:
+        super().__init__(root=root, batch_size=batch_size, num_workers=num_workers, pin_memory=pin_memory,
+                         persistent_workers=persistent_workers, val_fraction=val_fraction, seed=seed,
+                         image_size=image_size, hflip=hflip)
+        if train_split not in ("train", "all"):
+            raise DataError(f"data.train_split must be 'train' (1,374 of the digits) or 'all' (all 1,797), got {train_split!r}")
+        self.train_split = train_split
+
     def load_splits(self) -> dict[str, Dataset]:
         images, labels = load_digits_uint8()
         rest, test = split_indices(len(labels), TEST_FRACTION, _TEST_SPLIT_SEED)
         train, val = split_indices(len(rest), self.val_fraction, self.seed)
         train, val = rest[train], rest[val]
+        if self.train_split == "all":
+            train = torch.arange(len(labels))
         return {
             name: UInt8ImageDataset(images[idx], labels[idx], self.image_size)
             for name, idx in (("train", train), ("val", val), ("test", test))

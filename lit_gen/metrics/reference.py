@@ -33,8 +33,8 @@ log = logging.getLogger(__name__)
 FORMAT = "lit_gen.fid_reference/1"
 # Datamodule arguments that change how images are loaded, not which pixels a split holds.
 _LOADING_ARGS = {"root", "batch_size", "num_workers", "pin_memory", "persistent_workers", "hflip", "download"}
-# Arguments that only move images between train and val; the test split does not depend on them.
-_SPLIT_ARGS = {"seed", "val_fraction"}
+# Arguments that only choose the train and val images; the test split does not depend on them.
+_SPLIT_ARGS = {"seed", "val_fraction", "train_split"}
 
 
 class DatasetStats(NamedTuple):

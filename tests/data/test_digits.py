@@ -50,3 +50,34 @@ def test_image_size_and_train_loader():
     assert images.shape == (32, 1, 16, 16) and labels.shape == (32,) and labels.dtype == torch.int64
     assert -1.0 <= images.min() and images.max() <= 1.0
     assert len(dm.dataset("val")) == round(1527 * 0.2)
+
+
+def test_train_split_all_trains_on_every_digit():
+    # The bench's FID reference is the whole set: every arm can then train on exactly those images.
+    dm = DigitsDataModule(train_split="all", batch_size=1797)
+    images, labels = _stack(dm.dataset("train"))
+    assert images.shape == (1797, 1, 8, 8)
+    everything, all_labels = load_digits_uint8()
+    assert torch.equal(labels, all_labels)
+    assert torch.equal(((images + 1) * 127.5).round().to(torch.uint8), everything)
+    # val and test keep their images, so their metrics stay comparable with a default run's.
+    default = DigitsDataModule()
+    for split in ("val", "test"):
+        assert torch.equal(_stack(dm.dataset(split))[0], _stack(default.dataset(split))[0])
+    assert next(iter(dm.train_dataloader()))[0].shape[0] == 1797
+
+
+def test_train_split_rejects_other_values():
+    import pytest
+
+    from lit_gen.errors import DataError
+
+    with pytest.raises(DataError, match="train_split.*'all'"):
+        DigitsDataModule(train_split="everything")
+
+
+def test_train_split_is_a_config_option():
+    from lit_gen.config import load_config
+
+    cfg = load_config("configs/ddpm_digits.yaml", ["data.train_split=all"])
+    assert cfg.data["train_split"] == "all"
