@@ -37,6 +37,22 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def feature_provenance(extractor: FeatureExtractor) -> dict:
+    """Test accuracy and build command of a domain-classifier extractor's file (None for Inception)."""
+    if extractor.name != "classifier" or not extractor.weights_path:
+        return {"feature_test_accuracy": None, "feature_build_command": None}
+    from lit_gen.metrics.classifier import classifier_provenance
+
+    found = classifier_provenance(extractor.weights_path)
+    return {"feature_test_accuracy": found["test_accuracy"], "feature_build_command": found["command"]}
+
+
+def train_images_of(datamodule, data_name: str) -> dict:
+    """Which images the evaluated model's datamodule trains on: dataset, split option and count."""
+    return {"dataset": data_name, "split": getattr(datamodule, "train_split", "train"),
+            "count": len(datamodule.dataset("train"))}
+
+
 def evaluate_model(model, datamodule, data_name: str, extractor: FeatureExtractor, *, num_samples: int,
                    batch_size: int = 256, seed: int = 0, sample_options: dict | None = None, real_split: str = "test",
                    real_count: int | None = None, cache_dir: str | Path | None = DEFAULT_STATS_CACHE_DIR, kid: bool = True,
@@ -132,6 +148,8 @@ def evaluate_model(model, datamodule, data_name: str, extractor: FeatureExtracto
         checkpoint=checkpoint,
         global_step=global_step,
         epoch=epoch,
+        **feature_provenance(extractor),
+        train_images=train_images_of(datamodule, data_name),
         extra_metrics=extra,
         device=str(device),
         seconds=round(time.perf_counter() - started, 2),

@@ -181,7 +181,25 @@ def load_classifier(path: str | Path, map_location="cpu") -> tuple[DomainClassif
     return net.eval().to(map_location), dict(state.get("meta") or {})
 
 
+def classifier_provenance(path: str | Path) -> dict:
+    """``{"test_accuracy", "command"}`` of a classifier file, for the FID records that use its features."""
+    _, meta = load_classifier(path)
+    return {"test_accuracy": meta.get("test_accuracy"), "command": meta.get("command")}
+
+
 # ----------------------------------------------------------------------------------- CLI
+def build_command(args: argparse.Namespace) -> str:
+    """The full command line that trains this classifier again, every option spelled out (seed included)."""
+    parts = ["python -m lit_gen.metrics.classifier", f"--data {args.data}", f"--out {args.out}"]
+    if args.data_root is not None:
+        parts.append(f"--data-root {args.data_root}")
+    if args.image_size is not None:
+        parts.append(f"--image-size {args.image_size}")
+    parts += [f"--steps {args.steps}", f"--batch-size {args.batch_size}", f"--lr {args.lr:g}",
+              f"--feature-dim {args.feature_dim}", f"--seed {args.seed}"]
+    return " ".join(parts)
+
+
 def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m lit_gen.metrics.classifier",
                                      description="Train a domain classifier for offline FID features.")
@@ -221,6 +239,8 @@ def main(argv: list[str]) -> int:
                            feature_dim=args.feature_dim, device=device)
     meta = {
         "dataset": args.data,
+        # Rebuilding the file: this command with this seed (records quote it beside the file's hash).
+        "command": build_command(args),
         "image_size": net.image_size,
         "train_steps": args.steps,
         "seed": args.seed,

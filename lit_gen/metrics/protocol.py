@@ -74,6 +74,11 @@ class FIDRecord:
         batch_size: images per ``sample()`` call (samples depend on it for a given seed).
         checkpoint: checkpoint file (None for an in-training evaluation).
         global_step, epoch: training progress of the evaluated weights.
+        feature_test_accuracy: test accuracy of a domain-classifier extractor (None for Inception).
+        feature_build_command: the command that built the extractor's weights file, with its seed
+            (None when unknown, e.g. downloaded Inception weights: their hash identifies them).
+        train_images: which images the evaluated model was trained on ({"dataset", "split", "count"}),
+            so records of models trained on different images are never taken for one protocol.
         extra_metrics: other values from the same samples ("KID-...", "IS-..." with mean and std).
         lit_gen_version, torch_version, torchmetrics_version: software versions.
         device: device the samples and features were computed on.
@@ -107,6 +112,9 @@ class FIDRecord:
     checkpoint: str | None
     global_step: int | None
     epoch: int | None
+    feature_test_accuracy: float | None = None
+    feature_build_command: str | None = None
+    train_images: dict[str, Any] | None = None
     extra_metrics: dict[str, dict[str, float]] = field(default_factory=dict)
     lit_gen_version: str = field(default_factory=lambda: lit_gen.__version__)
     torch_version: str = field(default_factory=lambda: _version("torch"))
@@ -128,6 +136,28 @@ class FIDRecord:
 
 #: Every key of a record, in order (the test checks each is present).
 PROTOCOL_FIELDS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(FIDRecord))
+
+#: The fields two FID values must share to be compared (to stand in one table column): the feature
+#: network (by hash), how images reach it, the reference set and its size, how many images were
+#: generated and how, and the images the models were trained on. Value, seed, checkpoint, timing
+#: and versions are not part of it.
+COMPARABLE_FIELDS: tuple[str, ...] = (
+    "metric", "feature_extractor", "feature_weights_sha256", "feature_dim", "feature_preprocessing",
+    "real_dataset", "real_split", "real_count", "real_image_size", "generated_count",
+    "sampler", "steps", "eta", "guidance", "weights", "train_images",
+)
+
+
+def protocol_of(record: FIDRecord | dict[str, Any]) -> dict[str, Any]:
+    """The comparable part of an FID record (a ``FIDRecord`` or its dict): ``COMPARABLE_FIELDS`` only."""
+    data = record.to_dict() if isinstance(record, FIDRecord) else dict(record)
+    return {name: data.get(name) for name in COMPARABLE_FIELDS}
+
+
+def protocol_differences(first: dict[str, Any], second: dict[str, Any], ignore: tuple[str, ...] = ()) -> list[str]:
+    """``["real_count: 1374 vs 1797", ...]``: the comparable fields where two protocols differ."""
+    return [f"{name}: {first.get(name)!r} vs {second.get(name)!r}" for name in COMPARABLE_FIELDS
+            if name not in ignore and first.get(name) != second.get(name)]
 
 
 def _version(package: str) -> str:

@@ -45,3 +45,24 @@ def test_other_files_are_refused_with_the_training_command(tmp_path):
         load_classifier(other)
     with pytest.raises(CheckpointError, match="python -m lit_gen.metrics.classifier"):
         load_classifier(tmp_path / "missing.pt")
+
+
+def test_classifier_file_records_the_command_that_rebuilds_it_bitwise(trained, tmp_path):
+    import shlex
+
+    from lit_gen.metrics import classifier
+
+    path, _ = trained
+    _, meta = load_classifier(path)
+    command = meta["command"]
+    assert command.startswith("python -m lit_gen.metrics.classifier --data digits")
+    assert "--seed 0" in command and "--steps 150" in command and "--batch-size 64" in command
+    # Running the recorded command again (into another file) gives the same weights, hence the same hash.
+    args = shlex.split(command)[3:]
+    again = tmp_path / "again.pt"
+    args[args.index("--out") + 1] = str(again)
+    assert classifier.main([*args, "--device", "cpu"]) == 0
+    assert torch.equal(torch.load(again, weights_only=True)["state_dict"]["head.weight"],
+                       torch.load(path, weights_only=True)["state_dict"]["head.weight"])
+    assert classifier.classifier_provenance(again) == {"test_accuracy": meta["test_accuracy"], "command":
+                                                       command.replace(str(path), str(again))}

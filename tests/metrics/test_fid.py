@@ -161,3 +161,44 @@ def test_a_cache_file_written_for_another_key_is_not_trusted(digits, tmp_path):
 def test_more_real_images_than_the_split_holds_is_a_clear_error(digits, tmp_path):
     with pytest.raises(EvaluationError, match="holds only 270"):
         reference_statistics(digits, "digits", "test", tiny_extractor(0), count=5000, cache_dir=tmp_path)
+
+
+def test_comparable_protocol_fields_and_their_differences():
+    from lit_gen.metrics.protocol import COMPARABLE_FIELDS, protocol_differences, protocol_of
+
+    base = {name: None for name in COMPARABLE_FIELDS} | {
+        "metric": "FID-digits-classifier", "feature_weights_sha256": "ab" * 32, "real_dataset": "digits",
+        "real_split": "train", "real_count": 1797, "generated_count": 1000, "sampler": "ddim", "steps": 50,
+        "train_images": {"dataset": "digits", "split": "all", "count": 1797}, "value": 12.0, "seed": 0}
+    protocol = protocol_of(base)
+    assert "value" not in protocol and "seed" not in protocol  # values and seeds vary inside one protocol
+    same = protocol_of(base | {"value": 3.0, "seed": 4})
+    assert protocol_differences(protocol, same) == []
+    other = protocol_of(base | {"real_count": 1374, "feature_weights_sha256": "cd" * 32})
+    differences = protocol_differences(protocol, other)
+    assert [d.split(":")[0] for d in differences] == ["feature_weights_sha256", "real_count"]
+    assert "1797 vs 1374" in differences[1]
+    assert protocol_differences(protocol, other, ignore=("real_count", "feature_weights_sha256")) == []
+
+
+def test_evaluate_record_names_the_feature_network_and_the_training_images(tmp_path_factory, tmp_path):
+    from lit_gen.checkpoints import load_model
+    from lit_gen.evaluate import evaluate_model
+    from lit_gen.metrics.classifier import load_classifier
+    from lit_gen.metrics.features import file_sha256
+    from tests.eval_helpers import digits_classifier, digits_run
+
+    path, _ = digits_classifier(tmp_path_factory)
+    model = load_model(digits_run(tmp_path_factory) / "checkpoints" / "last.ckpt")
+    data = DigitsDataModule(train_split="all")
+    record = evaluate_model(model, data, "digits", ClassifierFeatures.from_file(path), num_samples=20, batch_size=20,
+                            real_split="train", cache_dir=tmp_path, kid=False, inception_score=False)
+    _, meta = load_classifier(path)
+    assert record.feature_weights_sha256 == file_sha256(path)
+    assert record.feature_test_accuracy == meta["test_accuracy"] > 0.8
+    assert record.feature_build_command == meta["command"] and "--seed 0" in record.feature_build_command
+    assert record.train_images == {"dataset": "digits", "split": "all", "count": 1797}
+    assert (record.real_dataset, record.real_split, record.real_count, record.generated_count) == ("digits", "train", 1797, 20)
+    default = evaluate_model(model, DigitsDataModule(), "digits", ClassifierFeatures.from_file(path), num_samples=20,
+                             batch_size=20, real_split="train", cache_dir=tmp_path, kid=False, inception_score=False)
+    assert default.train_images["count"] == 1374 and default.real_count == 1374 and not default.real_stats_reused
