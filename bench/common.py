@@ -328,6 +328,10 @@ class Recorder:
     targets: list[Target] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     extra_versions: tuple[str, ...] = ()
+    #: FID values with their protocols (``add_fid``); the table puts one record's in one column.
+    fid: list[dict[str, Any]] = field(default_factory=list)
+    #: Protocol fields this benchmark varies on purpose (e.g. sampler, steps): shown per row.
+    fid_varies: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         self.started = time.perf_counter()
@@ -342,6 +346,16 @@ class Recorder:
         t = Target(*args, **kwargs)
         self.targets.append(t)
         return t
+
+    def add_fid(self, arm: str, seed: int | None, record) -> None:
+        """Keep one FID value (a ``FIDRecord``) with its comparable protocol, for the results table."""
+        from lit_gen.metrics.protocol import protocol_of
+
+        data = record.to_dict()
+        self.fid.append({"arm": arm, "seed": seed, "value": round(float(data["value"]), 4),
+                         "protocol": protocol_of(data),
+                         "feature": {k: data.get(k) for k in ("feature_weights_path", "feature_test_accuracy",
+                                                               "feature_build_command")}})
 
     def write(self, out: str | Path | None = None) -> Path:
         path = Path(out) if out else RESULTS / f"{self.name}.json"
@@ -358,6 +372,8 @@ class Recorder:
             "numbers": self.numbers,
             "notes": self.notes,
         }
+        if self.fid:
+            record.update(fid=self.fid, fid_varies=list(self.fid_varies))
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.tmp")
         tmp.write_text(json.dumps(portable(record), indent=2, default=str) + "\n")
@@ -415,13 +431,29 @@ def child_env(**extra: str) -> dict[str, str]:
 def digits_classifier(path: str | Path | None = None) -> Path:
     """The digits domain classifier (FID features), trained once with lit_gen's CLI and reused."""
     path = Path(path) if path else CACHE / "digits_classifier.pt"
-    if path.is_file():
+    if path.is_file() and _has_build_command(path):
         return path
     path.parent.mkdir(parents=True, exist_ok=True)
     log.info("training the digits domain classifier -> %s", path)
+    # A fixed seed and every option spelled out: the file records this command, and FID records quote it.
     result = subprocess.run(python_command("-m", "lit_gen.metrics.classifier", "--data", "digits", "--out", str(path),
-                                           "--device", "cpu"),
+                                           "--seed", str(CLASSIFIER_SEED), "--device", "cpu"),
                             cwd=REPO, env=child_env(), capture_output=True, text=True)
     if result.returncode != 0 or not path.is_file():
         raise SystemExit(f"training the digits classifier failed:\n{result.stderr[-2000:]}")
     return path
+
+
+#: Seed of the bench's digits classifier (FID features).
+CLASSIFIER_SEED = 0
+
+
+def _has_build_command(path: Path) -> bool:
+    """Whether a classifier file says how it was built (files from before the command was recorded are rebuilt)."""
+    from lit_gen.errors import CheckpointError
+    from lit_gen.metrics.classifier import classifier_provenance
+
+    try:
+        return bool(classifier_provenance(path)["command"])
+    except CheckpointError:
+        return False

@@ -15,19 +15,16 @@ the quickstart shortened to 20 epochs. ``bench/fid_speed.py``, ``bench/scaling.p
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+from bench import table
 from bench.common import CACHE, REPO, RESULTS, child_env, load_average
 
-README = REPO / "bench" / "README.md"
-START, END = "<!-- results:start -->", "<!-- results:end -->"
 ORDER = ("overhead", "dataloading", "precision", "memory", "diffusers_peer", "sampling")
-TABLE_ORDER = (*ORDER, "vq_codebook", "fid_speed", "fid_speed_1thread", "scaling_cpu")
 #: Benchmarks run only with --extra (longer, or written by other scripts): their command lines.
 EXTRA = {
     "fid_speed": ["bench/fid_speed.py", "--num", "10000"],
@@ -60,74 +57,6 @@ def run(name: str, full: bool, out_dir: Path) -> dict:
     return {"name": name, "returncode": result.returncode, "seconds": round(seconds, 1)}
 
 
-# ----------------------------------------------------------------------------------- the README table
-def _cell(text) -> str:
-    return str(text).replace("|", "\\|").replace("\n", " ")
-
-
-def table_rows(record: dict, file_name: str) -> list[str]:
-    """Rows of one result file: its headline numbers, then its targets (one row each)."""
-    name = Path(file_name).stem  # e.g. sampling and sampling_200ep: one benchmark, two settings
-    machine = record.get("machine", {})
-    load = machine.get("load_average_start") or machine.get("load_average_at_start") or machine.get("load_average_before")
-    load_text = f"{load[0]:.1f}" if isinstance(load, list) and load else "?"
-    where = f"{record.get('date', '?')[:10]}, {machine.get('cpu', '?')} x{machine.get('cores', '?')}, load {load_text}"
-    command = record.get("command", "?")
-    rows = []
-    headline = record.get("headline") or _fallback_headline(record)
-    numbers = "<br>".join(f"{_cell(k)}: {_cell(v)}" for k, v in headline.items())
-    targets = record.get("targets") or []
-    target_text = "<br>".join(f"{_cell(t['name'])} {_cell(t['target'])}" for t in targets) or "-"
-    met_text = "<br>".join(_met(t) for t in targets) or "-"
-    rows.append(f"| [{name}](results/{file_name}) | `{_cell(command)}` | {where} | {numbers} | {target_text} | {met_text} |")
-    return rows
-
-
-def _met(target: dict) -> str:
-    value = target.get("value")
-    shown = f"{value:.3g}" if isinstance(value, (int, float)) else "-"
-    if target.get("met") is True:
-        return f"yes ({shown})"
-    if target.get("met") is False:
-        return f"**no** ({shown}): {_cell(target.get('cause', ''))}"
-    return f"not measured: {_cell(target.get('cause', ''))}"
-
-
-def _fallback_headline(record: dict) -> dict:
-    """A few numbers of result files written by scripts without a headline (fid_speed, scaling)."""
-    out = {}
-    if "seconds" in record and isinstance(record["seconds"], dict):
-        out.update({f"seconds {k}": v for k, v in record["seconds"].items()})
-    for row in record.get("results", [])[:6] if isinstance(record.get("results"), list) else []:
-        out[f"{Path(row.get('config', '?')).stem} x{row.get('processes', '?')}"] = (
-            f"{row.get('images_per_s', '?')} img/s, efficiency {row.get('efficiency', '?')}")
-    return out or {"see": "the JSON file"}
-
-
-def render_table() -> str:
-    lines = ["| benchmark | command | measured on | numbers | target | met? |", "|---|---|---|---|---|---|"]
-    order = {name: i for i, name in enumerate(TABLE_ORDER)}
-    files = sorted(RESULTS.glob("*.json"), key=lambda p: (order.get(p.stem, len(order)), p.stem))
-    for path in files:
-        try:
-            record = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError) as exc:
-            lines.append(f"| {path.stem} | unreadable: {exc} | | | | |")
-            continue
-        lines.extend(table_rows(record, path.name))
-    return "\n".join(lines)
-
-
-def update_readme() -> None:
-    text = README.read_text() if README.is_file() else f"# Benchmarks\n\n{START}\n{END}\n"
-    if START not in text or END not in text:
-        text += f"\n## Results\n\n{START}\n{END}\n"
-    head, rest = text.split(START, 1)
-    _, tail = rest.split(END, 1)
-    README.write_text(f"{head}{START}\n{render_table()}\n{END}{tail}")
-    print(f"updated the results table in {README}")
-
-
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--full", action="store_true", help="full settings instead of --quick (much longer)")
@@ -149,7 +78,8 @@ def main(argv: list[str] | None = None) -> None:
         failed = [s["name"] for s in status if s["returncode"] != 0]
     else:
         failed = []
-    update_readme()
+    if table.main([]) != 0:
+        failed.append("table")
     if failed:
         raise SystemExit(f"failed: {', '.join(failed)}")
 
