@@ -357,6 +357,16 @@ class Recorder:
                          "feature": {k: data.get(k) for k in ("feature_weights_path", "feature_test_accuracy",
                                                                "feature_build_command")}})
 
+    def add_fid_value(self, arm: str, seed: int | None, value: float, protocol: dict[str, Any],
+                      feature: dict[str, Any] | None = None) -> None:
+        """Keep an FID computed outside ``evaluate_model``, with the protocol dict it was measured under."""
+        from lit_gen.metrics.protocol import COMPARABLE_FIELDS
+
+        missing = [k for k in COMPARABLE_FIELDS if k not in protocol]
+        assert not missing, f"protocol lacks {missing}"
+        self.fid.append({"arm": arm, "seed": seed, "value": round(float(value), 4),
+                         "protocol": {k: protocol[k] for k in COMPARABLE_FIELDS}, "feature": feature or {}})
+
     def write(self, out: str | Path | None = None) -> Path:
         path = Path(out) if out else RESULTS / f"{self.name}.json"
         record = {
@@ -457,3 +467,27 @@ def _has_build_command(path: Path) -> bool:
         return bool(classifier_provenance(path)["command"])
     except CheckpointError:
         return False
+
+
+def feature_of(classifier_path: str | Path) -> dict[str, Any]:
+    """The classifier file's path, test accuracy and build command, as FID entries carry them."""
+    from lit_gen.metrics.classifier import classifier_provenance
+
+    found = classifier_provenance(classifier_path)
+    return {"feature_weights_path": str(classifier_path), "feature_test_accuracy": found["test_accuracy"],
+            "feature_build_command": found["command"]}
+
+
+def digits_fid_protocol(extractor, real_split: str, real_count: int, datamodule, model=None, *,
+                        sampler: str | None = None, steps: int | None = None, generated_count: int | None = None) -> dict[str, Any]:
+    """The comparable protocol of an FID on digits-classifier features computed by a benchmark itself."""
+    return {
+        "metric": f"FID{extractor.suffix}", "feature_extractor": extractor.name,
+        "feature_weights_sha256": extractor.weights_sha256, "feature_dim": extractor.num_features,
+        "feature_preprocessing": extractor.preprocessing, "real_dataset": "digits", "real_split": real_split,
+        "real_count": int(real_count), "real_image_size": int(datamodule.image_size),
+        "generated_count": generated_count, "sampler": sampler, "steps": steps, "eta": 0.0 if sampler == "ddim" else None,
+        "guidance": None, "weights": "ema",
+        "train_images": {"dataset": "digits", "split": getattr(datamodule, "train_split", "train"),
+                         "count": len(datamodule.dataset("train"))},
+    }
