@@ -2,7 +2,8 @@
 
 ``submit --dry-run`` needs no cluster. The tests marked ``slurm`` run jobs on a real one: the one-node
 SLURM of ``<repo>/../shared/slurm-local`` (started here when it is not running): DDP over srun, a
-requeued job that resumes exactly, and a sweep as a job array. Jobs use CPU tasks
+requeued job that resumes exactly, and a sweep as a job array. Without a cluster they skip with the
+reason, except under CI (``CI=true``), where they fail: CI must run them, not report them skipped. Jobs use CPU tasks
 (LIT_GEN_ACCELERATOR=cpu: DDP over gloo); the 2-core machine runs one 2-task job at a time.
 """
 
@@ -16,6 +17,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import NoReturn
 
 import pytest
 import torch
@@ -37,18 +39,43 @@ def cluster_is_up() -> bool:
     return any(state in ("idle", "mixed", "allocated") for state in states)
 
 
+def in_ci() -> bool:
+    """Whether this is a CI run (``CI=true``, as CI services and ``.ci/run`` set it)."""
+    return os.environ.get("CI", "").strip().lower() in ("true", "1", "yes")
+
+
+def no_cluster(reason: str) -> NoReturn:
+    """Skip a SLURM test with ``reason``; under CI fail instead, so a broken cluster cannot pass as a skip."""
+    if in_ci():
+        pytest.fail(f"{reason} (CI=true: the SLURM tests must run; .ci/run starts the cluster before the tests)",
+                    pytrace=False)
+    pytest.skip(reason)
+
+
 @pytest.fixture(scope="session")
 def cluster():
     """A running SLURM cluster, started from shared/slurm-local when needed."""
     if cluster_is_up():
         return
     if not START.is_file():
-        pytest.skip(f"no SLURM cluster running and no {START} to start one")
+        no_cluster(f"no SLURM cluster running and no {START} to start one")
     if os.geteuid() != 0:
-        pytest.skip(f"no SLURM cluster running, and {START} needs root to start one")
-    proc = subprocess.run([str(START), "start"], capture_output=True, text=True, timeout=600)
+        no_cluster(f"no SLURM cluster running, and {START} needs root to start one")
+    try:
+        proc = subprocess.run([str(START), "start"], capture_output=True, text=True, timeout=600)
+    except subprocess.TimeoutExpired:
+        no_cluster(f"{START} start did not finish in 600 s")
     if proc.returncode != 0 or not cluster_is_up():
-        pytest.skip(f"{START} start could not bring up SLURM: {(proc.stdout + proc.stderr)[-500:]}")
+        no_cluster(f"{START} start could not bring up SLURM: {(proc.stdout + proc.stderr)[-500:]}")
+
+
+def test_without_a_cluster_ci_fails_and_elsewhere_skips(monkeypatch):
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match="no sinfo here.*CI=true"):
+        no_cluster("no sinfo here")
+    monkeypatch.delenv("CI")
+    with pytest.raises(pytest.skip.Exception, match="no sinfo here"):
+        no_cluster("no sinfo here")
 
 
 def sbatch(out: Path, *flags: str) -> str:
