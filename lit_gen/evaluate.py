@@ -12,6 +12,13 @@ when its key matches, and the record (value, features and weights hash, real and
 sampler, steps, guidance, EMA or raw weights, seed, checkpoint, versions) is printed and written as
 JSON: ``--out``, by default ``<run>/evaluations/<metric>_<n>[_<sampler><steps>][_g<guidance>]_<weights>_seed<seed>.json``.
 
+With ``--bpd`` it computes the likelihood instead, in bits per dimension (``lit_gen.metrics.likelihood``:
+the VAE's importance-weighted bound, DDPM's variational bound over all T terms, a code prior's bits
+per code), written with its protocol (split, N, importance samples k or timesteps) to ``--out``, by
+default ``<run>/likelihood/bpd_<split>_<n>_<k or terms>_seed<seed>.json``::
+
+    python -m lit_gen.evaluate --ckpt runs/ddpm_digits/<id>/checkpoints/last.ckpt --bpd --real-split test
+
 Exit codes: 0 success, 2 a user error (missing weights file, wrong option for this family...).
 """
 
@@ -196,6 +203,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     real.add_argument("--data-root", default=None, help="dataset folder (default: the one in the run's config)")
     real.add_argument("--cache-dir", default=DEFAULT_STATS_CACHE_DIR, help=f"real-statistics cache (default {DEFAULT_STATS_CACHE_DIR})")
     real.add_argument("--no-cache", action="store_true", help="always recompute the real statistics")
+    likelihood = parser.add_argument_group("likelihood (--bpd)")
+    likelihood.add_argument("--bpd", action="store_true",
+                            help="compute bits per dimension on --real-split (--real-count images) instead of FID")
+    likelihood.add_argument("--bpd-samples", type=int, default=64, help="VAE: importance samples k (default 64)")
+    likelihood.add_argument("--bpd-terms", type=int, default=None,
+                            help="DDPM: L_t terms to evaluate (default: all T-1; fewer gives an unbiased estimate)")
     parser.add_argument("--out", default=None, help="JSON record path (default <run>/evaluations/...json)")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     return parser.parse_args(argv)
@@ -213,6 +226,8 @@ def main(argv: list[str]) -> int:
     from lit_gen.checkpoints import model_name, read_checkpoint
 
     model_name(read_checkpoint(args.ckpt), args.ckpt)
+    if args.bpd:
+        return _bits_per_dim(args, device)
     extractor = build_extractor(args.feature, fid_weights_path=args.fid_weights, antialias=args.antialias, device=device)
     from lit_gen.checkpoints import load_model
     from lit_gen.metrics.reference import datamodule_for_checkpoint, run_dir_of
@@ -235,6 +250,37 @@ def main(argv: list[str]) -> int:
     print(record.summary_line())
     for name, values in record.extra_metrics.items():
         print(f"{name} = {values['mean']:.4f} ± {values['std']:.4f}")
+    print(f"record     {out}")
+    return 0
+
+
+def _bits_per_dim(args: argparse.Namespace, device: torch.device) -> int:
+    from lit_gen.checkpoints import load_model
+    from lit_gen.metrics.likelihood import evaluate_likelihood
+    from lit_gen.metrics.reference import datamodule_for_checkpoint, run_dir_of
+
+    if args.bpd_samples < 1:
+        raise EvaluationError(f"--bpd-samples must be at least 1, got {args.bpd_samples}")
+    model = load_model(args.ckpt, map_location=device)
+    datamodule, _ = datamodule_for_checkpoint(args.ckpt, data=args.data, data_root=args.data_root,
+                                              image_size=getattr(model.hparams, "image_size", None))
+    datamodule.prepare_data()
+    datamodule.setup("fit")
+    state = torch.load(args.ckpt, map_location="cpu", weights_only=True, mmap=True)
+    T = len(model.schedule) if hasattr(model, "schedule") else None
+    if args.bpd_terms is not None and (T is None or not 1 <= args.bpd_terms <= T - 1):
+        raise EvaluationError(f"--bpd-terms {args.bpd_terms}: " + ("only diffusion models have timesteps" if T is None
+                              else f"choose 1 .. {T - 1} (the model's T - 1 terms) or leave it unset for all"))
+    record = evaluate_likelihood(model, datamodule.dataset(args.real_split), split=args.real_split,
+                                 count=args.real_count, batch_size=args.batch_size, samples=args.bpd_samples,
+                                 terms=args.bpd_terms, seed=args.seed, checkpoint=str(args.ckpt),
+                                 global_step=state.get("global_step"))
+    setting = f"k{record.samples}" if record.samples else f"t{record.terms}" if record.terms else record.family
+    name = f"bpd_{record.split}_{record.count}_{setting}_seed{record.seed}.json"
+    out = Path(args.out) if args.out else run_dir_of(args.ckpt) / "likelihood" / name
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(record.to_dict(), indent=2) + "\n")
+    print(record.summary_line())
     print(f"record     {out}")
     return 0
 

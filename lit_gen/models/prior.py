@@ -135,6 +135,18 @@ class CodePrior(GenerativeModule):
         """Images in [-1, 1] -> their first-stage codes as raster-ordered sequences (B, h * w)."""
         return self.first_stage.encode_indices(x).flatten(1)
 
+    @torch.no_grad()
+    def code_nll(self, x: Tensor, labels: Tensor | None = None) -> Tensor:
+        """-log p(codes of x [| labels]) per image, in nats summed over the h * w codes.
+
+        Divide by ``h * w * ln 2`` for bits per code. It is not a likelihood of the pixels: the
+        first stage's decoder is deterministic, so images have no probability under the pair.
+        """
+        codes = self.codes_of(x)
+        logits = self.transformer(codes[:, :-1], labels if self.conditional else None)
+        nll = F.cross_entropy(logits.flatten(0, 1).float(), codes.flatten(), reduction="none")
+        return nll.view(codes.shape).sum(1)
+
     def loss(self, batch) -> LossOutput:
         x, labels = batch
         codes = self.codes_of(x)
