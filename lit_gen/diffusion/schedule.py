@@ -20,6 +20,49 @@ from torch import Tensor, nn
 BetaSchedule = Literal["linear", "cosine"]
 Prediction = Literal["eps", "x0", "v"]
 PREDICTIONS = ("eps", "x0", "v")
+Spacing = Literal["linspace", "leading", "trailing", "karras"]
+SPACINGS = ("linspace", "leading", "trailing", "karras")
+
+
+def spaced_timesteps(timesteps: int, steps: int, spacing: Spacing = "linspace", alphas_cumprod: Tensor | None = None) -> Tensor:
+    """The ``steps`` training timesteps a respaced sampler visits, ascending (int64).
+
+    The names are diffusers' (its ``timestep_spacing``; Lin et al. 2024, table 2, compare them):
+
+    - ``"linspace"``: ``steps`` points evenly spread over [0, T - 1], rounded (999, 979, 958, ..., 20, 0
+      for 50 of 1000): the first and last timesteps are always kept.
+    - ``"leading"``: multiples of ``T // steps`` from 0 (980, 960, ..., 0 for 50 of 1000), diffusers'
+      DDIM default; the noisiest step is below T - 1, so sampling starts from a slightly less noisy level.
+    - ``"trailing"``: ``round(T - k T / steps) - 1`` for k = 0 .. steps - 1 (999, 979, ..., 19 for 50
+      of 1000): starts at T - 1 and leaves the final step a wider jump to clean data.
+    - ``"karras"``: the timesteps whose sigma = sqrt((1 - ab) / ab) is nearest (in log) to Karras et
+      al. 2022's eq. 5 with rho = 7 between the schedule's sigma at 0 and at T - 1: dense at low
+      noise, as the second-order samplers want. Needs ``alphas_cumprod``; neighbours that round to
+      the same timestep are pushed apart so that ``steps`` distinct timesteps remain.
+    """
+    if not 1 <= steps <= timesteps:
+        raise ValueError(f"steps must be in [1, {timesteps}] (the number of diffusion timesteps), got {steps}")
+    if spacing == "linspace":
+        return torch.linspace(0, timesteps - 1, steps, dtype=torch.float64).round().long()
+    if spacing == "leading":
+        return torch.arange(steps, dtype=torch.long) * (timesteps // steps)
+    if spacing == "trailing":
+        # floor(x + 0.5) rather than round-half-to-even: points >= 1 apart then never collide.
+        points = timesteps - torch.arange(steps, dtype=torch.float64) * (timesteps / steps)
+        return (torch.floor(points + 0.5).long() - 1).flip(0)
+    if spacing == "karras":
+        assert alphas_cumprod is not None and len(alphas_cumprod) == timesteps
+        log_sigmas = (0.5 * ((1 - alphas_cumprod) / alphas_cumprod).log()).double()
+        rho = 7.0
+        lo, hi = (log_sigmas[0] / rho).exp(), (log_sigmas[-1] / rho).exp()
+        wanted = rho * (lo + torch.linspace(0, 1, steps, dtype=torch.float64) * (hi - lo)).log()  # ascending
+        kept = (wanted[:, None] - log_sigmas[None, :]).abs().argmin(1).tolist()
+        for i in range(1, steps):  # strictly increasing, room left for the steps above
+            kept[i] = max(kept[i], kept[i - 1] + 1)
+        for i in range(steps - 1, -1, -1):
+            kept[i] = min(kept[i], timesteps - steps + i)
+        return torch.tensor(kept, dtype=torch.long)
+    raise ValueError(f"unknown timestep spacing {spacing!r}; choose one of {', '.join(SPACINGS)}")
 
 
 def linear_betas(timesteps: int, beta_start: float = 1e-4, beta_end: float = 0.02) -> Tensor:
@@ -132,15 +175,13 @@ class NoiseSchedule(nn.Module):
         return self.num_steps
 
     # ------------------------------------------------------------------ respacing
-    def respace(self, steps: int) -> "NoiseSchedule":
-        """The schedule restricted to ``steps`` evenly spaced timesteps, from 0 to T - 1.
+    def respace(self, steps: int, spacing: Spacing = "linspace") -> "NoiseSchedule":
+        """The schedule restricted to ``steps`` of its timesteps, chosen by ``spacing`` (see ``spaced_timesteps``).
 
         The kept timesteps keep their alpha-bar; betas become ``1 - alpha-bar_k / alpha-bar_{prev kept}``.
         ``steps == len(self)`` returns an equal schedule. The result is on this schedule's device.
         """
-        if not 1 <= steps <= self.num_steps:
-            raise ValueError(f"steps must be in [1, {self.num_steps}] (the number of diffusion timesteps), got {steps}")
-        kept = torch.linspace(0, self.num_steps - 1, steps, dtype=torch.float64).round().long()
+        kept = spaced_timesteps(self.num_steps, steps, spacing, torch.cumprod(1.0 - self._betas64, dim=0))
         alphas_cumprod = torch.cumprod(1.0 - self._betas64, dim=0)[kept]
         previous = torch.cat([torch.ones(1, dtype=torch.float64), alphas_cumprod[:-1]])
         respaced = NoiseSchedule.from_betas(1.0 - alphas_cumprod / previous, self.timestep_map.cpu()[kept])

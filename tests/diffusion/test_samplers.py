@@ -1,10 +1,13 @@
 """The one sampling loop: DDIM/DDPM agree where theory says so and recover the data with an exact model."""
 
+import math
+
 import pytest
 import torch
 
+from lit_gen.diffusion.objectives import TIME_SCALE, EDMObjective, FlowObjective, VPObjective
 from lit_gen.diffusion.samplers import sample_loop
-from lit_gen.diffusion.schedule import NoiseSchedule
+from lit_gen.diffusion.schedule import SPACINGS, NoiseSchedule, spaced_timesteps
 
 T = 20
 
@@ -30,10 +33,11 @@ def g(seed: int) -> torch.Generator:
 
 @pytest.mark.parametrize("clip_x0", [True, False])
 def test_ddim_with_eta_1_over_all_steps_is_ancestral_ddpm(clip_x0):
+    # The posterior mean uses the clipped x0 throughout, i.e. DDIM with eps rebuilt from it.
     s = NoiseSchedule(T)
     shape = (4, 1, 3, 3)
     ddpm = sample_loop(toy_model, s, shape, sampler="ddpm", generator=g(0), clip_x0=clip_x0)
-    ddim = sample_loop(toy_model, s, shape, sampler="ddim", eta=1.0, generator=g(0), clip_x0=clip_x0)
+    ddim = sample_loop(toy_model, s, shape, sampler="ddim", eta=1.0, generator=g(0), clip_x0=clip_x0, recompute_eps=True)
     torch.testing.assert_close(ddim, ddpm, rtol=1e-4, atol=1e-4)
     # The noise matters: another seed gives other samples.
     assert not torch.allclose(sample_loop(toy_model, s, shape, sampler="ddpm", generator=g(1), clip_x0=clip_x0), ddpm)
@@ -117,7 +121,8 @@ def test_clip_x0_keeps_pixels_in_range():
 @pytest.mark.parametrize(
     "kwargs, message",
     [
-        ({"sampler": "euler"}, "choose one of"),
+        ({"sampler": "plms"}, "choose one of"),
+        ({"spacing": "quadratic"}, "unknown timestep spacing"),
         ({"steps": T + 1}, rf"steps must be in \[1, {T}\]"),
         ({"eta": -0.1}, "eta must be >= 0"),
         ({"prediction": "score"}, "unknown prediction"),
@@ -127,3 +132,187 @@ def test_clip_x0_keeps_pixels_in_range():
 def test_bad_sampler_arguments_raise(kwargs, message):
     with pytest.raises(ValueError, match=message):
         sample_loop(toy_model, NoiseSchedule(T), (2, 1, 2, 2), generator=g(0), **kwargs)
+
+
+# ---------------------------------------------------------------------------------- DDIM's eps, timestep spacing
+def test_ddim_keeps_the_network_eps_and_both_variants_agree_without_clipping():
+    s = NoiseSchedule(T)
+    shape = (4, 1, 3, 3)
+    kwargs = dict(sampler="ddim", steps=6, eta=0.5, clip_x0=False)
+    torch.testing.assert_close(sample_loop(toy_model, s, shape, generator=g(0), **kwargs),
+                               sample_loop(toy_model, s, shape, generator=g(0), recompute_eps=True, **kwargs))
+    # With clipping, one step from x_T shows the default uses the network's eps, not the clipped x0's.
+    x_T = 3 * torch.randn(shape, generator=g(1))  # large enough that the first x0 gets clipped
+    one = sample_loop(toy_model, s.respace(2), shape, sampler="ddim", steps=None, x_T=x_T, clip_x0=True)
+    t = torch.ones(4, dtype=torch.long)
+    r = s.respace(2)
+    eps = toy_model(x_T, r.timestep_map[t])
+    x0 = r.predict_x0(x_T, t, eps, "eps").clamp(-1, 1)
+    ab_prev = r.alphas_cumprod_prev[1]
+    x1 = ab_prev.sqrt() * x0 + (1 - ab_prev).sqrt() * eps  # Song et al. eq. 12, eta = 0
+    x0_last = r.predict_x0(x1, t * 0, toy_model(x1, r.timestep_map[t * 0]), "eps").clamp(-1, 1)
+    torch.testing.assert_close(one, x0_last)
+    # Over more steps the clipped x0's eps takes the samples elsewhere.
+    kwargs = dict(sampler="ddim", steps=5, x_T=x_T / 3, clip_x0=True)
+    assert not torch.allclose(sample_loop(toy_model, NoiseSchedule(1000), shape, **kwargs),
+                              sample_loop(toy_model, NoiseSchedule(1000), shape, recompute_eps=True, **kwargs), atol=0.1)
+
+
+def test_spacings_give_the_documented_timesteps():
+    assert spaced_timesteps(1000, 50, "leading").flip(0).tolist() == list(range(980, -1, -20))  # diffusers' DDIM
+    assert spaced_timesteps(1000, 50, "trailing").flip(0).tolist() == list(range(999, 0, -20))
+    linspace = spaced_timesteps(1000, 50, "linspace").flip(0).tolist()
+    assert linspace[:3] == [999, 979, 958] and linspace[-2:] == [20, 0]
+    for spacing in SPACINGS:
+        for steps in (1, 7, 333, 999, 1000):
+            kept = spaced_timesteps(1000, steps, spacing, NoiseSchedule(1000).alphas_cumprod.double())
+            assert len(kept) == steps and bool((kept.diff() > 0).all()), (spacing, steps)
+            assert 0 <= kept.min() and kept.max() <= 999
+    karras = spaced_timesteps(1000, 10, "karras", NoiseSchedule(1000).alphas_cumprod.double())
+    assert karras[0] == 0 and karras[-1] == 999 and karras[1] < 50  # dense at low noise
+
+
+@pytest.mark.parametrize("spacing", ["leading", "trailing", "karras"])
+def test_the_sampler_visits_the_spaced_timesteps(spacing):
+    s = NoiseSchedule(100)
+    seen = []
+
+    def recording(x, t):
+        seen.append(t[0].item())
+        return toy_model(x, t)
+
+    for sampler in ("ddim", "euler"):
+        seen.clear()
+        sample_loop(recording, s, (2, 1, 2, 2), sampler=sampler, steps=5, spacing=spacing, generator=g(0))
+        assert seen == spaced_timesteps(100, 5, spacing, s.alphas_cumprod.double()).flip(0).tolist()
+
+
+# ---------------------------------------------------------------------------------- the Gaussian case, in closed form
+MU, STD = 0.4, 0.3
+
+
+def posterior_means(x, alpha, noise):
+    """E[x0 | x] and E[eps | x] for x = alpha x0 + noise eps with x0 ~ N(MU, STD^2), eps ~ N(0, 1)."""
+    den = alpha**2 * STD**2 + noise**2
+    return MU + alpha * STD**2 * (x - alpha * MU) / den, noise * (x - alpha * MU) / den
+
+
+def exact_ode_map(z, level):
+    """Where the probability-flow ODE takes the start x = noise_0 z: y = x / alpha follows
+    dy/dsigma = sigma (y - MU) / (STD^2 + sigma^2), so y - MU grows as sqrt(STD^2 + sigma^2)."""
+    if level.alpha == 0:  # t = 1 of a flow model: y / sigma -> z
+        return MU + STD * z
+    y = level.noise * z / level.alpha
+    return MU + STD * (y - MU) / math.sqrt(STD**2 + level.sigma**2)
+
+
+def exact_vp(schedule, prediction="eps"):
+    def model_fn(x, t):
+        ab = schedule.alphas_cumprod[t].double().view(-1, 1, 1, 1)
+        a, s = ab.sqrt(), (1 - ab).sqrt()
+        x0, eps = posterior_means(x.double(), a, s)
+        return {"eps": eps, "x0": x0, "v": a * eps - s * x0}[prediction].float()
+    return model_fn
+
+
+def exact_edm(objective):
+    # Written from EDM's table 1 here, independently of EDMObjective: F = (D - c_skip y) / c_out.
+    sd = objective.sigma_data
+
+    def model_fn(x_in, time):
+        sigma = (4 * time.double() / TIME_SCALE).exp().view(-1, 1, 1, 1)
+        y = x_in.double() * (sigma**2 + sd**2).sqrt()
+        d = posterior_means(y, 1.0, sigma)[0]
+        c_skip, c_out = sd**2 / (sigma**2 + sd**2), sigma * sd / (sigma**2 + sd**2).sqrt()
+        return ((d - c_skip * y) / c_out).float()
+    return model_fn
+
+
+def exact_flow(x, time):
+    t = (time.double() / TIME_SCALE).view(-1, 1, 1, 1)
+    x0, eps = posterior_means(x.double(), 1 - t, t)
+    return (eps - x0).float()  # E[velocity | x_t]
+
+
+def families():
+    s = NoiseSchedule(1000)
+    edm = EDMObjective()
+    return {"ddpm": (VPObjective(s), exact_vp(s)), "edm": (edm, exact_edm(edm)), "flow": (FlowObjective(), exact_flow)}
+
+
+def ode_error(family: str, sampler: str, steps: int) -> tuple[float, torch.Tensor]:
+    """RMS distance of the samples from the exact ODE map of their start noise, and the samples."""
+    objective, model_fn = families()[family]
+    z = torch.randn(2000, 1, 1, 1, generator=g(0))
+    out = sample_loop(model_fn, objective, z.shape, sampler=sampler, steps=steps, clip_x0=False, x_T=z)
+    first = objective.levels(steps, "karras" if family == "ddpm" else None)[0]
+    return (out.double() - exact_ode_map(z.double(), first)).pow(2).mean().sqrt().item(), out
+
+
+@pytest.mark.parametrize("family", ["ddpm", "edm", "flow"])
+def test_ode_samplers_with_the_exact_denoiser_reproduce_gaussian_data(family):
+    # Heun needs more steps than DPM-Solver++ from the large sigma_max of these schedules (80 to 157).
+    for sampler, steps, tolerance in [("heun", 20, 0.02), ("dpmpp_2m", 10, 0.05), ("euler", 50, 0.025)]:
+        error, out = ode_error(family, sampler, steps)
+        assert out.mean().item() == pytest.approx(MU, abs=0.01), (sampler, family)
+        assert out.std().item() == pytest.approx(STD, abs=0.06), (sampler, family)
+        assert error < tolerance, (sampler, family, error)
+
+
+@pytest.mark.parametrize("family", ["ddpm", "edm", "flow"])
+def test_second_order_samplers_beat_euler_at_equal_steps(family):
+    euler, heun, dpm = (ode_error(family, sampler, 20)[0] for sampler in ("euler", "heun", "dpmpp_2m"))
+    assert heun < 0.5 * euler and dpm < 0.5 * euler, (euler, heun, dpm)
+    # Heun is second order: twice the steps, about a quarter of the error (Euler: about half).
+    assert ode_error(family, "heun", 40)[0] < 0.3 * heun
+    assert ode_error(family, "euler", 40)[0] > 0.4 * euler
+
+
+def test_euler_on_a_ddpm_schedule_is_ddim_with_eta_0():
+    s = NoiseSchedule(1000)
+    z = torch.randn(500, 1, 1, 1, generator=g(0))
+    for spacing in ("linspace", "trailing"):
+        ddim = sample_loop(exact_vp(s), s, z.shape, sampler="ddim", steps=10, spacing=spacing, clip_x0=False, x_T=z)
+        # The ODE samplers start from noise_0 * z; at T - 1 that is 0.99998 z.
+        euler = sample_loop(exact_vp(s), s, z.shape, sampler="euler", steps=10, spacing=spacing, clip_x0=False, x_T=z)
+        torch.testing.assert_close(euler, ddim, rtol=1e-3, atol=1e-3)
+
+
+def test_ddim_eta_0_converges_to_the_exact_ode_map():
+    s = NoiseSchedule(1000)
+    z = torch.randn(2000, 1, 1, 1, generator=g(0))
+    first = VPObjective(s).levels(1000)[0]
+    errors = [(sample_loop(exact_vp(s), s, z.shape, sampler="ddim", steps=steps, clip_x0=False, x_T=z).double()
+               - exact_ode_map(z.double() / first.noise, first)).pow(2).mean().sqrt().item() for steps in (50, 1000)]
+    assert errors[1] < 0.005 and errors[1] < errors[0] / 10  # first order: 20x the steps, ~20x less error
+
+
+@pytest.mark.parametrize("prediction", ["x0", "v"])
+def test_ode_samplers_give_the_same_samples_for_every_prediction(prediction):
+    s = NoiseSchedule(200)
+    z = torch.randn(64, 1, 1, 1, generator=g(0))
+    for sampler in ("heun", "dpmpp_2m"):
+        ref = sample_loop(exact_vp(s), s, z.shape, sampler=sampler, steps=8, clip_x0=False, x_T=z)
+        out = sample_loop(exact_vp(s, prediction), s, z.shape, sampler=sampler, steps=8, prediction=prediction,
+                          clip_x0=False, x_T=z)
+        torch.testing.assert_close(out, ref, rtol=1e-3, atol=1e-3)
+
+
+def test_ode_samplers_count_their_network_evaluations():
+    calls = []
+
+    def counting(x, time):
+        calls.append(1)
+        return exact_flow(x, time)
+
+    for sampler, expected in [("euler", 6), ("dpmpp_2m", 6), ("heun", 2 * 6 - 1 - 1)]:  # heun: t = 1 is Euler
+        calls.clear()
+        sample_loop(counting, FlowObjective(), (3, 1, 1, 1), sampler=sampler, steps=6, generator=g(0))
+        assert len(calls) == expected, sampler
+
+
+def test_continuous_objectives_refuse_the_ancestral_sampler_and_spacing():
+    for kwargs, message in [({"sampler": "ddpm"}, "ancestral"), ({"eta": 0.5}, "eta 0"),
+                            ({"spacing": "leading"}, "leave spacing unset"), ({"steps": None}, "give the number of steps")]:
+        with pytest.raises(ValueError, match=message):
+            sample_loop(exact_flow, FlowObjective(), (2, 1, 1, 1), **{"steps": 4, **kwargs})

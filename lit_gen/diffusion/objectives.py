@@ -1,0 +1,238 @@
+"""The training objectives of the diffusion family, each also a denoiser D(x, sigma) for the samplers.
+
+Every objective noises data as ``x = alpha x0 + noise * eps`` at a *level* (alpha, noise); in
+Karras et al. 2022's terms (EDM, "Elucidating the design space of diffusion-based generative
+models", section 2) that is the scaled form of ``x / alpha = x0 + sigma eps`` with
+``sigma = noise / alpha``, so one set of samplers serves them all:
+
+- ``"ddpm"`` (``VPObjective``, Ho et al. 2020): alpha = sqrt(ab_t), noise = sqrt(1 - ab_t), hence
+  sigma = sqrt((1 - ab_t) / ab_t); the network predicts eps, x0 or v at the integer timestep t.
+  Optional min-SNR-gamma loss weighting (Hang et al. 2023).
+- ``"edm"`` (``EDMObjective``, Karras et al. 2022, table 1): alpha = 1, noise = sigma, the network
+  F is wrapped as D = c_skip x + c_out F(c_in x, c_noise) and sigma is log-normal in training.
+- ``"flow"`` (``FlowObjective``, rectified flow / flow matching: Liu et al. 2022, Lipman et al. 2022):
+  x_t = (1 - t) x0 + t eps, so alpha = 1 - t, noise = t, sigma = t / (1 - t); the network predicts
+  the velocity eps - x0, and t is logit-normal in training (Esser et al. 2024, section 3.1).
+
+Training draws every random number from the global RNG (the loop reseeds it each step, which keeps
+resume exact). Nothing here holds a network: samplers pass ``model_fn(x, time) -> output``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Literal, NamedTuple
+
+import torch
+from torch import Tensor
+
+from lit_gen.diffusion.schedule import NoiseSchedule, Prediction, Spacing, spaced_timesteps
+
+Objective = Literal["ddpm", "edm", "flow"]
+OBJECTIVES = ("ddpm", "edm", "flow")
+ModelFn = Callable[[Tensor, Tensor], Tensor]
+
+# The U-Net's sinusoidal time embedding was built for timesteps 0 .. 999; continuous objectives
+# scale their time variable by this so the embedding sees angles of the same range.
+TIME_SCALE = 1000.0
+
+
+class Level(NamedTuple):
+    """One noise level: ``x = alpha x0 + noise eps``; ``time`` is what the network is told there."""
+
+    alpha: float
+    noise: float
+    time: float
+
+    @property
+    def sigma(self) -> float:
+        """The noise-to-signal ratio noise / alpha (infinite at pure noise, alpha = 0)."""
+        return math.inf if self.alpha == 0 else self.noise / self.alpha
+
+
+class Denoised(NamedTuple):
+    """The network's estimates at one level: the clean data and the noise, ``x = alpha x0 + noise eps``."""
+
+    x0: Tensor
+    eps: Tensor
+
+
+class TrainingExample(NamedTuple):
+    """One noised batch: regress ``net(x_t, time)`` on ``target`` with per-example ``weight``.
+
+    ``quartile`` (B,) int64 says which quarter of the objective's noise-level distribution each
+    example came from, 0 being the least noisy (logged as ``loss_q0`` .. ``loss_q3``).
+    """
+
+    x_t: Tensor
+    time: Tensor
+    target: Tensor
+    weight: Tensor
+    quartile: Tensor
+
+
+def _quartile(cdf: Tensor) -> Tensor:
+    return (cdf * 4).long().clamp(0, 3)
+
+
+def min_snr_weight(snr: Tensor, gamma: float, prediction: Prediction) -> Tensor:
+    """Min-SNR-gamma loss weights (Hang et al. 2023, "Efficient diffusion training via Min-SNR weighting
+    strategy", eq. 10 and section 3.4) for a network of kind ``prediction``.
+
+    Each weight makes the loss equal ``min(SNR, gamma) ||x0 - x0_hat||^2`` (SNR = ab / (1 - ab)): the
+    x0 loss is weighted by min(SNR, gamma); since ||x0 - x0_hat||^2 = ||eps - eps_hat||^2 / SNR, the
+    eps loss by min(SNR, gamma) / SNR; since ||x0 - x0_hat||^2 = ||v - v_hat||^2 / (SNR + 1), the v
+    loss by min(SNR, gamma) / (SNR + 1).
+    """
+    clipped = snr.clamp(max=gamma)
+    if prediction == "eps":
+        return clipped / snr
+    if prediction == "x0":
+        return clipped
+    if prediction == "v":
+        return clipped / (snr + 1)
+    raise ValueError(f"unknown prediction {prediction!r}")
+
+
+class VPObjective:
+    """DDPM's discrete variance-preserving objective (Ho et al. 2020, eq. 14), optionally min-SNR weighted.
+
+    :param schedule: the noise schedule (betas, alpha-bars) the network is trained with.
+    :param prediction: what the network outputs: ``"eps"``, ``"x0"`` or ``"v"`` (Salimans & Ho 2022).
+    :param min_snr_gamma: gamma of the min-SNR weighting (Hang et al. use 5); None = Ho et al.'s
+        unweighted "simple" loss.
+    """
+
+    name = "ddpm"
+
+    def __init__(self, schedule: NoiseSchedule, prediction: Prediction = "eps", min_snr_gamma: float | None = None) -> None:
+        self.schedule = schedule
+        self.prediction = prediction
+        self.min_snr_gamma = min_snr_gamma
+
+    def training_example(self, x0: Tensor) -> TrainingExample:
+        T = len(self.schedule)
+        t = torch.randint(0, T, (x0.shape[0],), device=x0.device)
+        eps = torch.randn_like(x0)
+        x_t = self.schedule.q_sample(x0, t, eps)
+        target = self.schedule.target(x0, t, eps, self.prediction)
+        if self.min_snr_gamma is None:
+            weight = torch.ones(x0.shape[0], device=x0.device)
+        else:
+            ab = self.schedule.alphas_cumprod[t].double()
+            weight = min_snr_weight(ab / (1 - ab), self.min_snr_gamma, self.prediction).float()
+        return TrainingExample(x_t, t, target, weight, t * 4 // T)
+
+    def levels(self, steps: int, spacing: Spacing | None = None) -> list[Level]:
+        """The levels at ``steps`` training timesteps (chosen by ``spacing``, default ``"linspace"``), noisiest first."""
+        all_ab = torch.cumprod(1.0 - self.schedule._betas64, dim=0)
+        kept = spaced_timesteps(len(self.schedule), steps, spacing or "linspace", all_ab).flip(0)
+        alphas_cumprod = all_ab[kept]
+        return [Level(math.sqrt(ab), math.sqrt(1.0 - ab), float(t)) for ab, t in zip(alphas_cumprod.tolist(), kept.tolist())]
+
+    def denoise(self, model_fn: ModelFn, x: Tensor, level: Level) -> Denoised:
+        t = torch.full((x.shape[0],), int(level.time), dtype=torch.long, device=x.device)
+        pred = model_fn(x, t)
+        a, s = level.alpha, level.noise
+        if self.prediction == "eps":
+            return Denoised((x - s * pred) / a, pred)  # the network's own eps, not one rebuilt from x0
+        if self.prediction == "x0":
+            return Denoised(pred, (x - a * pred) / s)
+        return Denoised(a * x - s * pred, s * x + a * pred)  # v: alpha^2 + noise^2 = 1 inverts it
+
+
+class EDMObjective:
+    """Karras et al. 2022's preconditioned denoiser (EDM, table 1 and section 5).
+
+    D(x, sigma) = c_skip x + c_out F(c_in x, c_noise) with c_skip = sd^2 / (sigma^2 + sd^2),
+    c_out = sigma sd / sqrt(sigma^2 + sd^2), c_in = 1 / sqrt(sigma^2 + sd^2), c_noise = ln(sigma) / 4
+    (sd = sigma_data). Training draws ln(sigma) ~ N(p_mean, p_std^2) and minimises
+    lambda(sigma) ||D(x0 + sigma eps) - x0||^2 with lambda = (sigma^2 + sd^2) / (sigma sd)^2. Since
+    lambda c_out^2 = 1, that loss is exactly the unweighted ||F - (x0 - c_skip x) / c_out||^2, the
+    form used here. Sampling walks Karras et al.'s sigmas (eq. 5, rho = 7) from sigma_max to sigma_min.
+
+    :param sigma_data: the data's standard deviation (0.5 for images in [-1, 1], as EDM uses).
+    :param p_mean, p_std: mean and std of ln(sigma) in training (EDM: -1.2 and 1.2).
+    :param sigma_min, sigma_max, rho: the sampling discretisation (EDM: 0.002, 80, 7).
+    """
+
+    name = "edm"
+
+    def __init__(self, sigma_data: float = 0.5, p_mean: float = -1.2, p_std: float = 1.2,
+                 sigma_min: float = 0.002, sigma_max: float = 80.0, rho: float = 7.0) -> None:
+        self.sigma_data, self.p_mean, self.p_std = sigma_data, p_mean, p_std
+        self.sigma_min, self.sigma_max, self.rho = sigma_min, sigma_max, rho
+
+    def preconditioning(self, sigma: Tensor | float) -> tuple:
+        """(c_skip, c_out, c_in, network time) at ``sigma``; the network time is TIME_SCALE * c_noise."""
+        # Python floats (sampling) in float64; training tensors keep their dtype (MPS has no float64).
+        sigma = sigma if isinstance(sigma, Tensor) else torch.tensor(sigma, dtype=torch.float64)
+        sd2 = self.sigma_data**2
+        c_skip = sd2 / (sigma**2 + sd2)
+        c_out = sigma * self.sigma_data / (sigma**2 + sd2).sqrt()
+        c_in = 1 / (sigma**2 + sd2).sqrt()
+        return c_skip, c_out, c_in, TIME_SCALE * sigma.log() / 4
+
+    def training_example(self, x0: Tensor) -> TrainingExample:
+        n = torch.randn(x0.shape[0], device=x0.device)
+        sigma = (self.p_mean + self.p_std * n).exp()
+        eps = torch.randn_like(x0)
+        c_skip, c_out, c_in, time = self.preconditioning(sigma)
+        shape = (-1,) + (1,) * (x0.ndim - 1)
+        x = x0 + sigma.view(shape) * eps
+        target = (x0 - c_skip.view(shape) * x) / c_out.view(shape)
+        return TrainingExample(c_in.view(shape) * x, time, target, torch.ones_like(time), _quartile(torch.special.ndtr(n)))
+
+    def levels(self, steps: int, spacing: Spacing | None = None) -> list[Level]:
+        """Karras et al.'s eq. 5: sigma_i = (s_max^(1/rho) + i / (N - 1) (s_min^(1/rho) - s_max^(1/rho)))^rho."""
+        if spacing is not None:
+            raise ValueError(f"spacing={spacing!r} picks discrete timesteps of objective ddpm; objective edm "
+                             "samples at Karras et al.'s sigmas (rho 7): leave spacing unset")
+        lo, hi = self.sigma_min ** (1 / self.rho), self.sigma_max ** (1 / self.rho)
+        ramp = torch.linspace(0, 1, steps, dtype=torch.float64) if steps > 1 else torch.zeros(1, dtype=torch.float64)
+        sigmas = (hi + ramp * (lo - hi)) ** self.rho
+        return [Level(1.0, s, float(self.preconditioning(s)[3])) for s in sigmas.tolist()]
+
+    def denoise(self, model_fn: ModelFn, x: Tensor, level: Level) -> Denoised:
+        c_skip, c_out, c_in, time = (float(c) for c in self.preconditioning(level.noise))
+        out = model_fn(c_in * x, torch.full((x.shape[0],), time, device=x.device))
+        x0 = c_skip * x + c_out * out
+        return Denoised(x0, (x - x0) / level.noise)
+
+
+class FlowObjective:
+    """Rectified flow / flow matching with the linear interpolant x_t = (1 - t) x0 + t eps (Liu et al. 2022,
+    "Flow straight and fast"; Lipman et al. 2022, "Flow matching for generative modeling").
+
+    The network predicts the velocity dx_t/dt = eps - x0; training draws t = sigmoid(n), n ~ N(0, 1),
+    the logit-normal density of Esser et al. 2024 ("Scaling rectified flow transformers", section 3.1),
+    which spends more of training at the intermediate t where the velocity is hardest to predict.
+    Sampling walks evenly spaced t from 1 (pure noise) down; the network is told TIME_SCALE * t.
+    """
+
+    name = "flow"
+
+    def training_example(self, x0: Tensor) -> TrainingExample:
+        n = torch.randn(x0.shape[0], device=x0.device)
+        t = torch.sigmoid(n)
+        eps = torch.randn_like(x0)
+        tt = t.view((-1,) + (1,) * (x0.ndim - 1))
+        return TrainingExample((1 - tt) * x0 + tt * eps, TIME_SCALE * t, eps - x0, torch.ones_like(t),
+                               _quartile(torch.special.ndtr(n)))
+
+    def levels(self, steps: int, spacing: Spacing | None = None) -> list[Level]:
+        """t = 1, 1 - 1/steps, ..., 1/steps: evenly spaced, noisiest first (the last step goes to t = 0)."""
+        if spacing is not None:
+            raise ValueError(f"spacing={spacing!r} picks discrete timesteps of objective ddpm; objective flow "
+                             "samples at evenly spaced t: leave spacing unset")
+        ts = torch.linspace(1, 0, steps + 1, dtype=torch.float64)[:-1]
+        return [Level(1.0 - t, t, TIME_SCALE * t) for t in ts.tolist()]
+
+    def denoise(self, model_fn: ModelFn, x: Tensor, level: Level) -> Denoised:
+        t = level.noise
+        v = model_fn(x, torch.full((x.shape[0],), level.time, device=x.device))
+        return Denoised(x - t * v, x + (1 - t) * v)
+
+
+DiffusionObjective = VPObjective | EDMObjective | FlowObjective
