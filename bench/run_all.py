@@ -1,15 +1,15 @@
-"""Run every benchmark in sequence (``make bench``), then rebuild bench/README.md's results table.
+"""Regenerate every record in bench/results/ (``make bench``), one benchmark after another, then the README tables.
 
-    python -m bench.run_all                 # quick settings: about 20 minutes on 2 CPU cores
-    python -m bench.run_all --full          # each benchmark's full defaults (an hour or more on 2 cores)
+    python -m bench.run_all                 # every record, quick settings where a benchmark has them
+    python -m bench.run_all --full          # every record at its full settings (hours on 2 CPU cores)
     python -m bench.run_all --only overhead memory
-    python -m bench.run_all --table         # only rebuild the README table from bench/results/*.json
+    python -m bench.run_all --gpu           # only the GPU record (bench/gpu.py; says so and exits 0 without a GPU)
+    python -m bench.run_all --table         # only rebuild the README tables from bench/results/*.json
 
-Each benchmark runs as its own process and writes ``bench/results/<name>.json``; one that fails is
-reported and the others still run. ``bench.sampling --quick`` reuses the lit_gen DDPM that
-``bench.diffusers_peer`` just trained (240 s of the quickstart config); without diffusers it trains
-the quickstart shortened to 20 epochs. ``bench/fid_speed.py``, ``bench/scaling.py`` and
-``bench.vq_codebook`` run only with ``--extra`` (or on their own, see bench/README.md).
+Each benchmark runs as its own process, never two at once, and writes ``bench/results/<record>.json``;
+one that fails is reported and the others still run. ``bench.sampling --quick`` reuses a lit_gen DDPM
+that ``bench.diffusers_peer`` just trained at 8x8; without one it trains the quickstart shortened to
+20 epochs.
 """
 
 from __future__ import annotations
@@ -24,23 +24,28 @@ from pathlib import Path
 from bench import table
 from bench.common import CACHE, REPO, RESULTS, child_env, load_average
 
-ORDER = ("overhead", "dataloading", "precision", "memory", "diffusers_peer", "sampling")
-#: Benchmarks run only with --extra (longer, or written by other scripts): their command lines.
-EXTRA = {
-    "fid_speed": ["bench/fid_speed.py", "--num", "10000"],
-    "scaling": ["bench/scaling.py"],
-    "vq_codebook": ["-m", "bench.vq_codebook"],
+#: Every record and the command that makes it: (arguments after ``python``, arguments added for quick settings).
+RECORDS: dict[str, tuple[list[str], list[str]]] = {
+    "overhead": (["-m", "bench.overhead"], ["--quick"]),
+    "dataloading": (["-m", "bench.dataloading"], ["--quick"]),
+    "precision": (["-m", "bench.precision"], ["--quick"]),
+    "memory": (["-m", "bench.memory"], ["--quick"]),
+    "diffusers_peer": (["-m", "bench.diffusers_peer"], ["--quick"]),
+    "diffusers_peer_16": (["-m", "bench.diffusers_peer", "--resolution", "16"], ["--quick"]),
+    "sampling": (["-m", "bench.sampling"], ["--quick"]),
+    "sampling_200ep": (["-m", "bench.sampling", "--epochs", "200", "--num-samples", "500"], []),
+    "vq_codebook": (["-m", "bench.vq_codebook"], ["--quick"]),
+    "fid_speed": (["bench/fid_speed.py", "--num", "10000"], []),
+    "fid_speed_1thread": (["bench/fid_speed.py", "--num", "10000", "--threads", "1"], []),
+    "scaling_cpu": (["bench/scaling.py"], []),
 }
-RESULT_FILE = {"scaling": "scaling_cpu.json"}
+ORDER = tuple(RECORDS)
 PEER_CHECKPOINT = CACHE / "peer" / "lit_gen"
 
 
 def command_for(name: str, full: bool, out_dir: Path = RESULTS) -> list[str]:
-    out = ["--out", str(out_dir / RESULT_FILE.get(name, f"{name}.json"))]
-    if name in EXTRA:
-        quick = ["--quick"] if EXTRA[name][0] == "-m" and not full else []
-        return [sys.executable, *EXTRA[name], *quick, *out]
-    command = [sys.executable, "-m", f"bench.{name}"] + ([] if full else ["--quick"]) + out
+    args, quick = RECORDS[name]
+    command = [sys.executable, *args, *([] if full else quick), "--out", str(out_dir / f"{name}.json")]
     if name == "sampling" and not full:
         checkpoints = sorted(PEER_CHECKPOINT.rglob("last.ckpt")) if PEER_CHECKPOINT.is_dir() else []
         command += ["--ckpt", str(checkpoints[-1])] if checkpoints else ["--epochs", "20"]
@@ -60,14 +65,18 @@ def run(name: str, full: bool, out_dir: Path) -> dict:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--full", action="store_true", help="full settings instead of --quick (much longer)")
-    parser.add_argument("--only", nargs="+", choices=[*ORDER, *EXTRA], help="run only these")
-    parser.add_argument("--extra", action="store_true", help="also run bench/fid_speed.py, bench/scaling.py and bench.vq_codebook")
-    parser.add_argument("--table", action="store_true", help="only rebuild the README table")
+    parser.add_argument("--only", nargs="+", choices=ORDER, help="run only these records")
+    parser.add_argument("--gpu", action="store_true", help="only the GPU record (python -m bench.gpu)")
+    parser.add_argument("--table", action="store_true", help="only rebuild the README tables")
     parser.add_argument("--out-dir", default=str(RESULTS),
                         help="where the result files go (default bench/results; the README table reads bench/results)")
     args = parser.parse_args(argv)
+    if args.gpu:
+        code = subprocess.run([sys.executable, "-m", "bench.gpu", "--out", str(Path(args.out_dir) / "gpu.json")],
+                              cwd=REPO, env=child_env()).returncode
+        raise SystemExit(code or table.main([]))
     if not args.table:
-        names = list(args.only or ORDER) + ([] if args.only or not args.extra else list(EXTRA))
+        names = list(args.only or ORDER)
         started = time.perf_counter()
         status = [run(name, args.full, Path(args.out_dir)) for name in names]
         total = time.perf_counter() - started
