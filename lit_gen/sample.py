@@ -3,6 +3,8 @@
     python -m lit_gen.sample --ckpt runs/vae_digits/<id>/checkpoints/last.ckpt --num 64 --out grid.png
     python -m lit_gen.sample --ckpt CKPT --labels 0-9 --num 80 --guidance 3 --out classes.png   # one row per class
     python -m lit_gen.sample --ckpt CKPT --labels 3,3,5 --sampler ddim --steps 50 --out threes.png
+    python -m lit_gen.sample --ckpt CKPT --sampler dpmpp_2m --steps 10 --out few_steps.png   # any diffusion objective
+    python -m lit_gen.sample --ckpt CKPT --sampler ddim --steps 50 --spacing leading --out grid.png  # diffusers' timesteps
     python -m lit_gen.sample --ckpt CKPT --interpolate 8 --pairs 6 --out grid.png            # + grid_interpolation.png
     python -m lit_gen.sample --ckpt CKPT --num 0 --latent-scatter scatter.png                # latent space of the test set
     python -m lit_gen.sample --ckpt CKPT --num 1000 --tensor samples.pt                      # raw images in [0, 1]
@@ -10,8 +12,9 @@
 Interpolation and the scatter plot need a family with ``encode``/``decode`` (AE, VAE, VQ-VAE) and
 the run's dataset (read from the ``config.yaml`` beside ``checkpoints/``, or ``--data``). An
 interpolation row decodes lambda * h1 + (1 - lambda) * h2 for two test images, lambda from 0 to 1
-across the columns. Sampler options (``--sampler``, ``--steps``, ``--guidance``, ``--no-ema``) are
-for DDPM checkpoints; other families refuse them with a clear error.
+across the columns. Sampler options (``--sampler``, ``--steps``, ``--spacing``, ``--eta``,
+``--recompute-eps``, ``--guidance``, ``--no-ema``) are for diffusion (DDPM) checkpoints of every
+objective, pixel or latent, guided or not; other families refuse them with a clear error.
 """
 
 from __future__ import annotations

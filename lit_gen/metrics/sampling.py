@@ -47,7 +47,7 @@ def check_sample_options(model, options: dict) -> dict:
         family = type(model).__name__
         takes = f"it takes {', '.join(sorted(accepted))}" if accepted else "it takes no sampler options"
         raise EvaluationError(f"{family}.sample() does not take {', '.join(unknown)} ({takes}); sampler options "
-                              f"such as --sampler/--steps/--guidance/--no-ema apply to DDPM checkpoints")
+                              f"such as --sampler/--steps/--spacing/--guidance/--no-ema apply to DDPM checkpoints")
     return dict(options)
 
 
@@ -120,17 +120,24 @@ def generate_batches(model, n: int, batch_size: int, generator: torch.Generator,
 def add_sampler_arguments(parser) -> None:
     """The DDPM sampler flags shared by the sample and evaluate CLIs."""
     group = parser.add_argument_group("sampler options (DDPM checkpoints only)")
-    group.add_argument("--sampler", default=None, help="ddim | ddpm")
+    group.add_argument("--sampler", default=None,
+                       help="ddim | ddpm | euler | heun | dpmpp_2m (heun: 2 x steps - 1 network evaluations)")
     group.add_argument("--steps", type=int, default=None, help="denoising steps")
     group.add_argument("--eta", type=float, default=None, help="DDIM noise (0 = deterministic)")
+    group.add_argument("--spacing", default=None,
+                       help="which timesteps the steps keep (objective ddpm): linspace | leading | trailing | karras")
+    group.add_argument("--recompute-eps", action="store_true",
+                       help="DDIM: rebuild eps from the clipped x0 instead of keeping the network's own")
     group.add_argument("--guidance", type=float, default=None, help="classifier-free guidance weight (1 = none)")
     group.add_argument("--no-ema", action="store_true", help="sample with the raw weights, not the EMA")
 
 
 def sampler_options(args) -> dict:
     """Only the options the user gave, so families without them fail only when one is asked for."""
-    options = {name: getattr(args, name) for name in ("sampler", "steps", "eta", "guidance")
+    options = {name: getattr(args, name) for name in ("sampler", "steps", "eta", "guidance", "spacing")
                if getattr(args, name) is not None}
+    if getattr(args, "recompute_eps", False):
+        options["recompute_eps"] = True
     if args.no_ema:
         options["use_ema"] = False
     return options

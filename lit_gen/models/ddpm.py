@@ -1,9 +1,12 @@
 """Denoising diffusion (Ho et al. 2020), with DDIM sampling (Song et al. 2021), classifier-free
 guidance (Ho & Salimans 2022) and latent diffusion over a frozen autoencoder (Rombach et al. 2022).
 
-Training: draw t ~ U{0..T-1} and eps ~ N(0, I), noise the batch to x_t = sqrt(ab_t) x0 + sqrt(1 - ab_t) eps,
-and regress the U-Net's output on eps (or x0, or v) with an MSE. Sampling runs the reverse process
-with the EMA weights. The schedule math lives in ``lit_gen.diffusion``; the U-Net never sees it.
+Training (``objective="ddpm"``): draw t ~ U{0..T-1} and eps ~ N(0, I), noise the batch to
+x_t = sqrt(ab_t) x0 + sqrt(1 - ab_t) eps, and regress the U-Net's output on eps (or x0, or v) with an
+MSE, optionally min-SNR weighted. The other objectives of the family change only how the batch is
+noised and what the U-Net regresses on: ``"edm"`` (Karras et al. 2022's preconditioning) and
+``"flow"`` (rectified flow / flow matching). Sampling runs the reverse process or the probability-flow
+ODE with the EMA weights. The math lives in ``lit_gen.diffusion``; the U-Net never sees it.
 """
 
 from __future__ import annotations
@@ -17,8 +20,9 @@ from torch import Tensor
 
 from lit_gen import registry
 from lit_gen.diffusion.guidance import guided
+from lit_gen.diffusion.objectives import OBJECTIVES, EDMObjective, FlowObjective, VPObjective
 from lit_gen.diffusion.samplers import SAMPLERS, sample_loop
-from lit_gen.diffusion.schedule import PREDICTIONS, NoiseSchedule
+from lit_gen.diffusion.schedule import PREDICTIONS, SPACINGS, NoiseSchedule
 from lit_gen.errors import ConfigError
 from lit_gen.models.base import GenerativeModule, LossOutput, to_unit_range
 from lit_gen.nn import noise
@@ -50,7 +54,18 @@ class DDPM(GenerativeModule):
         beta_schedule ("linear" | "cosine", default "linear"): Ho et al.'s linear betas or Nichol &
             Dhariwal's cosine alpha-bar.
         beta_start (float, default 1e-4), beta_end (float, default 0.02): ends of the linear schedule.
-        prediction ("eps" | "x0" | "v", default "eps"): what the U-Net predicts and the MSE targets.
+        prediction ("eps" | "x0" | "v", default "eps"): what the U-Net predicts and the MSE targets
+            (objective "ddpm" only).
+        objective ("ddpm" | "edm" | "flow", default "ddpm"): the training objective, see
+            ``lit_gen.diffusion.objectives``. "ddpm": Ho et al.'s discrete schedule (``timesteps``,
+            ``beta_*``, ``prediction``). "edm": Karras et al. 2022's preconditioned denoiser, log-normal
+            sigma (P_mean -1.2, P_std 1.2) and its loss weighting. "flow": rectified flow / flow
+            matching, x_t = (1 - t) x0 + t eps with a velocity target and logit-normal t. The
+            continuous objectives sample with the ODE samplers ("ddim" means "euler" for them).
+        min_snr_gamma (float | None, default None): weight the "ddpm" loss by min-SNR-gamma (Hang et
+            al. 2023 use 5) for the chosen ``prediction``; None keeps Ho et al.'s unweighted loss.
+        sigma_data (float, default 0.5): the data's standard deviation for objective "edm" (0.5
+            for pixels in [-1, 1]; latent diffusion scales latents to unit variance, so use 1.0 there).
         num_classes (int | None, default None): classes to condition on; None is unconditional.
         label_dropout (float, default 0.1): probability of replacing a training label with the null
             class, so one network also learns the unconditional model classifier-free guidance needs.
@@ -85,6 +100,9 @@ class DDPM(GenerativeModule):
         beta_start: float = 1e-4,
         beta_end: float = 0.02,
         prediction: Literal["eps", "x0", "v"] = "eps",
+        objective: Literal["ddpm", "edm", "flow"] = "ddpm",
+        min_snr_gamma: float | None = None,
+        sigma_data: float = 0.5,
         num_classes: int | None = None,
         label_dropout: float = 0.1,
         ema_decay: float = 0.9999,
@@ -101,6 +119,17 @@ class DDPM(GenerativeModule):
         self.save_hyperparameters()
         if prediction not in PREDICTIONS:
             raise ConfigError(f"model.prediction: unknown value {prediction!r}; choose one of {', '.join(PREDICTIONS)}")
+        if objective not in OBJECTIVES:
+            raise ConfigError(f"model.objective: unknown value {objective!r}; choose one of {', '.join(OBJECTIVES)}")
+        if objective != "ddpm" and prediction != "eps":
+            raise ConfigError(f"model.prediction={prediction} applies to objective ddpm; objective {objective} trains "
+                              f"its own target ({'the preconditioned F' if objective == 'edm' else 'the velocity'}): "
+                              "leave prediction at eps")
+        if min_snr_gamma is not None and (objective != "ddpm" or not min_snr_gamma > 0):
+            raise ConfigError(f"model.min_snr_gamma={min_snr_gamma}: min-SNR weighting needs objective ddpm and a "
+                              "gamma > 0 (Hang et al. use 5); edm and flow have their own weighting, leave it null")
+        if not sigma_data > 0:
+            raise ConfigError(f"model.sigma_data must be > 0 (the data's standard deviation), got {sigma_data}")
         if num_classes is not None and num_classes < 1:
             raise ConfigError(f"model.num_classes must be at least 1 (or null for an unconditional model), got {num_classes}")
         if not 0.0 <= label_dropout < 1.0:
@@ -136,6 +165,12 @@ class DDPM(GenerativeModule):
             where = f" (the U-Net runs on latents of shape {shape})" if first_stage is not None else ""
             raise ConfigError(f"model: {exc}{where}") from None
         self.ema = EMA(self.unet, ema_decay, ema_warmup) if ema_decay > 0 else None
+        if objective == "edm":
+            self.objective = EDMObjective(sigma_data)
+        elif objective == "flow":
+            self.objective = FlowObjective()
+        else:
+            self.objective = VPObjective(self.schedule, prediction, min_snr_gamma)
 
     # ------------------------------------------------------------------ first stage (latent diffusion)
     def _build_first_stage(self, path: str, spec: dict | None):
@@ -197,21 +232,17 @@ class DDPM(GenerativeModule):
 
     # ------------------------------------------------------------------ training
     def loss(self, batch) -> LossOutput:
-        """Simple loss of Ho et al. (eq. 14): MSE between the U-Net output and its target, plus the
-        loss per timestep quartile (``loss_q0`` = the least noisy quarter)."""
+        """The objective's (weighted) MSE between the U-Net output and its target (Ho et al.'s simple
+        loss, eq. 14, for "ddpm"), plus the loss per quartile of noise levels (``loss_q0`` = the
+        least noisy quarter)."""
         images, labels = batch
         x0 = self.to_diffusion_space(images)
-        b = x0.shape[0]
-        T = len(self.schedule)
         # Global RNG on purpose: the training loop reseeds it every step, which makes resume exact.
-        t = torch.randint(0, T, (b,), device=x0.device)
-        eps = torch.randn_like(x0)
-        x_t = self.schedule.q_sample(x0, t, eps)
-        pred = self.unet(x_t, t, self._training_labels(labels) if self.conditional else None)
-        target = self.schedule.target(x0, t, eps, self.prediction)
-        per_example = (pred.float() - target.float()).pow(2).flatten(1).mean(1)  # (B,)
+        example = self.objective.training_example(x0)
+        pred = self.unet(example.x_t, example.time, self._training_labels(labels) if self.conditional else None)
+        per_example = example.weight * (pred.float() - example.target.float()).pow(2).flatten(1).mean(1)  # (B,)
         # Per-quartile means on the device (no host sync); a quartile without examples has weight 0.
-        quartile = t * 4 // T
+        quartile = example.quartile
         detached = per_example.detach()
         counts = torch.bincount(quartile, minlength=4)
         sums = torch.zeros(4, dtype=detached.dtype, device=detached.device).index_add_(0, quartile, detached)
@@ -245,12 +276,14 @@ class DDPM(GenerativeModule):
         *,
         labels: Tensor | None = None,
         generator: torch.Generator | None = None,
-        sampler: Literal["ddpm", "ddim"] = "ddim",
+        sampler: Literal["ddpm", "ddim", "euler", "heun", "dpmpp_2m"] = "ddim",
         steps: int = 50,
         eta: float = 0.0,
         guidance: float = 1.0,
         use_ema: bool = True,
         clip_x0: bool | None = None,
+        spacing: Literal["linspace", "leading", "trailing", "karras"] | None = None,
+        recompute_eps: bool = False,
         progress: bool = False,
     ) -> Tensor:
         """Generate ``n`` images in [0, 1], shape (n, C, H, W), on this module's device.
@@ -258,15 +291,25 @@ class DDPM(GenerativeModule):
         :param labels: (n,) int64 classes for a conditional model; None draws them uniformly from
             ``generator`` (before the noise). Unconditional models take no labels.
         :param generator: source of every random draw; the same seed gives the same images.
-        :param sampler: ``"ddim"`` or ``"ddpm"`` (ancestral); both run over ``steps`` respaced steps.
-        :param steps: denoising steps, 1 .. timesteps (use ``timesteps`` with ``"ddpm"`` for Ho et al.'s sampler).
+        :param sampler: ``"ddim"``, ``"ddpm"`` (ancestral), or the ODE samplers ``"euler"``, ``"heun"``
+            (Karras et al. 2022; 2 steps - 1 network evaluations) and ``"dpmpp_2m"`` (DPM-Solver++(2M),
+            Lu et al. 2022); see ``lit_gen.diffusion.samplers``. Objectives edm and flow take the ODE
+            samplers only (``"ddim"`` is ``"euler"`` for them).
+        :param steps: denoising steps, 1 .. timesteps for objective ddpm (use ``timesteps`` with
+            ``"ddpm"`` for Ho et al.'s sampler); any number >= 1 for edm and flow.
         :param eta: DDIM noise (0 deterministic, 1 = ancestral); ignored by ``"ddpm"``.
+        :param spacing: which training timesteps ``steps`` keeps (objective ddpm): ``"linspace"``
+            (999 ... 0), ``"leading"`` (diffusers: 980, 960, ..., 0), ``"trailing"`` (999, 979, ..., 19)
+            or ``"karras"`` (Karras et al.'s sigmas, rho 7). None: ``"linspace"`` for ddim/ddpm,
+            ``"karras"`` for the ODE samplers (far closer to the exact ODE on Gaussian data at 10 steps,
+            ``tests/diffusion/test_samplers.py``). edm and flow have their own discretisation.
+        :param recompute_eps: DDIM: rebuild eps from the clipped x_0 instead of keeping the network's own.
         :param guidance: classifier-free guidance weight w (conditional models only; 1 = none).
         :param use_ema: sample with the EMA weights (the raw weights when the EMA is disabled).
         :param clip_x0: clamp predicted x_0 to [-1, 1]; None = yes for pixels, no for latents.
         :param progress: show a progress bar.
         """
-        self._check_sample_args(n, labels, sampler, steps, eta, guidance)
+        self._check_sample_args(n, labels, sampler, steps, eta, guidance, spacing)
         if self.conditional and labels is None:
             labels = noise.randint(self.num_classes, (n,), generator=generator, device=self.device)
         net = self.ema.averaged if use_ema and self.ema is not None else self.unet
@@ -280,9 +323,9 @@ class DDPM(GenerativeModule):
         net.eval()
         try:
             x = sample_loop(
-                model_fn, self.schedule, (n, *self.diffusion_shape), sampler=sampler, steps=steps, eta=eta,
-                prediction=self.prediction, clip_x0=self.first_stage is None if clip_x0 is None else clip_x0,
-                generator=generator, progress=progress,
+                model_fn, self.objective, (n, *self.diffusion_shape), sampler=sampler, steps=steps, eta=eta,
+                clip_x0=self.first_stage is None if clip_x0 is None else clip_x0, spacing=spacing,
+                recompute_eps=recompute_eps, generator=generator, device=self.device, progress=progress,
             )
         finally:
             net.train(was_training)
@@ -293,14 +336,27 @@ class DDPM(GenerativeModule):
             x = self.first_stage.decode(x / scale)
         return to_unit_range(x)
 
-    def _check_sample_args(self, n, labels, sampler, steps, eta, guidance) -> None:
+    def _check_sample_args(self, n, labels, sampler, steps, eta, guidance, spacing) -> None:
         if n < 1:
             raise ValueError(f"n must be at least 1, got {n}")
         if sampler not in SAMPLERS:
             raise ValueError(f"unknown sampler {sampler!r}; choose one of {', '.join(SAMPLERS)}")
-        T = len(self.schedule)
-        if not 1 <= steps <= T:
-            raise ValueError(f"steps must be in [1, {T}] (the model's timesteps), got {steps}")
+        objective = self.objective.name
+        if objective == "ddpm":
+            T = len(self.schedule)
+            if not 1 <= steps <= T:
+                raise ValueError(f"steps must be in [1, {T}] (the model's timesteps), got {steps}")
+        else:
+            if steps < 1:
+                raise ValueError(f"steps must be at least 1, got {steps}")
+            if sampler == "ddpm" or eta != 0:
+                raise ValueError(f"objective {objective} samples along its ODE: use sampler ddim (= euler), heun or "
+                                 "dpmpp_2m with eta 0; the ancestral ddpm sampler needs objective ddpm")
+            if spacing is not None:
+                raise ValueError(f"spacing picks timesteps of objective ddpm; objective {objective} has its own "
+                                 "discretisation: leave spacing unset")
+        if spacing is not None and spacing not in SPACINGS:
+            raise ValueError(f"unknown spacing {spacing!r}; choose one of {', '.join(SPACINGS)}")
         if eta < 0:
             raise ValueError(f"eta must be >= 0 (0 = deterministic DDIM, 1 = ancestral), got {eta}")
         if not self.conditional:

@@ -178,6 +178,7 @@ def test_guided_samples_show_the_requested_digit(conditional):
         ({"labels": torch.tensor([1.0, 2.0])}, "int64"),
         ({"steps": 101}, r"steps must be in \[1, 100\]"),
         ({"sampler": "plms"}, "unknown sampler"),
+        ({"spacing": "quadratic"}, "unknown spacing"),
         ({"eta": -1.0}, "eta must be >= 0"),
         ({"guidance": -2.0}, "guidance scale must be a finite number >= 0"),
     ],
@@ -195,10 +196,60 @@ def test_unconditional_model_rejects_labels_and_guidance(trained):
         model.sample(2, labels=torch.tensor([0, 1]))
 
 
+# ---------------------------------------------------------------------------------- objectives and ODE samplers
+@pytest.mark.parametrize("objective", [{"objective": "edm"}, {"objective": "flow"},
+                                       {"objective": "ddpm", "prediction": "v", "min_snr_gamma": 5.0}],
+                         ids=["edm", "flow", "min-snr"])
+def test_every_objective_learns_and_samples_with_every_ode_sampler(objective):
+    torch.manual_seed(0)
+    images, labels = digits(16)
+    model = DDPM(**TINY, **objective, ema_decay=0.9)
+    before = eval_loss(model, images, labels)
+    train(model, images, labels, steps=60)
+    assert eval_loss(model, images, labels) < 0.6 * before
+    for sampler in ("ddim", "euler", "heun", "dpmpp_2m"):
+        a = model.sample(3, generator=g(1), sampler=sampler, steps=4)
+        assert a.shape == (3, 1, 8, 8) and 0.0 <= a.min().item() and a.max().item() <= 1.0
+        assert torch.equal(a, model.sample(3, generator=g(1), sampler=sampler, steps=4))
+        assert not torch.allclose(a, model.sample(3, generator=g(2), sampler=sampler, steps=4))
+
+
+def test_ode_samplers_serve_guided_models(conditional):
+    labels = torch.tensor([0, 1, 2, 3])
+    for sampler in ("heun", "dpmpp_2m"):
+        guided = conditional.sample(4, labels=labels, generator=g(0), sampler=sampler, steps=5, guidance=3.0)
+        plain = conditional.sample(4, labels=labels, generator=g(0), sampler=sampler, steps=5, guidance=1.0)
+        assert guided.shape == (4, 1, 8, 8) and not torch.allclose(guided, plain)
+
+
+def test_spacing_and_recompute_eps_reach_the_sampler(trained):
+    model, _, _ = trained
+    base = model.sample(3, generator=g(0), steps=5)
+    assert torch.equal(base, model.sample(3, generator=g(0), steps=5, spacing="linspace"))  # the default
+    assert not torch.allclose(base, model.sample(3, generator=g(0), steps=5, spacing="leading"))
+    assert not torch.allclose(base, model.sample(3, generator=g(0), steps=5, recompute_eps=True))
+    torch.testing.assert_close(model.sample(3, generator=g(0), steps=5, clip_x0=False),
+                               model.sample(3, generator=g(0), steps=5, clip_x0=False, recompute_eps=True))
+
+
+def test_continuous_objectives_refuse_the_ancestral_sampler_and_spacing():
+    model = DDPM(**TINY, objective="flow", ema_decay=0)
+    with pytest.raises(ValueError, match="ancestral ddpm sampler needs objective ddpm"):
+        model.sample(2, sampler="ddpm")
+    with pytest.raises(ValueError, match="leave spacing unset"):
+        model.sample(2, sampler="heun", spacing="leading")
+    assert model.sample(1, generator=g(0), steps=120).shape == (1, 1, 8, 8)  # no cap at the (unused) timesteps
+
+
 @pytest.mark.parametrize(
     "kwargs, message",
     [
         ({"image_size": 10, "channel_mults": (1, 2, 2)}, "image_size 10 is not divisible by 4"),
+        ({"objective": "score"}, "model.objective"),
+        ({"objective": "edm", "prediction": "v"}, "applies to objective ddpm"),
+        ({"objective": "flow", "min_snr_gamma": 5.0}, "model.min_snr_gamma"),
+        ({"min_snr_gamma": 0.0}, "model.min_snr_gamma"),
+        ({"objective": "edm", "sigma_data": 0.0}, "model.sigma_data"),
         ({"prediction": "score"}, "model.prediction"),
         ({"label_dropout": 1.0}, "model.label_dropout"),
         ({"ema_decay": 1.0}, "model.ema_decay"),
@@ -260,6 +311,8 @@ def test_latent_diffusion_trains_samples_and_keeps_its_first_stage(tmp_path):
 
     out = model.sample(3, generator=g(0), steps=5)
     assert out.shape == (3, 1, 8, 8) and 0.0 <= out.min().item() and out.max().item() <= 1.0
+    few = model.sample(3, generator=g(0), sampler="dpmpp_2m", steps=4)  # the ODE samplers decode latents too
+    assert few.shape == (3, 1, 8, 8) and not torch.allclose(few, out)
 
     # The DDPM checkpoint holds the first stage: sampling works after the AE file is gone.
     trainer.save_checkpoint(tmp_path / "ldm.ckpt")
