@@ -28,6 +28,7 @@ import torch
 
 from bench.common import (REPO, Recorder, base_parser, cuda_device_name, gpu_skip_reason, median, mib, peak_bf16_tflops,
                           peak_rss_delta, setup, sync)
+from lit_gen.models.parameters import count_parameters
 
 VARIANTS = ("fp32", "bf16-mixed", "channels_last", "compile")
 
@@ -156,7 +157,7 @@ def main(argv: list[str] | None = None) -> None:
         for name, r in results.items():
             r["speedup_vs_fp32"] = round(r["images_per_s"] / results["fp32"]["images_per_s"], 3)
     rec.numbers.update(device=str(device), device_name=device_name or "cpu", batch_size=batch, rounds=rounds,
-                       parameters=sum(p.numel() for p in next(iter(variants.values())).params) if variants else None,
+                       parameter_counts=(count_parameters(next(iter(variants.values())).model).as_dict() if variants else None),
                        training_gflops_per_image=round(flops / 1e9, 2), peak_bf16_tflops=peak,
                        memory_measure=("torch.cuda.max_memory_allocated" if device.type == "cuda" else
                                        "peak RSS during the step above RSS before it (activations + gradients)"),

@@ -83,10 +83,13 @@ def worker(args: argparse.Namespace) -> None:
                         enable_progress_bar=False, enable_model_summary=False, callbacks=[timer])
     trainer.fit(model, datamodule=datamodule)
     if trainer.is_global_zero:
+        from lit_gen.models.parameters import count_parameters
+
         seconds = timer.end - timer.start
         total = args.steps * args.batch_size * devices / seconds
         print("RESULT " + json.dumps({
-            "config": config, "processes": devices, "parameters": sum(p.numel() for p in model.parameters()),
+            "config": config, "processes": devices, "parameters": count_parameters(model).trained,
+            "parameter_counts": count_parameters(model).as_dict(),
             "global_batch": args.batch_size * devices, "timed_steps": args.steps, "seconds": round(seconds, 3),
             "images_per_s": round(total, 1), "images_per_s_per_process": round(total / devices, 1),
             "steps_per_s": round(args.steps / seconds, 2)}), flush=True)
