@@ -92,3 +92,54 @@ def test_unconditional_models_refuse_labels_and_sampler_options(ckpt, tmp_path, 
     assert code == EXIT_USER_ERROR and "unconditional; leave --labels out" in err
     code, _, err = run_sample(["--ckpt", str(ckpt), "--sampler", "ddim", "--out", str(tmp_path / "x.png")], capsys)
     assert code == EXIT_USER_ERROR and "does not take sampler" in err
+
+
+@pytest.mark.parametrize("objective", ["edm", "flow"])
+def test_new_objectives_train_through_fit_and_sample_through_the_cli(objective, tmp_path, capsys):
+    from lit_gen import fit
+
+    code = fit.main(["--config", "configs/ddpm_digits.yaml", f"model.objective={objective}", "model.base_channels=8",
+                     "model.attention_resolutions=[]", "trainer.max_epochs=1", "trainer.limit_train_batches=2",
+                     "trainer.limit_val_batches=1", "logger.wandb=false", "trainer.accelerator=cpu", "run.num_samples=4",
+                     "run.sample_options={sampler: heun, steps: 2}", "eval.report=false", f"run.output_dir={tmp_path}",
+                     "--run-id", objective])
+    assert code == 0
+    ckpt = tmp_path / "ddpm_digits" / objective / "checkpoints" / "last.ckpt"
+    assert load_model(ckpt).hparams.objective == objective
+    tensors = {}
+    for sampler in ("euler", "heun", "dpmpp_2m"):
+        code, out, err = run_sample(["--ckpt", str(ckpt), "--num", "4", "--sampler", sampler, "--steps", "3",
+                                     "--out", str(tmp_path / f"{sampler}.png"), "--tensor", str(tmp_path / f"{sampler}.pt"),
+                                     "--device", "cpu"], capsys)
+        assert code == 0, err
+        tensors[sampler] = torch.load(tmp_path / f"{sampler}.pt", weights_only=True)
+        assert tensors[sampler]["images"].shape == (4, 1, 8, 8)
+        assert tensors[sampler]["sample_options"] == {"sampler": sampler, "steps": 3}
+    assert not torch.equal(tensors["euler"]["images"], tensors["heun"]["images"])
+    # The ancestral sampler and the discrete spacings are for objective ddpm: one line, exit 2.
+    code, _, err = run_sample(["--ckpt", str(ckpt), "--sampler", "ddpm", "--out", str(tmp_path / "x.png")], capsys)
+    assert code == EXIT_USER_ERROR and "needs objective ddpm" in err
+    code, _, err = run_sample(["--ckpt", str(ckpt), "--spacing", "leading", "--out", str(tmp_path / "x.png")], capsys)
+    assert code == EXIT_USER_ERROR and "leave spacing unset" in err
+
+
+def test_spacing_and_recompute_eps_flags_reach_a_ddpm_checkpoint(tmp_path, capsys):
+    from lit_gen import fit
+
+    code = fit.main(["--config", "configs/ddpm_digits.yaml", "model.min_snr_gamma=5", "model.base_channels=8",
+                     "model.attention_resolutions=[]", "trainer.max_epochs=1", "trainer.limit_train_batches=2",
+                     "trainer.limit_val_batches=1", "logger.wandb=false", "trainer.accelerator=cpu", "run.num_samples=4",
+                     "run.sample_options={steps: 2}", "eval.report=false", f"run.output_dir={tmp_path}", "--run-id", "snr"])
+    assert code == 0
+    ckpt = tmp_path / "ddpm_digits" / "snr" / "checkpoints" / "last.ckpt"
+    images = {}
+    for name, flags in [("plain", []), ("leading", ["--spacing", "leading"]), ("recompute", ["--recompute-eps"])]:
+        code, _, err = run_sample(["--ckpt", str(ckpt), "--num", "4", "--steps", "5", *flags, "--device", "cpu",
+                                   "--out", str(tmp_path / f"{name}.png"), "--tensor", str(tmp_path / f"{name}.pt")], capsys)
+        assert code == 0, err
+        images[name] = torch.load(tmp_path / f"{name}.pt", weights_only=True)
+    assert images["leading"]["sample_options"] == {"steps": 5, "spacing": "leading"}
+    assert images["recompute"]["sample_options"] == {"steps": 5, "recompute_eps": True}
+    assert not torch.equal(images["plain"]["images"], images["leading"]["images"])
+    code, _, err = run_sample(["--ckpt", str(ckpt), "--spacing", "quadratic", "--out", str(tmp_path / "x.png")], capsys)
+    assert code == EXIT_USER_ERROR and "unknown spacing 'quadratic'" in err
