@@ -93,7 +93,7 @@ def _sweep_blocks(view, figures: Path) -> list[Block]:
     if importances:
         blocks.append(Grid(["parameter", f"importance for {view.metric}"],
                            [[Cell(k, k), Cell(v, f"{v:.3f}")] for k, v in importances.items()]))
-        blocks.append(Text("Importances: Optuna's default evaluator (fANOVA) over the complete trials; they sum to 1."))
+        blocks.append(Text("Importances: Optuna's fANOVA evaluator (seed 0) over the complete trials; they sum to 1."))
     else:
         blocks.append(Text(f"No parameter importances: {reason}."))
     return blocks

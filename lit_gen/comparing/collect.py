@@ -117,8 +117,9 @@ def images_seen(config: dict, steps: int | None) -> int | None:
 
 
 def _parameters(folder: Path, summary: dict) -> dict | None:
-    """{"trained", "ema", "frozen"} from summary.json, else counted on the checkpoint's model."""
-    counts = summary.get("parameters")
+    """{"trained", "ema", "frozen"} from summary.json (``parameter_counts``, or ``parameters`` when it holds
+    the split), else counted on the checkpoint's model."""
+    counts = summary.get("parameter_counts", summary.get("parameters"))
     if isinstance(counts, dict) and "trained" in counts:
         return {k: int(counts.get(k, 0)) for k in ("trained", "ema", "frozen")}
     checkpoint = folder / "checkpoints" / "last.ckpt"

@@ -115,7 +115,10 @@ def measure_likelihood(model, run: RunInfo, dataset, *, split: str, count: int |
 
 def measure_run(run: RunInfo, *, device: torch.device, split: str = "test", count: int | None = 512,
                 samples: int = 16, terms: int | None = None, refresh: bool = False) -> RunInfo:
-    """Make the measures a run lacks (all of them with ``refresh``) and return it with them filled in."""
+    """Make the measures a run lacks (all of them with ``refresh``) and return it with them filled in.
+
+    ``count`` images of ``split`` (None: all of it) serve both the reconstruction error and bits/dim.
+    """
     if run.checkpoint is None:
         log.warning("%s has no checkpoints/last.ckpt: nothing to measure", run.label)
         return run
@@ -131,11 +134,11 @@ def measure_run(run: RunInfo, *, device: torch.device, split: str = "test", coun
     datamodule, _ = datamodule_for_checkpoint(run.checkpoint)
     datamodule.prepare_data()
     dataset = datamodule.dataset(split)
+    n = len(dataset) if count is None else min(count, len(dataset))
     if need_sampling:
         run.measures["sampling"] = measure_sampling(model, run)
     if need_recon:
-        run.measures["reconstruction"] = measure_reconstruction(model, run, dataset, split=split)
+        run.measures["reconstruction"] = measure_reconstruction(model, run, dataset, split=split, count=n)
     if need_bpd:
-        n = None if count is None else min(count, len(dataset))
         run.likelihood = measure_likelihood(model, run, dataset, split=split, count=n, samples=samples, terms=terms)
     return run

@@ -67,13 +67,18 @@ def read_sweep(store: str | Path) -> SweepView:
     return SweepView(store, spec.name, spec.metric.name if spec.metric else None, goal, sorted(trials, key=key))
 
 
+def _log_scale(lo: float, hi: float) -> bool:
+    """Values spanning two decades or more (all positive) are read on a log scale."""
+    return lo > 0 and hi / lo >= 100
+
+
 def complete_trials(view: SweepView) -> list[tuple[dict[str, Any], float]]:
     return [(flat_params(t.params), t.value) for t in view.trials
             if t.state == COMPLETE and t.value is not None and math.isfinite(t.value)]
 
 
 def param_importances(view: SweepView) -> tuple[dict[str, float] | None, str | None]:
-    """Optuna's parameter importances (its default fANOVA evaluator) over the complete trials, or a reason."""
+    """Optuna's fANOVA parameter importances over the complete trials (they sum to 1), or a reason."""
     import optuna
     from optuna.distributions import CategoricalDistribution, FloatDistribution
 
@@ -85,7 +90,10 @@ def param_importances(view: SweepView) -> tuple[dict[str, float] | None, str | N
     for name in names:
         values = [params.get(name) for params, _ in done]
         if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
-            distributions[name] = FloatDistribution(float(min(values)), float(max(values)))
+            lo, hi = float(min(values)), float(max(values))
+            # fANOVA weighs a parameter's range by volume: a learning rate over decades must be on a log scale,
+            # or the decades below the largest one shrink to nothing.
+            distributions[name] = FloatDistribution(lo, hi, log=_log_scale(lo, hi))
         else:
             distributions[name] = CategoricalDistribution(sorted({str(v) for v in values}))
     varied = [n for n in names if len({str(p.get(n)) for p, _ in done}) > 1]
@@ -98,7 +106,9 @@ def param_importances(view: SweepView) -> tuple[dict[str, float] | None, str | N
                   for n in names}
         study.add_trial(optuna.trial.create_trial(params=values, distributions=distributions, value=value))
     try:
-        importances = optuna.importance.get_param_importances(study, params=varied)
+        # fANOVA, seeded (its random forest would otherwise change the figures from one report to the next).
+        evaluator = optuna.importance.FanovaImportanceEvaluator(seed=0)
+        importances = optuna.importance.get_param_importances(study, evaluator=evaluator, params=varied)
     except (RuntimeError, ValueError) as exc:
         return None, f"Optuna could not compute importances: {exc}"
     return dict(importances), None
@@ -120,7 +130,7 @@ def plot_parallel_coordinates(view: SweepView, path: Path) -> tuple[Path | None,
         values = [v if name == "__metric__" else params.get(name) for params, v in done]
         if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
             lo, hi = min(values), max(values)
-            use_log = lo > 0 and hi / lo > 100
+            use_log = _log_scale(lo, hi)
             f = (lambda v: math.log10(v)) if use_log else (lambda v: v)
             span = (f(hi) - f(lo)) or 1.0
             axes_values.append([(f(v) - f(lo)) / span for v in values])
