@@ -14,9 +14,14 @@ import lightning as L
 import torch
 
 
-def step_seed(seed: int, step: int, rank: int) -> int:
-    """A 63-bit seed mixed from its three inputs (nearby inputs give unrelated seeds)."""
-    digest = hashlib.blake2b(f"{seed}:{step}:{rank}".encode(), digest_size=8).digest()
+def step_seed(seed: int, step: int, rank: int, micro_batch: int = 0) -> int:
+    """A 63-bit seed mixed from its inputs (nearby inputs give unrelated seeds).
+
+    ``micro_batch`` is the batch's place in a gradient-accumulation window (0 without accumulation,
+    which keeps the seeds of runs that do not accumulate unchanged).
+    """
+    key = f"{seed}:{step}:{rank}" if micro_batch == 0 else f"{seed}:{step}:{rank}:{micro_batch}"
+    digest = hashlib.blake2b(key.encode(), digest_size=8).digest()
     return int.from_bytes(digest, "little") & ((1 << 63) - 1)
 
 
@@ -38,10 +43,16 @@ def seed_torch(seed: int) -> None:
 
 
 class StepSeed(L.Callback):
-    """Seed torch's global RNG (CPU and the accelerator's) from (seed, global_step, global_rank) before each step."""
+    """Seed torch's global RNG (CPU and the accelerator's) before each training batch.
+
+    The seed mixes (seed, global_step, global_rank) and, with ``accumulate_grad_batches > 1``, the
+    batch's place in its accumulation window: the global step does not advance inside a window, and
+    its micro-batches must not draw the same noise, timesteps and flips.
+    """
 
     def __init__(self, seed: int) -> None:
         self.seed = seed
 
     def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch, batch_idx: int) -> None:
-        seed_torch(step_seed(self.seed, trainer.global_step, trainer.global_rank))
+        micro_batch = batch_idx % max(1, int(trainer.accumulate_grad_batches))
+        seed_torch(step_seed(self.seed, trainer.global_step, trainer.global_rank, micro_batch))
