@@ -16,7 +16,7 @@ CONFIGS = sorted(p for p in Path("configs").glob("*.yaml") if p.name != "base.ya
 
 
 def needs_first_stage(path: Path) -> bool:
-    """Two-stage configs point at a trained first stage; their pipelines are tested end to end elsewhere."""
+    """Two-stage configs point at a trained first stage: tests/test_two_stage.py trains both stages and samples."""
     return bool(load_config(path).model.get("first_stage"))
 
 
@@ -46,7 +46,7 @@ def test_config_validates_and_names_no_import_path(path):
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.stem)
 def test_config_trains_one_step_on_fake_data(path, fake_root, tmp_path, capsys):
     if needs_first_stage(path):
-        pytest.skip("two-stage config: covered by its family's end-to-end test")
+        pytest.skip("two-stage config: trained end to end, stage 1 then stage 2, in tests/test_two_stage.py")
     args = [
         "--config", str(path),
         f"data.root={fake_root}", "data.batch_size=2", "data.num_workers=0", "data.persistent_workers=false",
