@@ -68,7 +68,7 @@ def compare(runs: list[RunInfo], out: str | Path, *, sweep=None, environ: dict[s
     written = {"markdown": markdown, "html": page}
     target = log_table(table, dict(os.environ) if environ is None else environ)
     if target:
-        log.info("logged the comparison table to W&B: %s", target)
+        log.info("logged the comparison table to W&B run %s", target)
     return written
 
 

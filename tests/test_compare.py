@@ -209,3 +209,18 @@ def test_bad_input_is_one_line_and_exit_code_2(argv, message, capsys, tmp_path):
     assert info.value.code == 2
     err = capsys.readouterr().err.strip()
     assert message in err and len(err.splitlines()) == 1
+
+
+def test_an_active_w_and_b_run_receives_the_table(runs, tmp_path):
+    import wandb
+
+    table = build_table([read_run(runs["vae"]), read_run(runs["ddpm"])])
+    run = wandb.init(mode="offline", dir=str(tmp_path), project="lit_gen_test")
+    try:
+        assert wandb_target({"WANDB_MODE": "offline"}) == "active"
+        assert log_table(table, {"WANDB_MODE": "offline"}) == run.id
+    finally:
+        run.finish()
+    [logged] = list(tmp_path.glob("wandb/offline-run-*/files/media/table/comparison_*.table.json"))
+    content = json.loads(logged.read_text())
+    assert content["columns"] == table_data(table)[0] and len(content["data"]) == 2

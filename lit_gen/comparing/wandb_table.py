@@ -48,7 +48,7 @@ def wandb_target(environ: dict[str, str]) -> str | None:
 
 
 def log_table(table: Table, environ: dict[str, str], *, project: str = "lit_gen", name: str = "comparison") -> str | None:
-    """Log ``table`` to W&B when live (see the module docstring); returns where it went, or None."""
+    """Log ``table`` to W&B when live (see the module docstring); returns the W&B run's id, or None."""
     target = wandb_target(environ)
     if target is None:
         return None
@@ -57,10 +57,10 @@ def log_table(table: Table, environ: dict[str, str], *, project: str = "lit_gen"
     columns, data = table_data(table)
     if target == "active":
         wandb.run.log({name: wandb.Table(columns=columns, data=data)})
-        return wandb.run.url
+        return wandb.run.id
     run = wandb.init(project=environ.get("WANDB_PROJECT", project), job_type="compare", name=name)
     try:
         run.log({name: wandb.Table(columns=columns, data=data)})
-        return run.url
+        return run.id
     finally:
         run.finish()

@@ -136,6 +136,10 @@ def _no_likelihood_reason(model, family: str) -> str | None:
         return (f"likelihood: {model.likelihood} is not a distribution over 256 grey levels; train with "
                 "model.likelihood=gaussian for a comparable bits/dim")
     if family == "ddpm":
+        objective = model.hparams.get("objective")
+        if objective not in (None, "ddpm"):
+            # Other training objectives (EDM, flow matching) need a probability-flow likelihood, not this bound.
+            return f"objective {objective}: its likelihood (probability flow) is not implemented (not comparable)"
         if model.first_stage is not None:
             return "latent diffusion: its bound is over the first stage's latents, not pixels (not comparable)"
         return None
