@@ -12,12 +12,13 @@ import math
 
 import pytest
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, TensorDataset
 
 torch_fidelity = pytest.importorskip("torch_fidelity", reason="the parity reference is torch-fidelity itself")
 
 from lit_gen.metrics.features import build_extractor, random_inception_weights  # noqa: E402
 from lit_gen.metrics.fid import FrechetDistance  # noqa: E402
+from lit_gen.metrics.reference import dataset_statistics  # noqa: E402
 
 
 class Uint8Images(Dataset):
@@ -72,9 +73,14 @@ def fidelity_fid(weights, real: torch.Tensor, fake: torch.Tensor) -> float:
     return float(metrics["frechet_inception_distance"])
 
 
-def lit_gen_fid(weights, real01: torch.Tensor, fake01: torch.Tensor) -> float:
-    metric = FrechetDistance(build_extractor("inception", fid_weights_path=weights))
-    metric.update(real01, real=True)
+def lit_gen_fid(weights, real_pm1: torch.Tensor, fake01: torch.Tensor) -> float:
+    """lit_gen's FID as ``lit_gen.evaluate`` and the FID callback take it: the real side's statistics
+    from a dataset of [-1, 1] images (``dataset_statistics``, streamed in batches), the generated
+    side's from [0, 1] images through ``FrechetDistance`` against those statistics."""
+    extractor = build_extractor("inception", fid_weights_path=weights)
+    dataset = TensorDataset(real_pm1, torch.zeros(real_pm1.shape[0], dtype=torch.int64))
+    reference = dataset_statistics(dataset, extractor, batch_size=5)  # batches that do not divide the count
+    metric = FrechetDistance(extractor, reference.stats)
     metric.update(fake01, real=False)
     return float(metric.compute())
 
@@ -87,14 +93,14 @@ def test_fid_equals_torch_fidelity_on_the_same_weights_and_images(random_weights
     # is the two 2048x2048 eigen-decompositions, which more images would not shorten.
     real_u8 = smooth_images(8, 3, 48, seed=0, contrast=1.0, offset=0.5)
     fake_grey_u8 = smooth_images(8, 1, 48, seed=1, contrast=0.6, offset=0.45)
-    # lit_gen takes floats in [0, 1] as a model produces them: off the 8-bit grid by less than half a
-    # level, so only the rounding to 256 levels brings them back to the bytes torch-fidelity reads.
-    jitter = torch.Generator().manual_seed(2)
-    real01 = (real_u8.double() + torch.empty(real_u8.shape, dtype=torch.float64).uniform_(-0.45, 0.45, generator=jitter)) / 255
-    fake01 = (fake_grey_u8.double() + torch.empty(fake_grey_u8.shape, dtype=torch.float64).uniform_(-0.45, 0.45, generator=jitter)) / 255
-    real01, fake01 = real01.float().clamp(0, 1), fake01.float().clamp(0, 1)
+    # Real images reach lit_gen as a datamodule gives them, in [-1, 1]. Generated ones come as floats
+    # in [0, 1] the way a model produces them: off the 8-bit grid by less than half a level, so only
+    # the rounding to 256 levels brings them back to the bytes torch-fidelity reads.
+    real_pm1 = real_u8.float() / 127.5 - 1.0
+    jitter = torch.empty(fake_grey_u8.shape, dtype=torch.float64).uniform_(-0.45, 0.45, generator=torch.Generator().manual_seed(2))
+    fake01 = ((fake_grey_u8.double() + jitter) / 255).float().clamp(0, 1)
 
     expected = fidelity_fid(random_weights, real_u8, fake_grey_u8.expand(-1, 3, -1, -1).contiguous())
-    got = lit_gen_fid(random_weights, real01, fake01)
+    got = lit_gen_fid(random_weights, real_pm1, fake01)
     assert expected > 1.0  # well-scaled features (see random_weights), not a distance made of rounding
     assert got == pytest.approx(expected, rel=1e-3)
