@@ -63,8 +63,11 @@ def timestep_term(model_fn: ModelFn, schedule: NoiseSchedule, x0: Tensor, t: Ten
     model = schedule.posterior(x0_hat, x_t, t)
     true = schedule.posterior(x0, x_t, t)
     kl = normal_kl(true.mean, true.log_variance, model.mean, model.log_variance).flatten(1).sum(1)
+    first = t == 0
+    if not bool(first.any()):  # the float64 CDFs of the decoder are needed at the first step only
+        return kl
     decoder = -discretized_gaussian_log_likelihood(x0, model.mean, 0.5 * model.log_variance).flatten(1).sum(1)
-    return torch.where(t == 0, decoder, kl)
+    return torch.where(first, decoder, kl)
 
 
 @torch.no_grad()
