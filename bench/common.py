@@ -292,7 +292,7 @@ class Target:
         elif self.met is False:
             relative = self.value / self.bound if self.bound else float("inf")
             out["gap"] = f"{self.value:.3g}{self.unit} vs {self.op} {self.bound:g}{self.unit} ({relative:.2f}x the bound)"
-            out["cause"] = self.cause or "not analysed"
+            out["cause"] = self.cause or (self.verdict.reason if self.interval is not None else "not analysed")
         elif self.met is None:
             out["cause"] = self.cause or "not measured"
         return out
