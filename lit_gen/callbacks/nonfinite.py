@@ -6,6 +6,13 @@ skips), so replicas never diverge. Skipping means dropping the gradients: optimi
 parameters without a gradient untouched, moments included. It works with mixed precision: with
 fp16 the gradient scaler already skips overflowing steps, and this guard counts them too.
 
+What a skipped step leaves alone, and what it advances: the weights, the optimizer's state
+(moments and per-parameter step counts: AdamW updates only parameters that have a gradient), the
+learning-rate schedule and any EMA of the weights stay exactly as they were; Lightning's
+``global_step`` advances (it counts batches: the data position, the per-step reseed and
+``trainer.max_steps`` move on). The guard tells the module through ``SkipsSteps.skip_step`` so that
+the module holds its schedule and EMA back (``GenerativeModule`` implements it).
+
 The check is the total gradient norm (NaN or inf in any gradient makes it non-finite), which
 gradient clipping needs anyway: ``GenerativeModule`` clips with the norm computed here instead of
 a second pass over the gradients. It is logged as ``train/grad_norm`` on logging steps.
@@ -14,6 +21,7 @@ a second pass over the gradients. It is logged as ``train/grad_norm`` on logging
 from __future__ import annotations
 
 import logging
+from typing import Protocol, runtime_checkable
 
 import lightning as L
 import torch
@@ -27,6 +35,17 @@ def gradient_norm(parameters) -> torch.Tensor | None:
     """The total 2-norm of the gradients present, as ``clip_grad_norm_`` computes it (None without any)."""
     grads = [p.grad for p in parameters if p.grad is not None]
     return torch.nn.utils.get_total_norm(grads, 2.0) if grads else None
+
+
+@runtime_checkable
+class SkipsSteps(Protocol):
+    """A module that holds back what a step would advance besides the weights (schedule, EMA)."""
+
+    #: True while the optimizer step in progress is skipped (reset by the module before each step).
+    step_skipped: bool
+
+    def skip_step(self) -> None:
+        """The optimizer step in progress is skipped: do not advance the schedule or the EMA for it."""
 
 
 class NonFiniteGuard(L.Callback):
@@ -44,6 +63,11 @@ class NonFiniteGuard(L.Callback):
 
     def on_before_optimizer_step(self, trainer: L.Trainer, pl_module: L.LightningModule, optimizer) -> None:
         params = [p for group in optimizer.param_groups for p in group["params"]]
+        if isinstance(pl_module, SkipsSteps) and pl_module.step_skipped:
+            # The module skipped this step itself (a GAN phase with a non-finite loss, decided alike on
+            # every rank) and steps with no gradients: count it like one the guard skips.
+            self._skip(trainer, pl_module, params)
+            return
         norm = gradient_norm(params)
         bad = norm is not None and not bool(torch.isfinite(norm))  # the step's one host sync
         bad = trainer.strategy.reduce_boolean_decision(bad, all=False)
@@ -56,8 +80,13 @@ class NonFiniteGuard(L.Callback):
                 if callable(is_logging_step) and is_logging_step():
                     pl_module.log("train/grad_norm", norm, on_step=True, on_epoch=False)
             return
+        self._skip(trainer, pl_module, params)
+
+    def _skip(self, trainer: L.Trainer, pl_module: L.LightningModule, params) -> None:
         for p in params:
             p.grad = None
+        if isinstance(pl_module, SkipsSteps):
+            pl_module.skip_step()
         self.consecutive += 1
         self.skipped += 1
         pl_module.log("train/skipped_steps", float(self.skipped), on_step=True, on_epoch=False, rank_zero_only=True)

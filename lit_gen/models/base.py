@@ -16,6 +16,7 @@ import torch
 from torch import Tensor
 
 import lit_gen
+from lit_gen.errors import ConfigError
 from lit_gen.models.running_means import RunningMeans
 
 
@@ -52,6 +53,14 @@ class GenerativeModule(L.LightningModule):
         warmup_steps (int, default 0): linear learning-rate warm-up from 0 over this many steps.
         lr_schedule ("constant" | "cosine", default "constant"): after warm-up, keep the rate or
             decay it to zero with a cosine over the trainer's ``max_steps`` (or its estimated steps).
+            Outside a Trainer, ``configure_optimizers(total_steps=N)`` gives the length instead.
+
+    A step that ``NonFiniteGuard`` skips (non-finite loss or gradient) changes no training state:
+    the weights and the optimizer's moments and step counts stay as they were (the optimizer
+    updates only parameters with a gradient, and the guard drops them all), the learning-rate
+    schedule does not advance, and families with an EMA leave it and its update counter alone.
+    Lightning's ``global_step`` does advance: it counts batches, so the data position, the per-step
+    reseed and ``trainer.max_steps`` go on as usual.
     """
 
     #: Whether ``sample(labels=...)`` is meaningful; conditional families set it on the instance.
@@ -80,6 +89,9 @@ class GenerativeModule(L.LightningModule):
         self.betas = tuple(betas)
         self.warmup_steps = warmup_steps
         self.lr_schedule = lr_schedule
+        self._schedule_total: int | None = None
+        #: Whether the optimizer step in progress was skipped (set by ``skip_step``; see the class docstring).
+        self.step_skipped = False
         self._epoch_means = {"train": RunningMeans(), "val": RunningMeans()}
         self._epoch_logged: int | None = None
 
@@ -192,13 +204,54 @@ class GenerativeModule(L.LightningModule):
     def on_validation_epoch_end(self) -> None:
         self._log_epoch_means("val")
 
-    def configure_optimizers(self):
+    def configure_optimizers(self, total_steps: int | None = None):
+        """AdamW over ``trainable_parameters()``, with the warm-up / cosine schedule when one is set.
+
+        :param total_steps: the number of optimizer steps the cosine schedule decays over. Lightning
+            calls this without it and the trainer's ``max_steps`` (or estimated steps) is used; a
+            training loop of your own must give it (a cosine schedule without a length raises
+            ``ConfigError`` rather than guessing one).
+        """
         optimizer = torch.optim.AdamW(self.trainable_parameters(), lr=self.lr, betas=self.betas,
                                       weight_decay=self.weight_decay)
-        if self.warmup_steps <= 0 and self.lr_schedule == "constant":
+        scheduler = self.lr_scheduler_for(optimizer, total_steps)
+        if scheduler is None:
             return optimizer
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, self._lr_factor)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def lr_scheduler_for(self, optimizer: torch.optim.Optimizer,
+                         total_steps: int | None = None) -> torch.optim.lr_scheduler.LambdaLR | None:
+        """The per-step warm-up / cosine schedule of ``optimizer`` (None for a constant rate).
+
+        The cosine's length is ``total_steps`` when given, else the attached trainer's; with
+        neither, ``ConfigError``: a guessed length would leave the rate at 0 after it, silently.
+        """
+        if total_steps is not None and (isinstance(total_steps, bool) or not isinstance(total_steps, int) or total_steps < 1):
+            raise ConfigError(f"total_steps must be a positive integer, got {total_steps!r}")
+        self._schedule_total = total_steps
+        if self.lr_schedule == "cosine" and total_steps is None and self._trainer is None:
+            raise ConfigError(
+                "model.lr_schedule='cosine' decays over the run's length, but there is no Trainer to read it from: "
+                "call configure_optimizers(total_steps=N) with your loop's number of optimizer steps "
+                "(or use lr_schedule='constant')"
+            )
+        if self.warmup_steps <= 0 and self.lr_schedule == "constant":
+            return None
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, self._lr_factor)
+
+    def skip_step(self) -> None:
+        """Mark the optimizer step in progress as skipped (``NonFiniteGuard`` calls it after dropping
+        the gradients): the schedule and any EMA then stay where they are."""
+        self.step_skipped = True
+
+    def optimizer_step(self, *args, **kwargs) -> None:
+        self.step_skipped = False  # the guard may set it while the closure runs inside the step
+        super().optimizer_step(*args, **kwargs)
+
+    def lr_scheduler_step(self, scheduler, metric) -> None:
+        if self.step_skipped:  # a skipped step trained nothing, so the schedule waits too
+            return
+        super().lr_scheduler_step(scheduler, metric)
 
     def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None) -> None:
         """Clip by norm with the norm ``NonFiniteGuard`` just computed (one pass over the gradients, not two).
@@ -230,9 +283,11 @@ class GenerativeModule(L.LightningModule):
         return 1.0
 
     def _total_steps(self) -> int:
+        if self._schedule_total is not None:
+            return self._schedule_total
         trainer = self._trainer
-        if trainer is None:
-            return 1
+        # lr_scheduler_for refuses a cosine schedule with neither; a trainer detached since then is a bug.
+        assert trainer is not None, "the cosine schedule needs total_steps or a Trainer"
         if trainer.max_steps and trainer.max_steps > 0:
             return trainer.max_steps
         return max(1, int(trainer.estimated_stepping_batches))

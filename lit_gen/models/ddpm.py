@@ -261,10 +261,11 @@ class DDPM(GenerativeModule):
 
     def optimizer_step(self, *args, **kwargs) -> None:
         super().optimizer_step(*args, **kwargs)
-        self.update_ema()
+        if not self.step_skipped:  # a skipped step leaves the EMA and its counter as they were
+            self.update_ema()
 
     def update_ema(self) -> None:
-        """Move the EMA weights towards the current U-Net (Lightning calls it after each optimizer step)."""
+        """Move the EMA weights towards the current U-Net (called after each optimizer step that was not skipped)."""
         if self.ema is not None:
             self.ema.update(self.unet)
 

@@ -222,7 +222,7 @@ class VQGAN(VQVAE):
         self._step(opt_g, out.total, self.grad_clip, "generator")
         self.untoggle_optimizer(opt_g)
         scheduler = self.lr_schedulers()
-        if scheduler is not None:
+        if scheduler is not None and not self.step_skipped:  # the schedule follows the generator's trained steps
             scheduler.step()
         self._log_terms("train", out, batch_size=x.shape[0])
 
@@ -239,35 +239,44 @@ class VQGAN(VQVAE):
         return out.total.detach()
 
     def _step(self, optimizer, loss: Tensor, clip: float | None, phase: str) -> None:
+        """One phase's optimizer step, skipped (``step_skipped`` set) when the loss or gradients are not finite.
+
+        A skipped phase still calls ``optimizer.step()`` with every gradient dropped: AdamW leaves the
+        weights and its state alone, while Lightning counts the step in ``global_step`` as with
+        automatic optimization (so ``disc_start`` and ``max_steps`` count the same batches either way).
+        """
+        self.step_skipped = False  # NonFiniteGuard sets it inside optimizer.step() for non-finite gradients
         # Every rank must agree to step, or DDP's gradient all-reduce would wait forever.
         finite = self.trainer.strategy.reduce_boolean_decision(bool(torch.isfinite(loss)), all=True)
         optimizer.zero_grad(set_to_none=True)
         if not finite:
             log.warning("non-finite %s loss at global step %d: skipping this %s step",
                         phase, self.global_step, phase)
-            return
-        self.manual_backward(loss)
-        if clip is not None:
-            self.clip_gradients(optimizer, gradient_clip_val=clip, gradient_clip_algorithm="norm")
+            self.skip_step()
+        else:
+            self.manual_backward(loss)
+            if clip is not None:
+                self.clip_gradients(optimizer, gradient_clip_val=clip, gradient_clip_algorithm="norm")
         optimizer.step()
 
     # ------------------------------------------------------------------ optimizers
-    def configure_optimizers(self):
+    def configure_optimizers(self, total_steps: int | None = None):
+        """The generator's and the discriminator's AdamW; the schedule (on the generator) as in the base class."""
         generator_params = [p for name, p in self.named_parameters()
                             if p.requires_grad and not name.startswith("discriminator.")]
         opt_g = torch.optim.AdamW(generator_params, lr=self.lr, betas=self.betas, weight_decay=self.weight_decay)
         opt_d = torch.optim.AdamW(self.discriminator.parameters(), lr=self.disc_lr, betas=self.betas,
                                   weight_decay=self.weight_decay)
-        if self.warmup_steps <= 0 and self.lr_schedule == "constant":
+        # Stepped by hand once per trained generator step (manual optimization steps no scheduler itself).
+        scheduler = self.lr_scheduler_for(opt_g, total_steps)
+        if scheduler is None:
             return [opt_g, opt_d]
-        # Stepped by hand once per training batch (manual optimization steps no scheduler itself).
-        scheduler = torch.optim.lr_scheduler.LambdaLR(opt_g, self._lr_factor)
         return [opt_g, opt_d], [scheduler]
 
     def _total_steps(self) -> int:
         # The schedule counts training batches; max_steps counts optimizer steps (2 per batch after disc_start).
         trainer = self._trainer
-        if trainer is not None and trainer.max_steps and trainer.max_steps > 0:
+        if self._schedule_total is None and trainer is not None and trainer.max_steps and trainer.max_steps > 0:
             m, s = trainer.max_steps, self.disc_start
             return m if m <= s else s + (m - s + 1) // 2
         return super()._total_steps()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import lightning as L
 import pytest
 import torch
@@ -10,6 +12,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from lit_gen.callbacks.nonfinite import NonFiniteGuard
 from lit_gen.errors import TrainingError
 from lit_gen.models.base import GenerativeModule, LossOutput
+from lit_gen.models.ddpm import DDPM
 
 
 class Poisoned(GenerativeModule):
@@ -93,3 +96,93 @@ def test_clipping_reuses_the_guards_norm_and_matches_lightnings_clipping(monkeyp
     assert len(second_passes) == 6
     for a, b in zip(guarded.parameters(), plain.parameters()):
         assert torch.equal(a, b)
+
+
+class PoisonedDDPM(DDPM):
+    """A tiny DDPM whose loss is NaN at chosen global steps."""
+
+    def __init__(self, bad_steps=(), **kwargs):
+        super().__init__(**kwargs)
+        self.bad_steps = set(bad_steps)
+
+    def loss(self, batch):
+        out = super().loss(batch)
+        if self.global_step in self.bad_steps:
+            return LossOutput(out.total * float("nan"), out.terms)
+        return out
+
+
+def training_state(trainer: L.Trainer, model: DDPM) -> dict:
+    """Everything a training step may advance, copied."""
+    optimizer = trainer.optimizers[0]
+    scheduler = trainer.lr_scheduler_configs[0].scheduler
+    return {
+        "weights": [p.detach().clone() for p in model.unet.parameters()],
+        "ema": [p.detach().clone() for p in model.ema.averaged.parameters()],
+        "ema_updates": int(model.ema.num_updates),
+        "ema_decay": model.ema.current_decay(),
+        "last_epoch": scheduler.last_epoch,
+        "lr": optimizer.param_groups[0]["lr"],
+        "optimizer": copy.deepcopy(optimizer.state_dict()["state"]),
+        "global_step": trainer.global_step,
+    }
+
+
+def assert_same_state(a: dict, b: dict) -> None:
+    for key in ("ema_updates", "ema_decay", "last_epoch", "lr"):
+        assert a[key] == b[key], key
+    for key in ("weights", "ema"):
+        assert all(torch.equal(x, y) for x, y in zip(a[key], b[key])), key
+    assert a["optimizer"].keys() == b["optimizer"].keys()
+    for index, state in a["optimizer"].items():
+        for name, value in state.items():
+            assert torch.equal(torch.as_tensor(value), torch.as_tensor(b["optimizer"][index][name])), (index, name)
+
+
+def test_a_skipped_step_advances_only_the_global_step():
+    """The NaN step (global step 3) leaves weights, EMA and its counter, the schedule and AdamW's state
+    exactly as they were; the clean step before it moved every one of them."""
+    torch.manual_seed(0)
+    model = PoisonedDDPM(bad_steps={3}, channels=1, image_size=8, base_channels=8, channel_mults=(1,),
+                         num_res_blocks=1, attention_resolutions=(), dropout=0.0, norm_groups=4, timesteps=20,
+                         ema_decay=0.9, lr=1e-3, warmup_steps=2, lr_schedule="cosine")
+    states = {}
+
+    class Snap(L.Callback):
+        def on_train_batch_start(self, tr, pl, batch, idx):
+            states[tr.global_step] = training_state(tr, pl)
+
+    images = torch.rand(40, 1, 8, 8, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    data = DataLoader(TensorDataset(images, torch.zeros(40, dtype=torch.long)), batch_size=8)
+    guard = NonFiniteGuard(max_consecutive=3)
+    t = L.Trainer(max_steps=5, callbacks=[guard, Snap()], logger=False, enable_checkpointing=False,
+                  enable_progress_bar=False, enable_model_summary=False, accelerator="cpu")
+    t.fit(model, data)
+    assert guard.skipped == 1
+    before, after = states[3], states[4]
+    assert after["global_step"] == before["global_step"] + 1  # batches are counted, skipped or not
+    assert_same_state(before, after)
+    # The test can see a change: the clean step 2 moved each piece of state.
+    clean_before, clean_after = states[2], states[3]
+    assert clean_after["ema_updates"] == clean_before["ema_updates"] + 1
+    assert clean_after["last_epoch"] == clean_before["last_epoch"] + 1 and clean_after["lr"] != clean_before["lr"]
+    assert not torch.equal(clean_after["ema"][0], clean_before["ema"][0])
+    assert not torch.equal(clean_after["optimizer"][0]["exp_avg"], clean_before["optimizer"][0]["exp_avg"])
+
+
+def test_a_skipped_gan_phase_holds_the_schedule_and_counts_toward_the_limit():
+    from tests.models.test_vqgan import tiny_vqgan
+
+    torch.manual_seed(0)
+    model = tiny_vqgan(disc_start=0, warmup_steps=4)
+    images = torch.rand(48, 1, 8, 8, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    images[16:32] = float("nan")  # the second of three batches
+    data = DataLoader(TensorDataset(images, torch.zeros(48, dtype=torch.long)), batch_size=16)
+    guard = NonFiniteGuard(max_consecutive=5)
+    t = L.Trainer(max_epochs=1, callbacks=[guard], logger=False, enable_checkpointing=False,
+                  enable_progress_bar=False, enable_model_summary=False, accelerator="cpu")
+    t.fit(model, data)
+    assert t.lr_scheduler_configs[0].scheduler.last_epoch == 2  # two trained generator steps, not three
+    assert guard.skipped == 2  # the poisoned batch's generator and discriminator phases
+    assert t.global_step == 6
+    assert all(torch.isfinite(p).all() for p in model.parameters())

@@ -1,0 +1,74 @@
+"""GenerativeModule's optimizer and learning-rate schedule, inside and outside a Trainer."""
+
+from __future__ import annotations
+
+import math
+
+import lightning as L
+import pytest
+import torch
+from torch.utils.data import DataLoader, TensorDataset
+
+from lit_gen.errors import ConfigError
+from lit_gen.models.base import GenerativeModule, LossOutput
+
+
+class Linear(GenerativeModule):
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.net = torch.nn.Linear(2, 1)
+
+    def loss(self, batch):
+        value = self.net(batch[0]).pow(2).mean()
+        return LossOutput(value, {})
+
+
+def rates(scheduler, optimizer, steps: int) -> list[float]:
+    out = []
+    for _ in range(steps):
+        out.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    return out
+
+
+def test_cosine_outside_a_trainer_needs_its_length():
+    model = Linear(lr=0.002, warmup_steps=100, lr_schedule="cosine")
+    with pytest.raises(ConfigError, match=r"configure_optimizers\(total_steps=N\)"):
+        model.configure_optimizers()
+    for bad in (0, -3, 2.5, True):
+        with pytest.raises(ConfigError, match="total_steps must be a positive integer"):
+            model.configure_optimizers(total_steps=bad)
+    # A constant rate, with or without warm-up, has no length to know.
+    assert isinstance(Linear(lr=0.1).configure_optimizers(), torch.optim.AdamW)
+    config = Linear(lr=0.1, warmup_steps=4).configure_optimizers()
+    lr = rates(config["lr_scheduler"]["scheduler"], config["optimizer"], 6)
+    assert lr == pytest.approx([0.025, 0.05, 0.075, 0.1, 0.1, 0.1])
+
+
+def test_cosine_outside_a_trainer_decays_over_the_given_steps():
+    model = Linear(lr=0.002, warmup_steps=100, lr_schedule="cosine")
+    config = model.configure_optimizers(total_steps=300)
+    lr = rates(config["lr_scheduler"]["scheduler"], config["optimizer"], 300)
+    assert lr[0] == pytest.approx(0.002 / 100) and lr[99] == pytest.approx(0.002)
+    # Halfway through the decay the rate is half the peak, and it reaches 0 only at the end.
+    assert lr[200] == pytest.approx(0.001)
+    assert lr[101] > 0.0019 and all(r > 0 for r in lr)
+    assert lr[299] == pytest.approx(0.002 * 0.5 * (1 + math.cos(math.pi * 199 / 200)))
+
+
+def test_under_a_trainer_the_cosine_follows_max_steps():
+    model = Linear(lr=0.1, lr_schedule="cosine")
+    # An explicit length wins over the trainer's (and a call without one reads the trainer again).
+    assert model.lr_scheduler_for(torch.optim.SGD(model.parameters(), lr=0.1), total_steps=5) is not None
+    assert model._total_steps() == 5
+    seen = []
+
+    class Rate(L.Callback):
+        def on_train_batch_start(self, trainer, pl_module, batch, idx):
+            seen.append(trainer.optimizers[0].param_groups[0]["lr"])
+
+    data = DataLoader(TensorDataset(torch.randn(32, 2), torch.zeros(32, dtype=torch.long)), batch_size=4)
+    L.Trainer(max_steps=8, callbacks=[Rate()], logger=False, enable_checkpointing=False, enable_progress_bar=False,
+              enable_model_summary=False, accelerator="cpu").fit(model, data)
+    assert seen == pytest.approx([0.1 * 0.5 * (1 + math.cos(math.pi * k / 8)) for k in range(8)])
