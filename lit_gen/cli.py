@@ -71,13 +71,19 @@ def tame_lightning_logging() -> None:
             _install(logger, "%(levelname)s: %(message)s")
 
 
+def one_line(message: str) -> str:
+    """A message on one line: parsers' multi-line reports (YAML's position and caret) joined with spaces,
+    so scripts and SLURM logs that read the last line of stderr get all of it."""
+    return " ".join(part.strip() for part in message.splitlines() if part.strip() and part.strip() != "^")
+
+
 def run_main(main: Callable[[list[str]], int | None], argv: list[str] | None = None) -> None:
     """Run ``main(argv)``; a LitGenError prints one line on stderr and exits with code 2, no traceback."""
     args = sys.argv[1:] if argv is None else argv
     try:
         code = main(args)
     except LitGenError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {one_line(str(exc))}", file=sys.stderr)
         sys.exit(EXIT_USER_ERROR)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

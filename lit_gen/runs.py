@@ -96,6 +96,8 @@ def open_run(output_dir: str | Path, name: str, run_id: str | None, resume: str)
         checkpoint = Path(resume)
         if not checkpoint.is_file():
             raise CheckpointError(f"--resume {resume}: no such checkpoint file")
+        if not checkpoint_is_readable(checkpoint):  # before the run folder is written beside it
+            raise CheckpointError(f"--resume {resume}: not a readable checkpoint (truncated, corrupt or another format)")
         # Resuming from an explicit file continues in that run's folder.
         folder = checkpoint.parent.parent if checkpoint.parent.name == "checkpoints" else checkpoint.parent
         return RunDir(folder), checkpoint

@@ -2,7 +2,10 @@
 
 A constructor's annotated arguments are its config schema: ``check_arguments`` accepts only its
 keys, converts values to the annotated types (lists to tuples, ints to floats), fills defaults,
-and raises ``ConfigError`` naming the key, the value and what was expected.
+and raises ``ConfigError`` naming the key, the value and what was expected. A given value holding
+NaN or an infinity anywhere (a float, an item of a list, a value in a mapping) is refused whatever
+the annotation: no setting of lit_gen or Lightning means anything with one, and a NaN compares
+false with every bound, so range checks further down would let it through.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ import collections.abc
 import dataclasses
 import enum
 import inspect
+import math
 import types
 import typing
 from typing import Any, Literal
@@ -58,7 +62,9 @@ def check_arguments(section: str, cls: type, given: dict[str, Any]) -> dict[str,
         elif param.default is inspect.Parameter.empty:
             raise ConfigError(f"{section}.{key} is required by {cls.__name__} but missing from the config")
         else:
-            out[key] = coerce(f"{section}.{key}", plain(_default(cls, key, param)), hints.get(key, Any), strict=False)
+            # Defaults come from code, not from the user: only their types are converted.
+            out[key] = coerce(f"{section}.{key}", plain(_default(cls, key, param)), hints.get(key, Any), strict=False,
+                              finite=False)
     return out
 
 
@@ -75,16 +81,33 @@ class _Mismatch(Exception):
     pass
 
 
-def coerce(path: str, value: Any, annotation: Any, strict: bool = True) -> Any:
+def coerce(path: str, value: Any, annotation: Any, strict: bool = True, finite: bool = True) -> Any:
     """Check ``value`` against ``annotation`` and convert it; ConfigError naming ``path`` otherwise.
 
     With ``strict=False`` (Lightning's own arguments) annotations this checker does not know pass.
+    With ``finite=True`` a NaN or infinity anywhere in ``value`` is refused, naming where it sits.
     """
+    if finite:
+        check_finite(path, value)
     try:
         return _coerce(value, annotation, strict)
     except _Mismatch as exc:
         expected = str(exc) or _describe(annotation)
         raise ConfigError(f"{path}: expected {expected}, got {value!r} ({type(value).__name__})") from None
+
+
+def check_finite(path: str, value: Any) -> None:
+    """Raise ConfigError if ``value`` is or holds (in lists, tuples, mappings) a NaN or an infinity."""
+    if isinstance(value, (DictConfig, ListConfig)):
+        value = OmegaConf.to_container(value, resolve=True)
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"{path}: expected a finite number, got {value!r}; NaN and infinities are never valid settings")
+    if isinstance(value, dict):
+        for key, item in value.items():
+            check_finite(f"{path}.{key}", item)
+    elif isinstance(value, (list, tuple)):
+        for i, item in enumerate(value):
+            check_finite(f"{path}[{i}]", item)
 
 
 def _describe(annotation: Any) -> str:

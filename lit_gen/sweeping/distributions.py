@@ -34,6 +34,7 @@ import math
 from statistics import NormalDist
 from typing import Any
 
+from lit_gen.errors import SweepError
 from lit_gen.sweeping.parameters import Parameter
 
 # Quantiles of unbounded distributions are infinite at u = 0 or 1; W&B's draws never hit them either.
@@ -95,18 +96,34 @@ def _normal_quantile(u: float) -> float:
     return _STANDARD_NORMAL.inv_cdf(min(max(u, _EPS), 1.0 - _EPS))
 
 
+# More values than this on one grid axis is a typo (a q of 1e-9, a max of 1e9), not a search.
+MAX_GRID_AXIS = 100_000
+
+
 def grid_values(param: Parameter) -> list[Any]:
     """The values grid search takes for ``param`` (W&B's rules: int_uniform is every integer from
-    min to max; q_uniform is ``arange(min, max, q)``, max excluded)."""
+    min to max; q_uniform is ``arange(min, max, q)``, max excluded).
+
+    Raises ``SweepError`` for an axis of more than ``MAX_GRID_AXIS`` values, before building it.
+    """
     d = param.distribution
     if d == "constant":
         return [param.value]
     if d == "categorical":
         return list(param.values)
     if d == "int_uniform":
+        _check_axis(param, param.max - param.min + 1)
         return list(range(param.min, param.max + 1))
     if d == "q_uniform":
-        count = max(0, math.ceil((param.max - param.min) / param.q - 1e-9))
+        span = (param.max - param.min) / param.q  # finite: parameters.py checks q > 0 and finite bounds
+        _check_axis(param, span)
+        count = max(0, math.ceil(span - 1e-9))
         exact = all(isinstance(v, int) for v in (param.min, param.q))
         return [param.min + k * param.q if exact else float(f"{param.min + k * param.q:.12g}") for k in range(count)]
     raise ValueError(f"parameter {param.name}: {d} has no grid values")
+
+
+def _check_axis(param: Parameter, count: float) -> None:
+    if not count <= MAX_GRID_AXIS:
+        raise SweepError(f"parameters.{param.name}: method: grid would try {count:.4g} values of this parameter "
+                         f"(more than {MAX_GRID_AXIS}); raise q, narrow min and max, or use method: random")

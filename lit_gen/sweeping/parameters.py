@@ -154,7 +154,29 @@ def _parameter(path: tuple[str, ...], spec: dict, where: str) -> Parameter:
     for key in ("a", "b"):
         if key in allowed and fields[key] <= 0:
             raise SweepError(f"{where}.{key}: the beta distribution needs {key} > 0, got {fields[key]}")
-    return Parameter(**fields)
+    param = Parameter(**fields)
+    _check_draws_finite(param, where)
+    return param
+
+
+def _check_draws_finite(param: Parameter, where: str) -> None:
+    """Refuse bounds whose draws overflow (exp(1000) for log_uniform, max - min beyond a float, ...).
+
+    Every quantile function is monotone in u, so its ends bound every value the sweep can draw.
+    """
+    # Imported here: distributions builds on Parameter from this module.
+    from lit_gen.sweeping.distributions import quantile
+
+    if param.distribution in ("constant", "categorical", "categorical_w_probabilities"):
+        return
+    for u in (0.0, 1.0):
+        try:
+            value = quantile(param, u)
+        except (OverflowError, ValueError, ZeroDivisionError):
+            value = math.inf
+        if not math.isfinite(value):
+            raise SweepError(f"{where}: {param.distribution} with these bounds draws values beyond a float's range "
+                             f"(at the {'low' if u == 0.0 else 'high'} end); narrow them")
 
 
 def _probabilities(raw: Any, n: int, where: str) -> tuple[float, ...]:
@@ -207,10 +229,13 @@ def integer(value: Any, where: str, minimum: int) -> int:
 
 
 def _plain_value(value: Any, where: str) -> Any:
-    """A value handed to the program: refuse the YAML 1.1 trap where 1e-4 silently becomes text."""
+    """A value handed to the program: refuse the YAML 1.1 trap where 1e-4 silently becomes text, and NaN or infinities."""
     if isinstance(value, str) and _YAML11_NUMBER_STRING.match(value.strip()):
         raise SweepError(f"{where}: {value!r} was read as a string: PyYAML (YAML 1.1) needs a dot and a signed "
                          f"exponent in a float. Write {yaml11_spelling(value)} instead of {value}.")
+    if isinstance(value, float) and not math.isfinite(value):
+        # The program would refuse it anyway (lit_gen.config does), but only after a trial was spent on it.
+        raise SweepError(f"{where}: expected a finite number, got {value!r}; NaN and infinities are never valid settings")
     if isinstance(value, list):
         return [_plain_value(v, f"{where}[{i}]") for i, v in enumerate(value)]
     if isinstance(value, dict):
