@@ -36,6 +36,11 @@ def assert_one_clear_line(code, err, *needles):
         ("ddpm_digits", ["model.beta_start=0.02", "model.beta_end=0.0001"], ["beta_end"]),
         ("ddpm_digits", ["data.image_size=6"], ["image_size", "6"]),
         ("ddpm_digits", ["model.guidance_scale=3"], ["model.guidance_scale: unknown key"]),
+        ("vae_digits", ["model.beta=nan"], ["model.beta: expected a finite number, got nan"]),
+        ("vae_digits", ["model.beta=inf"], ["model.beta: expected a finite number, got inf"]),
+        ("vae_digits", ["--model.lr", "inf"], ["model.lr: expected a finite number, got inf"]),
+        ("ddpm_digits", ["model={'betas': [0.9, .nan]}"], ["model.betas[1]: expected a finite number"]),
+        ("vae_digits", ["trainer.gradient_clip_val=-inf"], ["trainer.gradient_clip_val", "-inf"]),
     ],
 )
 def test_out_of_range_values(tmp_path, capsys, config, overrides, needles):
