@@ -2,7 +2,7 @@
 
     python -m bench.memory
     python -m bench.memory --quick                   # the ddpm_cifar step at batch 32 (128 takes minutes on a CPU)
-    python -m bench.memory --quickstart-epochs 0     # the whole quickstart (70 epochs, many minutes)
+    python -m bench.memory --quickstart-epochs 0     # the whole quickstart (its config's 60 epochs, many minutes)
 
 Each measurement runs in its own child process and reads its ``ru_maxrss`` (the largest resident
 set of the child and of the processes it waited for):
@@ -79,7 +79,7 @@ def measure(args: list[str], env: dict | None = None, timeout: float = 1800) -> 
 def main(argv: list[str] | None = None) -> None:
     parser = base_parser(__doc__.split("\n\n")[0])
     parser.add_argument("--batch-size", type=int, default=None, help="batch of the ddpm_cifar step (default 128, quick 32)")
-    parser.add_argument("--quickstart-epochs", type=int, default=3, help="trainer.max_epochs of the quickstart (0: its own 70)")
+    parser.add_argument("--quickstart-epochs", type=int, default=3, help="trainer.max_epochs of the quickstart (0: its config's own, 60)")
     parser.add_argument("--fid-counts", nargs=2, type=int, default=[1000, 10000], help="generated image counts compared")
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)

@@ -54,7 +54,8 @@ def setup_logging(verbose: bool = False) -> None:
                     ".*Experiment logs directory.*exists and is not empty.*", ".*srun. command is available.*",
                     ".*Checkpoint directory .* exists and is not empty.*", ".*set_vital.*",
                     ".*smaller than the logging interval.*",
-                    # train/* epoch values are rank 0's share on purpose: syncing them would all-reduce every step.
+                    # train/* epoch values are already averaged over ranks (the module adds each rank's running
+                    # sums once per epoch); sync_dist would reduce them a second time.
                     ".*It is recommended to use .self.log\\(.train/.*sync_dist=True.*"):
         warnings.filterwarnings("ignore", message=pattern)
 
