@@ -327,3 +327,18 @@ def test_latent_diffusion_rejects_flat_latents(tmp_path):
     fit(ae, *digits(16), steps=1).save_checkpoint(tmp_path / "mlp_ae.ckpt")
     with pytest.raises(ConfigError, match="latents must be spatial"):
         DDPM(**TINY, first_stage=str(tmp_path / "mlp_ae.ckpt"))
+
+
+def test_checkpoints_from_before_the_objectives_still_load(tmp_path):
+    # A checkpoint saved before objective / min_snr_gamma / sigma_data existed rebuilds as objective ddpm.
+    torch.manual_seed(0)
+    images, labels = digits(16)
+    model = DDPM(**TINY, ema_decay=0.9)
+    fit(model, images, labels, steps=1).save_checkpoint(tmp_path / "new.ckpt")
+    saved = torch.load(tmp_path / "new.ckpt", weights_only=True)
+    for key in ("objective", "min_snr_gamma", "sigma_data"):
+        del saved["hyper_parameters"][key]
+    torch.save(saved, tmp_path / "old.ckpt")
+    restored = load_model(tmp_path / "old.ckpt")
+    assert restored.objective.name == "ddpm" and restored.objective.min_snr_gamma is None
+    torch.testing.assert_close(restored.sample(2, generator=g(0), steps=4), model.eval().sample(2, generator=g(0), steps=4))
