@@ -169,7 +169,7 @@ def run_plain(config: str, steps: int) -> StepClock:
     cfg, datamodule, model = _build(config)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     model.to(device).train()
-    optimizers = model.configure_optimizers()
+    optimizers = model.configure_optimizers(total_steps=steps)  # a loop of its own gives the cosine its length
     if isinstance(optimizers, dict):
         optimizer, scheduler = optimizers["optimizer"], optimizers["lr_scheduler"]["scheduler"]
     else:
