@@ -302,7 +302,8 @@ class DDPM(GenerativeModule):
         :param spacing: which training timesteps ``steps`` keeps (objective ddpm): ``"linspace"``
             (999 ... 0), ``"leading"`` (diffusers: 980, 960, ..., 0), ``"trailing"`` (999, 979, ..., 19)
             or ``"karras"`` (Karras et al.'s sigmas, rho 7). None: ``"linspace"`` for ddim/ddpm,
-            ``"karras"`` for the ODE samplers (far closer to the exact ODE on Gaussian data at 10 steps,
+            ``"karras"`` for the ODE samplers (with it, 10 DPM-Solver++(2M) steps land over twice as
+            close to the exact ODE solution of Gaussian data as with linspace:
             ``tests/diffusion/test_samplers.py``). edm and flow have their own discretisation.
         :param recompute_eps: DDIM: rebuild eps from the clipped x_0 instead of keeping the network's own.
         :param guidance: classifier-free guidance weight w (conditional models only; 1 = none).
