@@ -1,14 +1,15 @@
 """What lit_gen's training path costs per step compared with a hand-written PyTorch loop.
 
-    python -m bench.overhead                 # digits DDPM and digits VAE, 3 interleaved repetitions
-    python -m bench.overhead --quick
+    python -m bench.overhead                 # digits DDPM and digits VAE, 10 interleaved repetitions
+    python -m bench.overhead --quick         # fewer steps per repetition, still 10 repetitions
 
 For each config the same model class, data, optimizer, seed and number of steps run in up to four
 arms, interleaved in one process (A B C C B A ...):
 
 - ``lit_gen``: ``lit_gen.fit.main`` itself (the CLI's code: its callbacks, CSV logger, checkpoints,
   validation and sample grids exactly as it builds them), with a timing callback added to the
-  Trainer it creates; W&B off, ``report.md`` off (both act after training).
+  Trainer it creates; the W&B logger on (offline), as it is by default; ``report.md`` off (it acts
+  after training).
 - ``lightning``: a bare ``lightning.Trainer`` (no logger, checkpoints, validation or progress bar)
   on the same model and datamodule: Lightning's own loop cost.
 - ``lightning_no_log``: the same without the model's per-step ``self.log`` calls.
@@ -20,8 +21,10 @@ A step's time is the time between the starts of two consecutive steps in one epo
 forward, backward, optimizer, callbacks, logging); the first warm-up steps are left out. With one
 torch thread on a CPU it is the training thread's CPU time (other jobs' preemption would dominate
 wall time on a shared machine; wall-time ratios are recorded too). The target compares mean step
-times (periodic costs such as the CSV log every 50 steps count), per repetition, then takes the
-median ratio. Separately: what each epoch end costs lit_gen (validation,
+times (periodic costs such as the CSV log every 50 steps count) of lit_gen and plain within each
+repetition (a pair), and takes the median of the pairs' ratios with a 95% percentile-bootstrap
+interval (``bench.stats.paired_median_ratio``, at least 10 pairs): "met" only if the whole interval
+is within the bound, "missed" if it is entirely outside, otherwise "inconclusive". Separately: what each epoch end costs lit_gen (validation,
 checkpoints, grids) and micro-timings of the per-step hooks lit_gen adds (the step reseed, the
 non-finite gradient check, whose norm gradient clipping reuses).
 """
@@ -40,6 +43,7 @@ from unittest import mock
 import torch
 
 from bench.common import REPO, Recorder, base_parser, interleave, median, setup, sync
+from bench.stats import MIN_PAIRS, Interval, paired_median_ratio
 
 CONFIGS = {"ddpm_digits": "configs/ddpm_digits.yaml", "vae_digits": "configs/vae_digits.yaml"}
 TARGET_RATIO = 1.05
@@ -128,7 +132,7 @@ def run_lit_gen(config: str, steps: int, workdir: Path, tag: str, extra: list[st
             super().__init__(*args, callbacks=[*(callbacks or []), clock.callback()], **kwargs)
 
     argv = ["--config", str(REPO / config), "--run-id", tag, "--resume", "never",
-            f"trainer.max_steps={steps}", "trainer.max_epochs=-1", "logger.wandb=false",
+            f"trainer.max_steps={steps}", "trainer.max_epochs=-1",
             f"run.output_dir={workdir}", "eval.report=false", *extra]
     with mock.patch.object(lightning, "Trainer", TimedTrainer), contextlib.redirect_stdout(io.StringIO()):
         code = fit.main(argv)
@@ -208,6 +212,8 @@ def hook_costs(config: str, repeats: int = 200) -> dict:
     from lit_gen.callbacks.nonfinite import gradient_norm
     from lit_gen.callbacks.step_seed import seed_torch, step_seed
 
+    from lit_gen.models.parameters import count_parameters
+
     _, datamodule, model = _build(config)
     batch = next(iter(datamodule.train_dataloader()))
     model.train()
@@ -232,7 +238,8 @@ def hook_costs(config: str, repeats: int = 200) -> dict:
         "note": "called from a shallow stack; inside Lightning's deep stack torch.manual_seed costs far more on a machine "
                 "where CUDA is not initialised (it formats the whole stack for its lazy CUDA queue)",
         "gradient_tensors": len(grads),
-        "parameters": sum(p.numel() for p in params),
+        # The trained network only; the EMA copy and frozen parts are listed apart.
+        **{f"parameters_{k}": v for k, v in count_parameters(model).as_dict().items()},
         "step_seed_torch_manual_seed_us": seed_us,
         "step_seed_lit_gen_seed_torch_us": seed_torch_us,
         "nonfinite_guard_gradient_norm_us": timed(lambda: bool(torch.isfinite(gradient_norm(params)))),
@@ -295,6 +302,7 @@ def measure(name: str, config: str, steps: int, warmup: int, repeats: int, workd
         "overrides": extra,
         "basis": basis,
         "ratio": ratio("lit_gen", basis),
+        "interval": paired_median_ratio([r[basis] for r in results["lit_gen"]], [r[basis] for r in results["plain"]]).as_dict(),
         "ratio_per_repeat": [round(a[basis] / p[basis], 4) for a, p in zip(results["lit_gen"], results["plain"])],
         "ratios_vs_plain": {arm: {key: ratio(arm, key) for key in ("cpu_mean_step_s", "mean_step_s", "median_step_s")}
                             for arm in results if arm != "plain"},
@@ -313,10 +321,13 @@ def main(argv: list[str] | None = None) -> None:
     parser = base_parser(__doc__.split("\n\n")[0])
     parser.add_argument("--configs", nargs="+", default=list(CONFIGS), choices=list(CONFIGS))
     parser.add_argument("--repeats", type=int, default=None,
-                        help="interleaved repetitions (default: DDPM 3, VAE 5; quick: DDPM 2, VAE 3)")
+                        help=f"interleaved repetitions (default {MIN_PAIRS}, the fewest the interval rule accepts)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1: stable on a shared machine)")
     args = parser.parse_args(argv)
     setup()
+    # lit_gen.fit logs to W&B by default; offline, it writes the same files without a server.
+    os.environ.setdefault("WANDB_MODE", "offline")
+    os.environ.setdefault("WANDB_SILENT", "true")
     if args.threads:
         torch.set_num_threads(args.threads)
     all_arms = ["lit_gen", "lightning", "lightning_no_log", "plain"]
@@ -324,13 +335,14 @@ def main(argv: list[str] | None = None) -> None:
     plan = {
         # DDPM steps are slow on a CPU: two epochs, and no final sample grid (written after the timed window;
         # the config's grids come every 35 epochs, so none falls inside it).
-        "ddpm_digits": (42, 5, ["lit_gen", "lightning", "plain"],
-                        ["run.num_samples=0"], 2 if args.quick else 3),
-        "vae_digits": (210 if args.quick else 420, 10, all_arms, [], 3 if args.quick else 5),
+        "ddpm_digits": (21 if args.quick else 42, 5, ["lit_gen", "lightning", "plain"],
+                        ["run.num_samples=0"], MIN_PAIRS),
+        "vae_digits": (105 if args.quick else 420, 10, all_arms, [], MIN_PAIRS),
     }
     rec = Recorder("overhead", "lit_gen's training step vs a hand-written PyTorch loop (same model, data, optimizer)")
     rec.notes.append(f"torch threads: {torch.get_num_threads()}; arms interleaved in one process; ratios are medians over "
-                     f"the repetitions of (mean step of the arm) / (mean step of the plain loop), steps within an epoch. "
+                     f"the repetitions of (mean step of the arm) / (mean step of the plain loop), steps within an epoch, "
+                     f"with a 95% bootstrap interval of that median (bench.stats). W&B on in the lit_gen arm (offline). "
                      "With one thread on a CPU the step time is the training thread's CPU time (time.thread_time): on a "
                      "shared machine wall time mostly measures other jobs' preemption; wall-time ratios are recorded too.")
     rec.notes.append("arms: lit_gen = lit_gen.fit.main as the CLI runs it; lightning = bare Trainer (no logger, checkpoints, "
@@ -348,7 +360,8 @@ def main(argv: list[str] | None = None) -> None:
                 f"{vs['lightning'][result['basis']]:.3f}x"
                 + f"; median wall-time ratio {vs['lit_gen']['median_step_s']:.3f}x)")
             rec.headline[f"{name} wall time incl. validation+checkpoints"] = f"{result['ratio_wall_including_epoch_ends']:.3f}x"
-            rec.target(f"{name} step-time ratio lit_gen/plain", ratio, "<=", TARGET_RATIO, "x", explain(result))
+            rec.target(f"{name} step-time ratio lit_gen/plain", ratio, "<=", TARGET_RATIO, "x", explain(result),
+                       interval=Interval(**{**result["interval"], "n": tuple(result["interval"]["n"])}))
     path = rec.write(args.out)
     rec.report(path)
 
