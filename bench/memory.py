@@ -10,15 +10,16 @@ set of the child and of the processes it waited for):
 - ``make run``: ``python -m lit_gen.fit --config configs/quickstart.yaml`` (the digits DDPM; W&B in
   its default offline mode; W&B's own service process is not a child that gets waited for and is
   not counted), shortened by default to ``trainer.max_epochs=3``: nothing it holds grows with the
-  epochs, and the final sample grid (64 DDIM-50 samples) is still drawn. Target: at most 2 GiB.
+  epochs, and the final sample grid (64 DDIM-50 samples) is still drawn. Three runs. Target: at most
+  2 GiB at the upper end of the 95% t-interval of the mean (``bench.stats``).
 - one ``ddpm_cifar.yaml`` training step at batch 128 on the CPU, fp32 and bf16-mixed: the model, its
   EMA copy and AdamW states (allocated by a batch-1 step first), then one batch-128 step
   (forward, backward, clipping, AdamW, EMA), as ``bench.precision`` builds it.
 - FID of 10,000 against 1,000 generated 32x32 RGB images (``lit_gen.evaluate.evaluate_model``, FID
   only, random-weight conv VAE and classifier features): features are streamed into running
   sums, so the peak must not grow with the count. Target: peak(10k) - peak(1k) at most half of what
-  keeping the 9,000 extra images would take (53 MiB); medians of three runs each (the start-up alone
-  varies by some 30 MiB).
+  keeping the 9,000 extra images would take, by the interval rule over three runs each (Welch
+  t-interval of the difference of means; the start-up alone varies from run to run).
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ import time
 import torch
 
 from bench.common import Recorder, base_parser, child_env, child_peak_rss, gib, median, mib, setup
+from bench.stats import difference_of_means, mean_interval
 
 QUICKSTART_LIMIT_GIB = 2.0
 
@@ -92,20 +94,24 @@ def main(argv: list[str] | None = None) -> None:
     batch = args.batch_size or (32 if args.quick else 128)
     rec = Recorder("memory", "peak resident memory: quickstart, one ddpm_cifar step at batch 128, FID 10k vs 1k")
 
-    # 1. make run
-    with tempfile.TemporaryDirectory(prefix="lit_gen_bench_mem_") as tmp:
-        command = ["-m", "lit_gen.fit", "--config", "configs/quickstart.yaml", f"run.output_dir={tmp}"]
-        if args.quickstart_epochs:
-            command.append(f"trainer.max_epochs={args.quickstart_epochs}")
-        quick = measure(command, env=child_env(WANDB_MODE="offline", OMP_NUM_THREADS="1"))
-    quick_gib = gib(quick["peak_rss_bytes"])
+    # 1. make run, three times (the verdict needs an interval)
+    runs = []
+    for _ in range(3):
+        with tempfile.TemporaryDirectory(prefix="lit_gen_bench_mem_") as tmp:
+            command = ["-m", "lit_gen.fit", "--config", "configs/quickstart.yaml", f"run.output_dir={tmp}"]
+            if args.quickstart_epochs:
+                command.append(f"trainer.max_epochs={args.quickstart_epochs}")
+            runs.append(measure(command, env=child_env(WANDB_MODE="offline", OMP_NUM_THREADS="1")))
+    peaks = [gib(r["peak_rss_bytes"]) for r in runs]
+    quick_gib = median(peaks)
     shown = ["python", *command[:4], *command[5:]]
-    rec.numbers["quickstart"] = {"command": " ".join(shown), "peak_rss_gib": quick_gib, "seconds": quick["seconds"],
+    rec.numbers["quickstart"] = {"command": " ".join(shown), "peak_rss_gib": peaks, "seconds": [r["seconds"] for r in runs],
                                  "wandb": "offline (default without an API key)", "threads": 1}
-    rec.headline["make run (quickstart) peak RSS"] = (f"{quick_gib:.2f} GiB in {quick['seconds']:.0f} s"
+    rec.headline["make run (quickstart) peak RSS"] = (f"{quick_gib:.2f} GiB (median of {len(peaks)}) in "
+                                                      f"{median([r['seconds'] for r in runs]):.0f} s"
                                                       + (f" ({args.quickstart_epochs} epochs)" if args.quickstart_epochs else ""))
     rec.target("quickstart peak RSS", quick_gib, "<=", QUICKSTART_LIMIT_GIB, " GiB",
-               "the fit process itself; see numbers for what it holds")
+               "the fit process itself; see numbers for what it holds", interval=mean_interval(peaks))
 
     # 2. one ddpm_cifar training step per precision at batch 128
     rec.numbers["ddpm_cifar_step"] = {}
@@ -140,8 +146,8 @@ def main(argv: list[str] | None = None) -> None:
         f"keeping the images would add {kept:.0f} MiB)")
     spread = {count: max(v["peak_rss_mib"]) - min(v["peak_rss_mib"]) for count, v in fid.items()}
     rec.target(f"FID peak RSS growth {small} -> {large} images", growth, "<=", round(kept / 2, 1), " MiB",
-               f"either per-image data is kept while generating, or noise: single runs spread over "
-               f"{spread[small]:.0f} / {spread[large]:.0f} MiB ({small} / {large} images); rerun to tell them apart")
+               f"single runs spread over {spread[small]:.0f} / {spread[large]:.0f} MiB ({small} / {large} images)",
+               interval=difference_of_means(fid[large]["peak_rss_mib"], fid[small]["peak_rss_mib"]))
     rec.notes.append("children run with one torch thread (OMP_NUM_THREADS=1); memory does not depend on the load.")
     if args.quickstart_epochs:
         rec.notes.append(f"the quickstart was shortened to trainer.max_epochs={args.quickstart_epochs} (what it holds does not "

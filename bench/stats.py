@@ -113,6 +113,38 @@ def ratio_of_means(a: Sequence[float], b: Sequence[float], confidence: float = C
     return Interval(estimate, math.exp(math.log(estimate) - half), math.exp(math.log(estimate) + half), method, n)
 
 
+def mean_interval(values: Sequence[float], confidence: float = CONFIDENCE) -> Interval:
+    """t-interval of the mean of repeated measurements of one quantity (e.g. a peak memory over 3 runs)."""
+    values = [float(v) for v in values]
+    n = (len(values),)
+    method = f"t-interval of the mean, {confidence:.0%}"
+    if not values:
+        return Interval(None, None, None, method, n, "no values")
+    mean, sd = mean_sd(values)
+    if len(values) < MIN_SEEDS:
+        return Interval(mean, None, None, method, n, f"need at least {MIN_SEEDS} values, got {len(values)}")
+    half = _t_quantile(confidence, len(values) - 1) * sd / math.sqrt(len(values))
+    return Interval(mean, mean - half, mean + half, method, n)
+
+
+def difference_of_means(a: Sequence[float], b: Sequence[float], confidence: float = CONFIDENCE) -> Interval:
+    """Welch t-interval of ``mean(a) - mean(b)`` for two independent sets of repeated measurements."""
+    a, b = [float(x) for x in a], [float(x) for x in b]
+    n = (len(a), len(b))
+    method = f"welch-t on the difference of means, {confidence:.0%}"
+    if min(n) == 0:
+        return Interval(None, None, None, method, n, "no values")
+    (ma, sa), (mb, sb) = mean_sd(a), mean_sd(b)
+    if min(n) < MIN_SEEDS:
+        return Interval(ma - mb, None, None, method, n, f"need at least {MIN_SEEDS} values per side, got {n[0]} and {n[1]}")
+    va, vb = sa ** 2 / n[0], sb ** 2 / n[1]
+    if va + vb == 0:
+        return Interval(ma - mb, ma - mb, ma - mb, method, n)
+    df = (va + vb) ** 2 / ((va ** 2 / (n[0] - 1) if va else 0.0) + (vb ** 2 / (n[1] - 1) if vb else 0.0))
+    half = _t_quantile(confidence, df) * math.sqrt(va + vb)
+    return Interval(ma - mb, ma - mb - half, ma - mb + half, method, n)
+
+
 def paired_median_ratio(a: Sequence[float], b: Sequence[float], confidence: float = CONFIDENCE,
                         resamples: int = 10_000, seed: int = 0) -> Interval:
     """Median of ``a_i / b_i`` over interleaved pairs, with a percentile bootstrap interval (pairs resampled)."""

@@ -101,3 +101,18 @@ def test_target_record_carries_the_verdict():
     assert met["met"] is True and met["verdict"] == "met"
     point = Target("peak", 1.0, "<=", 2.0).to_dict()
     assert point["verdict"] == "point estimate"
+
+
+def test_absolute_targets_over_repeated_measurements():
+    from bench.stats import difference_of_means, mean_interval
+
+    # Peak memory of three runs, bound 2 GiB: clearly under, clearly over, straddling.
+    assert verdict(mean_interval([1.00, 1.02, 0.99]), "<=", 2.0).outcome == "met"
+    assert verdict(mean_interval([2.50, 2.52, 2.49]), "<=", 2.0).outcome == "missed"
+    assert verdict(mean_interval([1.5, 2.5, 2.0]), "<=", 2.0).outcome == "inconclusive"
+    assert verdict(mean_interval([1.0, 1.0]), "<=", 2.0).outcome == "inconclusive"
+    # Growth of a peak between two counts (3 runs each), bound 50 MiB.
+    growth = difference_of_means([1019.0, 1030.0, 1010.0], [1032.0, 1025.0, 1040.0])
+    assert growth.estimate == pytest.approx(-12.666, abs=1e-2)
+    assert verdict(growth, "<=", 50.0).outcome == "met"
+    assert verdict(difference_of_means([1200.0, 1210.0, 1190.0], [1000.0, 1005.0, 995.0]), "<=", 50.0).outcome == "missed"
