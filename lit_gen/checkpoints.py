@@ -30,6 +30,9 @@ def read_checkpoint(path: str | Path, map_location="cpu") -> dict:
         raise CheckpointError(f"{path} is not a readable lit_gen checkpoint (truncated, corrupt or another format): {first_line}") from None
     if not isinstance(state, dict) or "state_dict" not in state:
         raise CheckpointError(f"{path} is not a Lightning checkpoint: it has no 'state_dict'")
+    for key in ("state_dict", "hyper_parameters"):
+        if state.get(key) is not None and not isinstance(state[key], dict):
+            raise CheckpointError(f"{path} is damaged: its '{key}' is a {type(state[key]).__name__}, not a mapping")
     return state
 
 

@@ -16,6 +16,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
@@ -68,7 +69,10 @@ POSITIVE = st.floats(1e-6, 10)
 
 
 def ordered(low, high) -> dict:
-    return {"min": min(low, high), "max": max(low, high)}
+    try:
+        return {"min": min(low, high), "max": max(low, high)}
+    except TypeError:  # a string among NUMBERS: the bounds as drawn
+        return {"min": low, "max": high}
 
 
 # Specs a user means to be valid (most of them are), so that many files get as far as a plan.
@@ -233,6 +237,32 @@ def test_random_bytes_as_a_checkpoint_give_one_line(junk):
             assert_one_error_line(code, err)
         # Nothing was written beside the bad checkpoint (fit --resume continues in its folder).
         assert sorted(p.name for p in Path(folder).iterdir()) == ["junk.ckpt"]
+
+
+MODEL_NAMES = st.sampled_from(["ae", "vae", "vqvae", "ddpm", "prior", "vqgan", "nope", ""])
+HPARAM_KEYS = st.sampled_from(["channels", "image_size", "latent_dim", "hidden_dims", "lr", "beta", "num_codes",
+                               "timesteps", "first_stage", "base_channels", "unknown"])
+STRUCTURED = st.fixed_dictionaries(
+    {"state_dict": st.one_of(st.dictionaries(st.text(max_size=6), st.just(0.5), max_size=2), SCALARS,
+                             st.lists(SCALARS, max_size=2))},
+    optional={"lit_gen": st.one_of(st.fixed_dictionaries({"model": st.one_of(MODEL_NAMES, SCALARS)}), SCALARS),
+              "hyper_parameters": st.one_of(st.dictionaries(HPARAM_KEYS, st.one_of(SCALARS, st.lists(SCALARS, max_size=3)),
+                                                            max_size=4), SCALARS)},
+)
+
+
+@pytest.mark.slow  # builds models of every family from random arguments
+@fuzz(25)
+@given(STRUCTURED)
+@example({"state_dict": 1, "lit_gen": {"model": "vae"}, "hyper_parameters": 5})
+@example({"state_dict": [], "lit_gen": {"model": "vae"}, "hyper_parameters": {"channels": 1, "image_size": 8}})
+def test_damaged_checkpoint_contents_give_one_line(state):
+    """Files that load but hold nonsense where a lit_gen checkpoint holds its parts."""
+    with tempfile.TemporaryDirectory() as folder:
+        ckpt = Path(folder) / "odd.ckpt"
+        torch.save(state, ckpt)
+        code, _, err = call(sample.main, ["--ckpt", str(ckpt), "--out", str(Path(folder) / "s.png"), "--device", "cpu"])
+        assert_one_error_line(code, err)
 
 
 @pytest.mark.slow  # four interpreter start-ups with torch and Lightning
