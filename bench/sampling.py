@@ -11,7 +11,8 @@ its own sampler (DDIM-50) is recorded as the quickstart's FID.
 The three samplers draw the same number of images from generators with the same seed, a batch of
 each in turn (so the load of the machine hits all three alike); time ratios are medians over
 those rounds. FID: features of the digits domain classifier (``python -m lit_gen.metrics.classifier``),
-streamed; reference: the digits train split (1,374 images, the largest split). The FID of the real
+streamed; reference: the train split of the images the checkpoint was trained on (its run's
+config.yaml; 1,374 images by default, all 1,797 with ``data.train_split=all``). The FID of the real
 test split against the same reference is recorded as the floor a perfect model would reach.
 Issue targets: FID(DDIM-50) within 15% of FID(DDPM-1000), at least 15x less time.
 """
@@ -28,6 +29,7 @@ import torch
 
 from bench.common import (CACHE, REPO, Recorder, base_parser, child_env, digits_classifier, digits_fid_protocol, feature_of,
                           median, setup, sync)
+from bench.stats import paired_median_ratio, ratio_of_means
 
 SAMPLERS = {"ddpm1000": {"sampler": "ddpm", "steps": 1000}, "ddim50": {"sampler": "ddim", "steps": 50},
             "ddim100": {"sampler": "ddim", "steps": 100},
@@ -134,7 +136,8 @@ def compare(model, extractor, reference, num_samples: int, batch_size: int, seed
     for name in names:
         out[name] = {**SAMPLERS[name], "fid": round(frechet_distance_of(reference, moments[name].stats()), 3),
                      "seconds": round(sum(seconds[name]), 1), "cpu_seconds": round(sum(cpu_seconds[name]), 1),
-                     "seconds_per_batch": [round(s, 2) for s in seconds[name]], "images": moments[name].count}
+                     "seconds_per_batch": [round(s, 3) for s in seconds[name]],
+                     "cpu_seconds_per_batch": [round(s, 3) for s in cpu_seconds[name]], "images": moments[name].count}
     for name in (n for n in names if n != "ddpm1000" and "ddpm1000" in names):
         out[name]["speedup_vs_ddpm1000"] = round(median([a / b for a, b in zip(basis["ddpm1000"], basis[name])]), 2)
         out[name]["speedup_wall"] = round(median([a / b for a, b in zip(seconds["ddpm1000"], seconds[name])]), 2)
@@ -142,10 +145,30 @@ def compare(model, extractor, reference, num_samples: int, batch_size: int, seed
     return out
 
 
+def pool_seeds(per_seed: dict[int, dict], names: list[str]) -> dict:
+    """One row per sampler over all seeds: FID mean and values, pooled per-batch times, median time ratios."""
+    first = next(iter(per_seed.values()))
+    basis_key = "cpu_seconds_per_batch" if first["time_basis"].startswith("CPU") else "seconds_per_batch"
+    out: dict = {"time_basis": first["time_basis"], "basis_key": basis_key}
+    for name in names:
+        rows = [r[name] for r in per_seed.values()]
+        fids = [r["fid"] for r in rows]
+        out[name] = {**SAMPLERS[name], "fid": round(sum(fids) / len(fids), 3), "fids": fids,
+                     "seconds": round(sum(r["seconds"] for r in rows), 1), "images": sum(r["images"] for r in rows),
+                     "seconds_per_batch": [t for r in rows for t in r["seconds_per_batch"]],
+                     "cpu_seconds_per_batch": [t for r in rows for t in r["cpu_seconds_per_batch"]]}
+    for name in (n for n in names if n != "ddpm1000" and "ddpm1000" in names):
+        ref, row = out["ddpm1000"], out[name]
+        row["speedup_vs_ddpm1000"] = round(median([a / b for a, b in zip(ref[basis_key], row[basis_key])]), 2)
+        row["speedup_wall"] = round(median([a / b for a, b in zip(ref["seconds_per_batch"], row["seconds_per_batch"])]), 2)
+        row["fid_ratio_vs_ddpm1000"] = round(row["fid"] / ref["fid"], 3)
+    return out
+
+
 def explain_fid(results: dict, floor: float, num_samples: int) -> str:
     """The numbers behind a DDIM-50 miss, every one measured by this run (no sentence of an earlier run)."""
     d50, ddpm = results["ddim50"], results["ddpm1000"]
-    parts = [f"DDIM-50 {d50['fid']:.2f} vs DDPM-1000 {ddpm['fid']:.2f} ({num_samples} samples each; real test split "
+    parts = [f"DDIM-50 {d50['fid']:.2f} vs DDPM-1000 {ddpm['fid']:.2f} ({num_samples} samples per sampler and seed; real test split "
              f"against the same reference: {floor:.2f})"]
     for name in ("ddim100", "ddim200", "ddim50_quadratic"):
         if name in results:
@@ -162,14 +185,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--epochs", type=int, default=None, help="train the quickstart for this many epochs (default: the config's 60)")
     parser.add_argument("--retrain", action="store_true", help="train the quickstart again even if runs/bench has it")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="first sampling seed (default 0)")
+    parser.add_argument("--seeds", type=int, default=3, help="sampling seeds per sampler (default 3; the interval needs 3)")
     parser.add_argument("--samplers", nargs="+", default=DEFAULT_SAMPLERS, choices=list(SAMPLERS),
                         help="which samplers to compare (the targets need ddpm1000 and ddim50)")
     args = parser.parse_args(argv)
     setup()
     torch.set_num_threads(args.threads)
     num_samples = args.num_samples or (100 if args.quick else 1000)
-    batch_size = args.batch_size or (50 if args.quick else 250)
+    # At least 10 interleaved batch pairs over the seeds for the time interval (bench.stats.MIN_PAIRS).
+    batch_size = args.batch_size or (25 if args.quick else 250)
     rec = Recorder("sampling", "digits DDPM: DDPM-1000 vs DDIM-50/100, time and FID (domain classifier features)")
 
     if args.ckpt:
@@ -180,20 +205,28 @@ def main(argv: list[str] | None = None) -> None:
     from lit_gen.data.digits import DigitsDataModule
     from lit_gen.metrics.features import ClassifierFeatures
     from lit_gen.metrics.fid import frechet_distance_of
-    from lit_gen.metrics.reference import dataset_statistics
+    from lit_gen.errors import EvaluationError
+    from lit_gen.metrics.reference import dataset_statistics, datamodule_for_checkpoint
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     model = load_model(checkpoint, map_location=device).eval()
     classifier = digits_classifier()
     extractor = ClassifierFeatures.from_file(classifier).to(device)
-    datamodule = DigitsDataModule()
+    # The reference is the train split of the images the checkpoint was trained on (its run's config.yaml).
+    try:
+        datamodule, _ = datamodule_for_checkpoint(checkpoint, data="digits")
+    except EvaluationError:
+        datamodule = DigitsDataModule()
     reference = dataset_statistics(datamodule.dataset("train"), extractor, device=device).stats
     floor = frechet_distance_of(reference, dataset_statistics(datamodule.dataset("test"), extractor, device=device).stats)
 
-    results = compare(model, extractor, reference, num_samples, batch_size, args.seed, args.samplers)
-    rec.numbers.update(checkpoint=str(checkpoint), training=training, samplers=results, device=str(device),
-                       fid_protocol={"features": f"digits domain classifier ({classifier})", "reference": "digits train split (1374)",
-                                     "generated_per_sampler": num_samples, "batch_size": batch_size, "seed": args.seed,
+    seeds = [args.seed + i for i in range(args.seeds)]
+    per_seed = {seed: compare(model, extractor, reference, num_samples, batch_size, seed, args.samplers) for seed in seeds}
+    results = pool_seeds(per_seed, args.samplers)
+    rec.numbers.update(checkpoint=str(checkpoint), training=training, samplers=results, per_seed=per_seed, device=str(device),
+                       fid_protocol={"features": f"digits domain classifier ({classifier})",
+                                     "reference": f"digits train split ({reference.count})",
+                                     "generated_per_sampler_and_seed": num_samples, "batch_size": batch_size, "seeds": seeds,
                                      "weights": "EMA", "real_test_split_fid": round(floor, 3)})
     trained = training if "global_step" in training else None
     if trained and "ddim50" in results:
@@ -208,18 +241,22 @@ def main(argv: list[str] | None = None) -> None:
     rec.headline["real test split FID (floor)"] = f"{floor:.2f}"
     protocol = digits_fid_protocol(extractor, "train", reference.count, datamodule, model)
     rec.fid_varies = ("sampler", "steps")
-    for name in args.samplers:
-        r = results[name]
-        rec.add_fid_value(name, args.seed, r["fid"], {**protocol, "sampler": r["sampler"], "steps": r["steps"],
-                                                       "generated_count": r["images"]}, feature_of(classifier))
+    for seed, seed_results in per_seed.items():
+        for name in args.samplers:
+            r = seed_results[name]
+            rec.add_fid_value(name, seed, r["fid"], {**protocol, "sampler": r["sampler"], "steps": r["steps"],
+                                                      "generated_count": r["images"]}, feature_of(classifier))
     if "ddpm1000" in results and "ddim50" in results:
-        d50 = results["ddim50"]
+        d50, basis = results["ddim50"], results["basis_key"]
         rec.target("FID(DDIM-50) / FID(DDPM-1000)", d50["fid_ratio_vs_ddpm1000"], "<=", FID_TOLERANCE, "x",
-                   explain_fid(results, floor, num_samples))
+                   explain_fid(results, floor, num_samples),
+                   interval=ratio_of_means(d50["fids"], results["ddpm1000"]["fids"]))
         rec.target("time DDPM-1000 / DDIM-50", d50["speedup_vs_ddpm1000"], ">=", SPEEDUP, "x",
-                   f"median time ratio {d50['speedup_vs_ddpm1000']:.1f}x over {len(d50['seconds_per_batch'])} interleaved batches")
+                   f"median time ratio {d50['speedup_vs_ddpm1000']:.1f}x over {len(d50[basis])} interleaved batches",
+                   interval=paired_median_ratio(results["ddpm1000"][basis], d50[basis]))
     rec.notes.append(f"torch threads {torch.get_num_threads()}; samplers interleaved batch by batch in one process; "
-                     f"speed-ups from {results['time_basis']} (wall-time ratios recorded too).")
+                     f"speed-ups from {results['time_basis']} (wall-time ratios recorded too); FIDs are means over "
+                     f"{len(seeds)} sampling seeds (per-seed values in the fid entries).")
     if args.quick and args.ckpt:
         rec.notes.append("quick mode on a given checkpoint: the quickstart's own FID is recorded by the full run "
                          "(python -m bench.sampling).")
