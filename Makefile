@@ -7,7 +7,7 @@ TORCH ?= torch==2.14.1 torchvision==0.29.1
 STAMP := $(VENV)/.installed
 BENCH_STAMP := $(VENV)/.bench-installed
 
-.PHONY: run test bench install clean
+.PHONY: run test bench bench-gpu install clean
 
 install: $(STAMP)
 
@@ -29,8 +29,13 @@ $(BENCH_STAMP): $(STAMP)
 	$(BIN)/python -m pip install --quiet -e ".[bench]"
 	touch $(BENCH_STAMP)
 
+# Every record in bench/results/ (quick settings, one benchmark at a time), then bench/README.md's tables.
 bench: $(BENCH_STAMP)
 	$(BIN)/python -m bench.run_all
+
+# The GPU record (bench/gpu.sh, under 8 minutes); without a GPU it says so and exits 0.
+bench-gpu: $(STAMP)
+	PYTHON=$(BIN)/python bench/gpu.sh
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache
