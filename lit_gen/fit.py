@@ -108,6 +108,8 @@ def main(argv: list[str]) -> int:
 
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     datamodule, model = build(cfg)
+    if resume_from is not None:
+        runs.check_resume_fits(resume_from, model)  # a checkpoint of another model fails here, before any file is written
     # A missing, truncated or corrupt dataset fails here, before any file is written.
     datamodule.prepare_data()
     datamodule.setup("fit")

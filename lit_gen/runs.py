@@ -133,6 +133,32 @@ def checkpoint_is_readable(path: Path) -> bool:
     return isinstance(state, dict) and "state_dict" in state
 
 
+def check_resume_fits(path: Path, model: torch.nn.Module) -> None:
+    """CheckpointError unless the weights in ``path`` have exactly the names and shapes of ``model``'s.
+
+    Lightning would otherwise fail deep inside its restore with a traceback, after the run folder
+    was written (resuming with another config than the one that wrote the checkpoint, say).
+    """
+    state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    saved = state.get("state_dict") if isinstance(state, dict) else None
+    if not isinstance(saved, dict):
+        raise CheckpointError(f"--resume {path}: not a Lightning checkpoint (no state_dict mapping)")
+    own = model.state_dict()
+    missing = [k for k in own if k not in saved]
+    unexpected = [k for k in saved if k not in own]
+    reshaped = [k for k, v in own.items() if k in saved and getattr(saved[k], "shape", None) != v.shape]
+    if missing or unexpected or reshaped:
+        info = state.get("lit_gen")
+        family = info.get("model") if isinstance(info, dict) else None
+        held = f"a {family!r} model" if family else "weights of another model"
+        example = (missing + unexpected + reshaped)[0]
+        raise CheckpointError(
+            f"--resume {path}: it holds {held} that does not fit the {type(model).__name__} this config builds "
+            f"({len(missing)} missing, {len(unexpected)} unexpected, {len(reshaped)} reshaped weights, e.g. {example}); "
+            "resume with the config (and overrides) that wrote it"
+        )
+
+
 def create(run: RunDir, config_yaml: str) -> None:
     """Create the run folder (never reusing a finished run) and write the resolved config."""
     run.path.mkdir(parents=True, exist_ok=True)

@@ -85,3 +85,20 @@ def test_prior_on_a_checkpoint_of_another_family(tmp_path, capsys):
                                                f"model.first_stage={tmp_path / 'vae.ckpt'}", "logger.wandb=false"], capsys)
     assert_one_clear_line(code, err, "vae")
     assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize("config, overrides, needles", [
+    ("ddpm_digits", [], ["holds a 'vae' model", "does not fit the DDPM"]),
+    ("vae_digits", ["model.latent_dim=3"], ["does not fit the VAE", "reshaped"]),
+])
+def test_resuming_a_checkpoint_of_another_model(tmp_path, capsys, config, overrides, needles):
+    from lit_gen.models.vae import VAE
+
+    model = VAE(channels=1, image_size=8, hidden_dims=(128, 64), latent_dim=8)
+    checkpoint = {"state_dict": model.state_dict(), "hyper_parameters": dict(model.hparams)}
+    model.on_save_checkpoint(checkpoint)
+    torch.save(checkpoint, tmp_path / "vae.ckpt")
+    code, err = exit_code_and_error(fit.main, ["--config", f"configs/{config}.yaml", "--resume", str(tmp_path / "vae.ckpt"),
+                                               "logger.wandb=false", *overrides], capsys)
+    assert_one_clear_line(code, err, *needles)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["vae.ckpt"]  # no run folder beside it

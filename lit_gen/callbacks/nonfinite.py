@@ -41,9 +41,6 @@ def gradient_norm(parameters) -> torch.Tensor | None:
 class SkipsSteps(Protocol):
     """A module that holds back what a step would advance besides the weights (schedule, EMA)."""
 
-    #: True while the optimizer step in progress is skipped (reset by the module before each step).
-    step_skipped: bool
-
     def skip_step(self) -> None:
         """The optimizer step in progress is skipped: do not advance the schedule or the EMA for it."""
 
@@ -63,11 +60,6 @@ class NonFiniteGuard(L.Callback):
 
     def on_before_optimizer_step(self, trainer: L.Trainer, pl_module: L.LightningModule, optimizer) -> None:
         params = [p for group in optimizer.param_groups for p in group["params"]]
-        if isinstance(pl_module, SkipsSteps) and pl_module.step_skipped:
-            # The module skipped this step itself (a GAN phase with a non-finite loss, decided alike on
-            # every rank) and steps with no gradients: count it like one the guard skips.
-            self._skip(trainer, pl_module, params)
-            return
         norm = gradient_norm(params)
         bad = norm is not None and not bool(torch.isfinite(norm))  # the step's one host sync
         bad = trainer.strategy.reduce_boolean_decision(bad, all=False)

@@ -60,7 +60,8 @@ class GenerativeModule(L.LightningModule):
     updates only parameters with a gradient, and the guard drops them all), the learning-rate
     schedule does not advance, and families with an EMA leave it and its update counter alone.
     Lightning's ``global_step`` does advance: it counts batches, so the data position, the per-step
-    reseed and ``trainer.max_steps`` go on as usual.
+    reseed and ``trainer.max_steps`` go on as usual (families with manual optimization may differ:
+    see ``VQGAN._step``).
     """
 
     #: Whether ``sample(labels=...)`` is meaningful; conditional families set it on the instance.

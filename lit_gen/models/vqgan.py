@@ -241,9 +241,10 @@ class VQGAN(VQVAE):
     def _step(self, optimizer, loss: Tensor, clip: float | None, phase: str) -> None:
         """One phase's optimizer step, skipped (``step_skipped`` set) when the loss or gradients are not finite.
 
-        A skipped phase still calls ``optimizer.step()`` with every gradient dropped: AdamW leaves the
-        weights and its state alone, while Lightning counts the step in ``global_step`` as with
-        automatic optimization (so ``disc_start`` and ``max_steps`` count the same batches either way).
+        A phase skipped for its loss calls no ``optimizer.step()`` (fp16's gradient scaler fails on a
+        step without any gradient), so, as Lightning counts optimizer steps under manual optimization,
+        it does not advance ``global_step``; one that ``NonFiniteGuard`` skips for its gradients does.
+        Either way the weights, AdamW's state and the schedule stay as they were.
         """
         self.step_skipped = False  # NonFiniteGuard sets it inside optimizer.step() for non-finite gradients
         # Every rank must agree to step, or DDP's gradient all-reduce would wait forever.
@@ -253,10 +254,10 @@ class VQGAN(VQVAE):
             log.warning("non-finite %s loss at global step %d: skipping this %s step",
                         phase, self.global_step, phase)
             self.skip_step()
-        else:
-            self.manual_backward(loss)
-            if clip is not None:
-                self.clip_gradients(optimizer, gradient_clip_val=clip, gradient_clip_algorithm="norm")
+            return
+        self.manual_backward(loss)
+        if clip is not None:
+            self.clip_gradients(optimizer, gradient_clip_val=clip, gradient_clip_algorithm="norm")
         optimizer.step()
 
     # ------------------------------------------------------------------ optimizers
