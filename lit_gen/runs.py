@@ -133,6 +133,10 @@ def checkpoint_is_readable(path: Path) -> bool:
     return isinstance(state, dict) and "state_dict" in state
 
 
+# What Lightning's restore reads besides the weights: the loop position and the optimizer states.
+RESUME_KEYS = ("pytorch-lightning_version", "global_step", "loops", "optimizer_states")
+
+
 def check_resume_fits(path: Path, model: torch.nn.Module) -> None:
     """CheckpointError unless the weights in ``path`` have exactly the names and shapes of ``model``'s.
 
@@ -143,6 +147,12 @@ def check_resume_fits(path: Path, model: torch.nn.Module) -> None:
     saved = state.get("state_dict") if isinstance(state, dict) else None
     if not isinstance(saved, dict):
         raise CheckpointError(f"--resume {path}: not a Lightning checkpoint (no state_dict mapping)")
+    training_state = [k for k in RESUME_KEYS if k not in state]
+    if training_state:
+        raise CheckpointError(
+            f"--resume {path}: it holds weights but no training state ({', '.join(training_state)} missing), so there is "
+            "nothing to resume; start a new run (lit_gen.checkpoints.load_model reads the weights alone)"
+        )
     own = model.state_dict()
     missing = [k for k in own if k not in saved]
     unexpected = [k for k in saved if k not in own]

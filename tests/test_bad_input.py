@@ -95,10 +95,25 @@ def test_resuming_a_checkpoint_of_another_model(tmp_path, capsys, config, overri
     from lit_gen.models.vae import VAE
 
     model = VAE(channels=1, image_size=8, hidden_dims=(128, 64), latent_dim=8)
-    checkpoint = {"state_dict": model.state_dict(), "hyper_parameters": dict(model.hparams)}
+    checkpoint = {"state_dict": model.state_dict(), "hyper_parameters": dict(model.hparams), "pytorch-lightning_version": "2.6.0",
+                  "global_step": 0, "loops": {}, "optimizer_states": []}
     model.on_save_checkpoint(checkpoint)
     torch.save(checkpoint, tmp_path / "vae.ckpt")
     code, err = exit_code_and_error(fit.main, ["--config", f"configs/{config}.yaml", "--resume", str(tmp_path / "vae.ckpt"),
                                                "logger.wandb=false", *overrides], capsys)
     assert_one_clear_line(code, err, *needles)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["vae.ckpt"]  # no run folder beside it
+
+
+def test_resuming_a_checkpoint_of_weights_alone(tmp_path, capsys):
+    from lit_gen.config import load_config
+    from lit_gen.models.vae import VAE
+
+    model = VAE(**load_config("configs/vae_digits.yaml").model_kwargs())
+    checkpoint = {"state_dict": model.state_dict(), "hyper_parameters": dict(model.hparams)}
+    model.on_save_checkpoint(checkpoint)
+    torch.save(checkpoint, tmp_path / "weights.ckpt")
+    code, err = exit_code_and_error(fit.main, ["--config", "configs/vae_digits.yaml", "--resume", str(tmp_path / "weights.ckpt"),
+                                               "logger.wandb=false"], capsys)
+    assert_one_clear_line(code, err, "no training state", "optimizer_states")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["weights.ckpt"]
