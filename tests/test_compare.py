@@ -224,3 +224,23 @@ def test_an_active_w_and_b_run_receives_the_table(runs, tmp_path):
     [logged] = list(tmp_path.glob("wandb/offline-run-*/files/media/table/comparison_*.table.json"))
     content = json.loads(logged.read_text())
     assert content["columns"] == table_data(table)[0] and len(content["data"]) == 2
+
+
+@pytest.mark.parametrize("family, kwargs, reason", [
+    ("ddpm", {"objective": "edm"}, "objective edm: its likelihood (probability flow) is not implemented"),
+    ("ddpm", {"objective": "flow"}, "objective flow"),
+    ("vae", {"likelihood": "bernoulli"}, "likelihood: bernoulli is not a distribution over 256 grey levels"),
+])
+def test_families_without_a_comparable_likelihood_get_a_reason_not_a_number(family, kwargs, reason):
+    from torch.utils.data import TensorDataset
+
+    from lit_gen import registry
+    from lit_gen.metrics.likelihood import evaluate_likelihood
+
+    small = {"ddpm": dict(channels=1, image_size=8, base_channels=8, channel_mults=(1,), num_res_blocks=1,
+                          attention_resolutions=(), norm_groups=8, timesteps=10),
+             "vae": dict(channels=1, image_size=8, hidden_dims=(8,), latent_dim=2)}[family]
+    model = registry.resolve("model", family)(**small, **kwargs)
+    data = TensorDataset(torch.zeros(4, 1, 8, 8), torch.zeros(4, dtype=torch.long))
+    record = evaluate_likelihood(model, data, count=4)
+    assert record.bits_per_dim is None and reason in record.reason
