@@ -31,7 +31,7 @@ from pathlib import Path
 from lit_gen.comparing.collect import RunInfo, find_runs, read_run
 from lit_gen.comparing.document import Block, Grid, Heading, Image, Text, to_html, to_markdown
 from lit_gen.comparing.table import Cell, build_table
-from lit_gen.errors import LitGenError
+from lit_gen.errors import ConfigError
 
 log = logging.getLogger("lit_gen.compare")
 
@@ -131,9 +131,9 @@ def main(argv: list[str]) -> int:
         view = read_sweep(args.sweep)
         paths += [p.resolve() for p in view.run_dirs if p.resolve() not in paths]
     if not paths and view is None:
-        raise LitGenError("nothing to compare: pass run folders, --glob 'runs/*/*' or --sweep STORE")
+        raise ConfigError("nothing to compare: pass run folders, --glob 'runs/*/*' or --sweep STORE")
     if args.count < 0 or args.bpd_samples < 1:
-        raise LitGenError("--count must be >= 0 (0 = the whole split) and --bpd-samples >= 1")
+        raise ConfigError("--count must be >= 0 (0 = the whole split) and --bpd-samples >= 1")
     runs = [read_run(p) for p in paths]
     if args.measure:
         from lit_gen.comparing.measure import measure_run

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import yaml
 
-from lit_gen.errors import LitGenError
+from lit_gen.errors import ConfigError, LitGenError
 
 log = logging.getLogger(__name__)
 
@@ -61,12 +61,12 @@ def find_runs(paths: list[str] = (), pattern: str | None = None) -> list[Path]:
     if pattern:
         matched = sorted(Path(p) for p in glob.glob(pattern) if (Path(p) / "config.yaml").is_file())
         if not matched:
-            raise LitGenError(f"--glob {pattern!r} matches no run folder (a folder with config.yaml), "
+            raise ConfigError(f"--glob {pattern!r} matches no run folder (a folder with config.yaml), "
                               f"e.g. 'runs/*/*'")
         folders += matched
     for folder in folders:
         if not (folder / "config.yaml").is_file():
-            raise LitGenError(f"{folder} is not a run folder (no config.yaml); pass runs/<name>/<id> folders")
+            raise ConfigError(f"{folder} is not a run folder (no config.yaml); pass runs/<name>/<id> folders")
     unique = list(dict.fromkeys(f.resolve() for f in folders))
     return unique
 

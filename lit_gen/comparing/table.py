@@ -100,7 +100,7 @@ def _sampling_note(record: dict) -> str:
 
 
 def latest_by_protocol(run: RunInfo) -> dict[tuple, dict]:
-    """Each protocol's record of a run with the most generated images, latest step last wins."""
+    """Each protocol's latest record of a run (fid.jsonl in training order, then evaluations/)."""
     chosen: dict[tuple, dict] = {}
     for record in run.fid_records:
         chosen[protocol_of(record)] = record  # fid.jsonl is in training order, evaluations after it
