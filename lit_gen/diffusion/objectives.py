@@ -120,8 +120,8 @@ class VPObjective:
         if self.min_snr_gamma is None:
             weight = torch.ones(x0.shape[0], device=x0.device)
         else:
-            ab = self.schedule.alphas_cumprod[t].double()
-            weight = min_snr_weight(ab / (1 - ab), self.min_snr_gamma, self.prediction).float()
+            ab = self.schedule.alphas_cumprod[t]  # float32 on purpose: MPS has no float64
+            weight = min_snr_weight(ab / (1 - ab), self.min_snr_gamma, self.prediction)
         return TrainingExample(x_t, t, target, weight, t * 4 // T)
 
     def levels(self, steps: int, spacing: Spacing | None = None) -> list[Level]:
