@@ -5,8 +5,8 @@
     python -m bench.diffusers_peer --quick                  # 60 s per run, a grid of 2, 200 samples
     python -m bench.diffusers_peer --budget 60 --seeds 1 --quick --out /tmp/peer.json   # a smoke run
 
-Needs diffusers (``pip install -e ".[bench]"``). denoising-diffusion-pytorch is not compared yet
-(the record says so).
+Needs diffusers (``pip install -e ".[bench]"``); denoising-diffusion-pytorch gets its two arms
+when it is installed (``pip install denoising-diffusion-pytorch``), and the record says when not.
 
 Every run trains alone, one after another (never side by side: on 2 cores, parallel arms share
 the CPU unevenly as the load changes), one torch thread, on the CPU, for the same wall-clock
@@ -29,8 +29,14 @@ Arms:
   EMA max decay, recorded with every FID), run under the same budget with seed 0. The best
   setting then runs the other seeds; its seed-0 run is the grid's, which favours the peer
   (selected on that very run), i.e. it can only make lit_gen's verdict harder.
+- ``ddpm_pytorch_recipe`` / ``ddpm_pytorch_grid_best`` (when installed): denoising-diffusion-pytorch's
+  ``Unet`` (its own layout: linear attention, full attention at the innermost level; the width
+  closest to lit_gen's parameter count, both counts recorded) in its ``GaussianDiffusion``, trained
+  by the loop of its ``Trainer.train`` with its README recipe (Adam 8e-5, betas (0.9, 0.99), no
+  warm-up, clipping at 1, EMA 0.995 every 10 steps with ema-pytorch's warm-up, v-prediction,
+  sigmoid schedule), and the best of its own learning rate x EMA grid. Samples: its DDIM, 50 steps.
 
-Samples: DDIM, 50 steps, eta 0, EMA weights, for every arm; FID on the digits domain classifier's
+Samples: DDIM, 50 steps, eta 0, EMA weights, for every arm (each library's own DDIM); FID on the digits domain classifier's
 features (``python -m lit_gen.metrics.classifier``, fixed seed; the records carry its SHA-256,
 test accuracy and command) against all 1,797 digits at the run's resolution. Network size and
 training FLOPs per image (``torch.utils.flop_counter.FlopCounterMode``, forward + backward) are
@@ -73,10 +79,16 @@ LAYOUTS: dict[int, dict[str, Any]] = {
 RECIPE = {"lr": 1e-4, "betas": [0.95, 0.999], "weight_decay": 1e-6, "eps": 1e-8, "warmup_steps": 500,
           "ema_max_decay": 0.9999, "ema_inv_gamma": 1.0, "ema_power": 0.75}
 WARMUP_SHARE = 0.05
-GRID_LR = (3e-4, 1e-3, 3e-3)
-GRID_EMA = (0.999, 0.9999)
-QUICK_GRID_LR = (1e-3, 3e-3)
-QUICK_GRID_EMA = (0.999,)
+#: denoising-diffusion-pytorch's README recipe (its Trainer's defaults where the README keeps them): Adam
+#: 8e-5, betas (0.9, 0.99), no warm-up, clipping at 1, EMA 0.995 updated every 10 steps (ema-pytorch's
+#: own warm-up), v-prediction and the sigmoid schedule (GaussianDiffusion's defaults).
+DDP_RECIPE = {"lr": 8e-5, "betas": [0.9, 0.99], "ema_decay": 0.995, "ema_update_every": 10, "max_grad_norm": 1.0,
+              "objective": "pred_v", "beta_schedule": "sigmoid"}
+#: Its Unet (linear attention, full attention innermost) at the width closest to lit_gen's parameter count.
+DDP_LAYOUTS = {8: {"dim": 36, "dim_mults": (1, 2)}, 16: {"dim": 34, "dim_mults": (1, 2, 2)}}
+#: Learning rate x EMA decay grids per peer (full, quick).
+GRIDS = {"diffusers": (((3e-4, 1e-3, 3e-3), (0.999, 0.9999)), ((1e-3, 3e-3), (0.999,))),
+         "ddpm_pytorch": (((3e-4, 1e-3, 3e-3), (0.995, 0.999)), ((1e-3, 3e-3), (0.995,)))}
 #: Share of the budget lit_gen's schedule plans for training steps (the rest: validation, grids, checkpoints).
 LIT_GEN_STEP_SHARE = 0.9
 PEER_STEP_SHARE = 0.97
@@ -128,8 +140,14 @@ def measure_networks(resolution: int) -> dict:
     lit = training_flops_per_image(lambda im: model.unet(im, t).square().mean(), x)
     other = training_flops_per_image(lambda im: peer(im, t).sample.square().mean(), x)
     counts = count_parameters(model)
-    return {"lit_gen": {"parameters": counts.trained, "parameter_counts": counts.as_dict(), "training_flops_per_image": lit},
-            "diffusers": {"parameters": sum(p.numel() for p in peer.parameters()), "training_flops_per_image": other}}
+    out = {"lit_gen": {"parameters": counts.trained, "parameter_counts": counts.as_dict(), "training_flops_per_image": lit},
+           "diffusers": {"parameters": sum(p.numel() for p in peer.parameters()), "training_flops_per_image": other}}
+    if "ddpm_pytorch" in installed_peers():
+        unet = ddp_diffusion(resolution).model
+        out["ddpm_pytorch"] = {"parameters": sum(p.numel() for p in unet.parameters()),
+                               "training_flops_per_image": training_flops_per_image(lambda im: unet(im, t).square().mean(), x),
+                               "layout": {k: list(v) if isinstance(v, tuple) else v for k, v in DDP_LAYOUTS[resolution].items()}}
+    return out
 
 
 def all_digits(resolution: int) -> torch.Tensor:
@@ -199,6 +217,58 @@ class PeerTrainer:
         return torch.cat(out)
 
 
+class DDPTrainer:
+    """The loop of denoising-diffusion-pytorch's ``Trainer.train`` (Adam, clipping, ema-pytorch EMA), on one CPU thread."""
+
+    def __init__(self, settings: dict, total_steps: int, resolution: int, seed: int) -> None:
+        from denoising_diffusion_pytorch import GaussianDiffusion
+        from ema_pytorch import EMA
+
+        torch.manual_seed(seed)
+        self.diffusion = ddp_diffusion(resolution, settings).train()
+        self.optimizer = torch.optim.Adam(self.diffusion.parameters(), lr=settings["lr"], betas=tuple(settings["betas"]))
+        self.ema = EMA(self.diffusion, beta=settings["ema_decay"], update_every=settings["ema_update_every"])
+        self.max_grad_norm = settings["max_grad_norm"]
+        self.images = (all_digits(resolution) + 1) / 2  # the library normalises [0, 1] images itself
+        self.generator = torch.Generator().manual_seed(seed)
+        self.order = torch.empty(0, dtype=torch.long)
+        self.steps = 0
+        assert isinstance(self.diffusion, GaussianDiffusion)
+
+    batch = PeerTrainer.batch
+
+    def step(self) -> None:
+        loss = self.diffusion(self.batch())
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(self.diffusion.parameters(), self.max_grad_norm)
+        self.optimizer.step()
+        self.optimizer.zero_grad()
+        self.ema.update()
+        self.steps += 1
+
+    @torch.no_grad()
+    def sample(self, n: int, seed: int) -> torch.Tensor:
+        model = self.ema.ema_model.eval()
+        torch.manual_seed(seed)  # the library draws its noise from the global generator
+        return torch.cat([model.sample(batch_size=min(250, n - start)) for start in range(0, n, 250)])  # in [0, 1]
+
+
+def ddp_diffusion(resolution: int, settings: dict = DDP_RECIPE):
+    """denoising-diffusion-pytorch's Unet in its GaussianDiffusion (1000 steps; DDIM-50, eta 0, for sampling)."""
+    from denoising_diffusion_pytorch import GaussianDiffusion, Unet
+
+    unet = Unet(dim=DDP_LAYOUTS[resolution]["dim"], dim_mults=DDP_LAYOUTS[resolution]["dim_mults"], channels=1)
+    return GaussianDiffusion(unet, image_size=resolution, timesteps=1000, sampling_timesteps=50, ddim_sampling_eta=0.0,
+                             objective=settings["objective"], beta_schedule=settings["beta_schedule"])
+
+
+TRAINERS = {"diffusers": PeerTrainer, "ddpm_pytorch": DDPTrainer}
+
+
+def installed_peers() -> list[str]:
+    return ["diffusers"] + (["ddpm_pytorch"] if _installed("denoising_diffusion_pytorch") else [])
+
+
 # ----------------------------------------------------------------------------------- one run (a worker process)
 def calibrate(kind: str, resolution: int, seconds: float) -> dict:
     """Seconds per training step (after two warm-up steps) of lit_gen's model or the peer's loop."""
@@ -221,7 +291,7 @@ def calibrate(kind: str, resolution: int, seconds: float) -> dict:
             optimizer.step()
             model.update_ema()
     else:
-        step = PeerTrainer(RECIPE, 1000, resolution, 0).step
+        step = TRAINERS[kind](recipe_settings(kind, 1000), 1000, resolution, 0).step
     for _ in range(2):
         step()
     n, started = 0, time.perf_counter()
@@ -271,16 +341,17 @@ def run_lit_gen(spec: dict) -> tuple[torch.Tensor, dict]:
 
 
 def run_peer(spec: dict) -> tuple[torch.Tensor, dict]:
-    peer = PeerTrainer(spec["settings"], spec["steps"], spec["resolution"], spec["seed"])
+    peer = TRAINERS[spec["kind"]](spec["settings"], spec["steps"], spec["resolution"], spec["seed"])
     started = time.perf_counter()
     while peer.steps < spec["steps"] and time.perf_counter() - started < spec["budget"]:
         peer.step()
     seconds = time.perf_counter() - started
     started = time.perf_counter()
     samples = peer.sample(spec["num_samples"], spec["sample_seed"])
+    network = peer.unet if spec["kind"] == "diffusers" else peer.diffusion.model
     return samples, {"steps_done": peer.steps, "train_seconds": round(seconds, 1),
                      "sample_seconds": round(time.perf_counter() - started, 1),
-                     "parameters": sum(p.numel() for p in peer.unet.parameters())}
+                     "parameters": sum(p.numel() for p in network.parameters())}
 
 
 def worker(spec: dict) -> dict:
@@ -319,8 +390,22 @@ def score(samples_path: str, extractor, reference) -> float:
 
 
 def peer_settings(lr: float, ema: float, steps: int) -> dict:
-    """The recipe with another learning rate and EMA max decay; warm-up capped at 5% of the steps."""
+    """diffusers' recipe with another learning rate and EMA max decay; warm-up capped at 5% of the steps."""
     return {**RECIPE, "lr": lr, "ema_max_decay": ema, "warmup_steps": min(RECIPE["warmup_steps"], int(WARMUP_SHARE * steps))}
+
+
+def grid_settings(peer: str, lr: float, ema: float, steps: int) -> dict:
+    """A peer's recipe with another learning rate and EMA decay."""
+    if peer == "diffusers":
+        return peer_settings(lr, ema, steps)
+    return {**DDP_RECIPE, "lr": lr, "ema_decay": ema}  # its recipe has no learning-rate warm-up to scale
+
+
+def recipe_settings(peer: str, steps: int) -> dict:
+    """A peer's documented recipe scaled to the steps the budget allows."""
+    if peer == "diffusers":
+        return peer_settings(RECIPE["lr"], RECIPE["ema_max_decay"], steps)
+    return dict(DDP_RECIPE)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -348,21 +433,24 @@ def main(argv: list[str] | None = None) -> None:
     budget = args.budget or (60.0 if args.quick else 240.0)
     num_samples = args.num_samples or (200 if args.quick else 1000)
     calibration_seconds = args.calibration or (3.0 if args.quick else 15.0)
-    grid = [(lr, ema) for lr in (QUICK_GRID_LR if args.quick else GRID_LR) for ema in (QUICK_GRID_EMA if args.quick else GRID_EMA)]
+    peers = installed_peers()
+    grids = {peer: [(lr, ema) for lr in GRIDS[peer][args.quick][0] for ema in GRIDS[peer][args.quick][1]] for peer in peers}
     resolution = args.resolution
     torch.set_num_threads(1)
     rec = Recorder("diffusers_peer", f"digits DDPM at {resolution}x{resolution}: lit_gen vs diffusers at its best, "
                    f"FID per equal CPU budget, {args.seeds} seeds", extra_versions=("diffusers", "denoising_diffusion_pytorch"))
-    rec.notes.append("denoising-diffusion-pytorch: not compared (no arm for it yet); installed: "
-                     + ("yes" if _installed("denoising_diffusion_pytorch") else "no"))
+    if "ddpm_pytorch" not in peers:
+        rec.notes.append("denoising-diffusion-pytorch is not installed: no arms for it (pip install denoising-diffusion-pytorch)")
 
     networks = measure_networks(resolution)
     rec.numbers.update(budget_seconds=budget, resolution=resolution, seeds=args.seeds, num_samples=num_samples,
-                       batch_size=BATCH, threads=1, networks=networks, recipe=RECIPE, grid=[list(g) for g in grid])
+                       batch_size=BATCH, threads=1, networks=networks, peers=peers,
+                       recipes={"diffusers": RECIPE, "ddpm_pytorch": DDP_RECIPE},
+                       grids={peer: [list(g) for g in grid] for peer, grid in grids.items()})
     timeout = budget * 4 + 900
     base = {"resolution": resolution, "budget": budget, "num_samples": num_samples}
     calibration = {kind: run_worker({**base, "kind": kind, "calibrate": calibration_seconds}, timeout)
-                   for kind in ("lit_gen", "diffusers")}
+                   for kind in ("lit_gen", *peers)}
     with tempfile.TemporaryDirectory(prefix="lit_gen_peer_") as tmp:
         calibration["lit_gen_fixed"] = run_worker({**base, "kind": "lit_gen", "fixed_cost": True, "dir": tmp}, timeout)
     # Two steps' worth of the fixed run were training; the rest is what every lit_gen run pays besides its steps.
@@ -371,7 +459,7 @@ def main(argv: list[str] | None = None) -> None:
     if base_lit <= 0:
         raise SystemExit(f"--budget {budget:g} s is shorter than lit_gen.fit's fixed costs ({fixed:.0f} s measured)")
     plan = {"lit_gen": max(10, int(LIT_GEN_STEP_SHARE * base_lit / calibration["lit_gen"]["seconds_per_step"])),
-            "diffusers": max(10, int(PEER_STEP_SHARE * budget / calibration["diffusers"]["seconds_per_step"]))}
+            **{peer: max(10, int(PEER_STEP_SHARE * budget / calibration[peer]["seconds_per_step"])) for peer in peers}}
     rec.numbers.update(calibration=calibration, planned_steps=plan, lit_gen_fixed_seconds=round(fixed, 1))
 
     from lit_gen.data.digits import DigitsDataModule
@@ -405,18 +493,25 @@ def main(argv: list[str] | None = None) -> None:
         runs.append(result)
         return result
 
-    # The grid, seed 0, one run after another.
-    grid_runs = [run(f"grid_lr{lr:g}_ema{ema:g}", "diffusers", 0, peer_settings(lr, ema, plan["diffusers"])) for lr, ema in grid]
-    best = min(grid_runs, key=lambda r: r["fid"])
-    rec.numbers["grid"] = [{"lr": r["settings"]["lr"], "ema_max_decay": r["settings"]["ema_max_decay"], "fid": r["fid"]}
-                           for r in grid_runs]
-    rec.numbers["grid_best"] = best["settings"]
-    recipe = peer_settings(RECIPE["lr"], RECIPE["ema_max_decay"], plan["diffusers"])
-    arms: dict[str, list[dict]] = {"lit_gen": [], "diffusers_recipe": [], "diffusers_grid_best": [{**best, "arm": "diffusers_grid_best"}]}
+    # Each peer's grid, seed 0, one run after another.
+    arms: dict[str, list[dict]] = {"lit_gen": []}
+    best: dict[str, dict] = {}
+    rec.numbers["grid"], rec.numbers["grid_best"] = {}, {}
+    for peer in peers:
+        grid_runs = [run(f"{peer}_grid_lr{lr:g}_ema{ema:g}", peer, 0, grid_settings(peer, lr, ema, plan[peer]))
+                     for lr, ema in grids[peer]]
+        best[peer] = min(grid_runs, key=lambda r: r["fid"])
+        rec.numbers["grid"][peer] = [{"lr": r["settings"]["lr"], "ema": r["settings"].get("ema_max_decay", r["settings"].get("ema_decay")),
+                                      "fid": r["fid"]} for r in grid_runs]
+        rec.numbers["grid_best"][peer] = best[peer]["settings"]
+        arms[f"{peer}_recipe"] = []
+        arms[f"{peer}_grid_best"] = [{**best[peer], "arm": f"{peer}_grid_best"}]
     for seed in range(args.seeds):
-        order = [("lit_gen", "lit_gen", None), ("diffusers_recipe", "diffusers", recipe)]
-        if seed > 0:
-            order.append(("diffusers_grid_best", "diffusers", best["settings"]))
+        order = [("lit_gen", "lit_gen", None)]
+        for peer in peers:
+            order.append((f"{peer}_recipe", peer, recipe_settings(peer, plan[peer])))
+            if seed > 0:
+                order.append((f"{peer}_grid_best", peer, best[peer]["settings"]))
         for arm, kind, settings in (order if seed % 2 == 0 else order[::-1]):  # alternate, so drift hits all arms alike
             arms[arm].append(run(arm, kind, seed, settings))
 
@@ -427,17 +522,18 @@ def main(argv: list[str] | None = None) -> None:
     summary = {arm: {"mean": round(mean_sd(v)[0], 3), "sd": round(mean_sd(v)[1], 3), "n": len(v),
                      "steps_done": [r["steps_done"] for r in arms[arm]], "train_seconds": [r["train_seconds"] for r in arms[arm]]}
                for arm, v in fids.items()}
-    best_peer = min(("diffusers_recipe", "diffusers_grid_best"), key=lambda a: summary[a]["mean"])
+    best_peer = min((arm for arm in arms if arm != "lit_gen"), key=lambda a: summary[a]["mean"])
     interval = ratio_of_means(fids["lit_gen"], fids[best_peer])
     rec.numbers.update(runs=runs, arms=summary, best_peer_arm=best_peer, fid_ratio=interval.as_dict(),
                        real_test_split_fid=round(floor, 3))
     for arm, s in summary.items():
         rec.headline[f"FID {arm}"] = (f"{s['mean']:.2f} ± {s['sd']:.2f} (n={s['n']}; steps {min(s['steps_done'])}-"
                                       f"{max(s['steps_done'])} in {budget:.0f} s)")
-    rec.headline["grid (lr x EMA, seed 0)"] = ", ".join(f"{g['lr']:g}/{g['ema_max_decay']:g}: {g['fid']:.1f}" for g in rec.numbers["grid"])
-    rec.headline["network"] = (f"{networks['lit_gen']['parameters']:,} vs {networks['diffusers']['parameters']:,} trained parameters; "
-                               f"{networks['lit_gen']['training_flops_per_image'] / 1e6:.1f} vs "
-                               f"{networks['diffusers']['training_flops_per_image'] / 1e6:.1f} MFLOPs per image per training step")
+    for peer in peers:
+        rec.headline[f"{peer} grid (lr / EMA, seed 0)"] = ", ".join(f"{g['lr']:g}/{g['ema']:g}: {g['fid']:.1f}"
+                                                                    for g in rec.numbers["grid"][peer])
+    rec.headline["networks (trained parameters, MFLOPs per image per training step)"] = ", ".join(
+        f"{name} {n['parameters']:,} / {n['training_flops_per_image'] / 1e6:.1f}" for name, n in networks.items())
     rec.headline["real test split FID (floor)"] = f"{floor:.2f}"
     for bound in TARGETS:
         rec.target(f"FID lit_gen / FID {best_peer}", interval.estimate, "<=", bound, "x", interval=interval)

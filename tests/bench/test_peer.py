@@ -22,3 +22,20 @@ def test_both_networks_have_the_same_size_and_nearly_the_same_flops(resolution):
     assert lit["parameters"] == other["parameters"]
     assert lit["parameter_counts"]["ema"] == lit["parameters"]  # the EMA copy is listed apart, not counted
     assert abs(lit["training_flops_per_image"] / other["training_flops_per_image"] - 1) < 0.05
+
+
+def test_each_peer_has_a_recipe_and_a_grid_around_it():
+    ddp = peer.recipe_settings("ddpm_pytorch", 300)
+    assert (ddp["lr"], ddp["ema_decay"], ddp["objective"]) == (8e-5, 0.995, "pred_v")  # its README's settings
+    assert peer.grid_settings("ddpm_pytorch", 1e-3, 0.999, 300) == {**ddp, "lr": 1e-3, "ema_decay": 0.999}
+    assert peer.recipe_settings("diffusers", 312)["warmup_steps"] == 15
+    for name, ((lrs, emas), (quick_lrs, quick_emas)) in peer.GRIDS.items():
+        assert len(lrs) * len(emas) >= 4 and len(quick_lrs) * len(quick_emas) >= 2, name
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("resolution", sorted(peer.DDP_LAYOUTS))
+def test_denoising_diffusion_pytorch_network_is_within_ten_percent_of_lit_gens(resolution):
+    pytest.importorskip("denoising_diffusion_pytorch")
+    networks = peer.measure_networks(resolution)
+    assert abs(networks["ddpm_pytorch"]["parameters"] / networks["lit_gen"]["parameters"] - 1) < 0.1
