@@ -2,8 +2,10 @@
 
 A result file ``bench/results/<name>.json`` holds the command, the date, the machine (CPU model,
 cores, load average before and after), the versions of torch, lightning and lit_gen, the numbers,
-and each target with whether it was met; a missed target carries its gap and its cause. The
-``headline`` entries are what ``bench/README.md``'s table shows.
+each target with its verdict (met / missed / inconclusive over a 95% interval, ``bench.stats``; a
+target without an interval is marked a single measurement), and FID values with their protocols.
+The ``headline`` entries and the FID entries are what ``bench/README.md``'s tables show
+(``bench.table``).
 
 Timing habit: on a shared machine the load changes from second to second, so a ratio is measured
 inside one process with the two sides interleaved (A B B A ...) and reported as a median.
