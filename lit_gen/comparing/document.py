@@ -76,9 +76,10 @@ def to_markdown(blocks: list[Block], base: Path) -> str:
                          for c in row]
                 lines.append("| " + " | ".join(cells) + " |")
             lines.append("")
-            lines += [f"- `{_md_escape(title)}`: {_md_escape(note)}" for title, note in block.notes.items()]
-            lines += [f"[{n}] {_md_escape(reason)}  " for reason, n in numbers.items()]
-            lines.append("")
+            if block.notes:
+                lines += [f"- `{_md_escape(title)}`: {_md_escape(note)}" for title, note in block.notes.items()] + [""]
+            if numbers:
+                lines += [f"[{n}] {_md_escape(reason)}  " for reason, n in numbers.items()] + [""]
     return "\n".join(lines)
 
 
