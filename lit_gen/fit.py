@@ -18,11 +18,13 @@ This module is the only reader of SLURM and W&B environment variables.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
 import sys
 import time
+from collections.abc import Iterator
 
 from lit_gen import registry
 from lit_gen.cli import run_main, setup_logging, tame_lightning_logging
@@ -45,8 +47,6 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
 
 def environment_run_id(environ: dict[str, str]) -> str | None:
     """The run id a cluster or a W&B agent implies: the same for every rank and every requeue."""
-    if environ.get("LIT_GEN_RUN_ID"):  # set by a parent process for the DDP workers it launches
-        return environ["LIT_GEN_RUN_ID"]
     if environ.get("SLURM_JOB_ID") and environ.get("SLURM_JOB_NAME") not in (None, "bash", "interactive"):
         if environ.get("SLURM_ARRAY_JOB_ID"):
             return f"slurm-{environ['SLURM_ARRAY_JOB_ID']}_{environ.get('SLURM_ARRAY_TASK_ID', '0')}"
@@ -54,6 +54,26 @@ def environment_run_id(environ: dict[str, str]) -> str | None:
     if environ.get("WANDB_SWEEP_ID") and environ.get("WANDB_RUN_ID"):
         return f"wandb-{environ['WANDB_RUN_ID']}"
     return None
+
+
+@contextlib.contextmanager
+def worker_command(argv: list[str], run_id: str, resume_from) -> Iterator[None]:
+    """While training, the command line that the DDP workers Lightning launches will run.
+
+    Lightning starts each extra local rank by running this process's command again
+    (``sys.executable -m lit_gen.fit`` + ``sys.argv[1:]``), so that command is the only way to hand
+    the workers data. They get the arguments this ``main`` was called with plus ``--run-id`` (the
+    folder rank 0 just chose) and ``--resume`` (rank 0's decision: the same checkpoint, or ``auto``
+    in a folder that has none yet); argparse takes the last of a repeated option, so these win.
+    ``sys.argv`` is put back afterwards, so nothing of this run reaches a later fit in the process.
+    """
+    saved = sys.argv
+    resume = str(resume_from) if resume_from is not None else "auto"
+    sys.argv = [saved[0] if saved else "lit_gen.fit", *argv, "--run-id", run_id, "--resume", resume]
+    try:
+        yield
+    finally:
+        sys.argv = saved
 
 
 def global_rank(environ: dict[str, str]) -> int:
@@ -150,9 +170,6 @@ def main(argv: list[str]) -> int:
         runs.create(run, cfg.to_yaml())
         if wandb_id:
             run.write_wandb_id(wandb_id)
-    # Workers that Lightning launches for DDP rerun this module: they must find the same folder.
-    inherited = os.environ.get("LIT_GEN_RUN_ID")
-    os.environ["LIT_GEN_RUN_ID"] = run_id
     # A validation-free dataset still gets best.ckpt from the training loss.
     if trainer.limit_val_batches == 0 or not len(datamodule.dataset("val")):
         best.monitor = "train/loss_epoch"
@@ -160,14 +177,9 @@ def main(argv: list[str]) -> int:
     if resume_from is not None and trainer.is_global_zero:
         log.info("resuming from %s", resume_from)
     started = time.time()
-    try:
+    # Workers that Lightning launches for DDP rerun this command: they must find the same folder.
+    with worker_command(argv, run_id, resume_from):
         trainer.fit(model, datamodule=datamodule, ckpt_path=str(resume_from) if resume_from else None)
-    finally:
-        # Only this fit's workers may see the id: a later fit in the same process (or a job it submits) must not.
-        if inherited is None:
-            os.environ.pop("LIT_GEN_RUN_ID", None)
-        else:
-            os.environ["LIT_GEN_RUN_ID"] = inherited
     if not trainer.is_global_zero:
         return 0
     if trainer.interrupted:

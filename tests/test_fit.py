@@ -101,15 +101,39 @@ def test_an_existing_run_is_never_overwritten(finished_run, capsys):
     assert code == 2 and "already exists" in err
 
 
-def test_a_fit_does_not_leak_its_run_id_into_the_environment(tmp_path, capsys, monkeypatch):
+def test_a_fit_leaves_the_command_line_and_the_environment_as_it_found_them(tmp_path, capsys):
     import os
+    import sys
 
-    monkeypatch.delenv("LIT_GEN_RUN_ID", raising=False)
+    argv, environ = list(sys.argv), dict(os.environ)
     with pytest.raises(SystemExit) as info:
         run_main(main, ["--config", "configs/vae_digits.yaml", "trainer.max_epochs=1", "logger.wandb=false",
                         "run.num_samples=0", f"run.output_dir={tmp_path}"])
     assert info.value.code == 0
-    assert "LIT_GEN_RUN_ID" not in os.environ, "later fits and submitted jobs would reuse this run's folder"
+    # Later fits and submitted jobs in this process would otherwise reuse this run's folder.
+    # (Lightning's seed_everything exports PL_GLOBAL_SEED / PL_SEED_WORKERS for its workers: not ours.)
+    ours = {k: v for k, v in os.environ.items() if not k.startswith("PL_")}
+    assert sys.argv == argv and ours == {k: v for k, v in environ.items() if not k.startswith("PL_")}
+
+
+def test_ddp_workers_are_told_the_run_folder_and_the_resume_decision_on_their_command_line(tmp_path):
+    import sys
+
+    from lit_gen.fit import parse_args, worker_command
+
+    saved = list(sys.argv)
+    given = ["--config", "configs/vae_digits.yaml", "--resume", "never", "model.beta=0.5", "--model.latent_dim", "4"]
+    with worker_command(given, "20260101-abc", None):
+        args, overrides = parse_args(sys.argv[1:])  # what a worker parses
+        # A worker must open rank 0's fresh folder (which exists by then), not refuse it or make another.
+        assert (args.run_id, args.resume, args.config) == ("20260101-abc", "auto", "configs/vae_digits.yaml")
+        assert overrides == ["model.beta=0.5", "--model.latent_dim", "4"]
+    assert sys.argv == saved
+    checkpoint = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    with worker_command(["--config", "c.yaml", "--run-id", "old"], "run", checkpoint):
+        args, _ = parse_args(sys.argv[1:])
+        assert (args.run_id, args.resume) == ("run", str(checkpoint))  # the very checkpoint rank 0 resumes
+    assert sys.argv == saved
 
 
 def test_print_config_shows_the_resolved_config(capsys):

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import lightning as L
 
+from lit_gen.models.contracts import CallbackContract
+
 
 def scalar_metrics(trainer: L.Trainer) -> dict[str, float]:
     """The trainer's epoch-level scalar metrics as plain floats.
@@ -43,12 +45,14 @@ class MetricsFile(L.Callback):
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
 
-    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        if not isinstance(pl_module, CallbackContract):
+            raise TypeError(f"MetricsFile needs a lit_gen model (CallbackContract), got {type(pl_module).__name__}")
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: CallbackContract) -> None:
         # Lightning runs this before the module's own hook: have the module log its epoch metrics
         # first (on every rank, since that may all-reduce), so the row holds this epoch's values.
-        log_epoch_metrics = getattr(pl_module, "log_epoch_metrics", None)
-        if callable(log_epoch_metrics):
-            log_epoch_metrics()
+        pl_module.log_epoch_metrics()
         if not trainer.is_global_zero:
             return
         row = {"epoch": trainer.current_epoch, "step": trainer.global_step, **scalar_metrics(trainer)}

@@ -1,52 +1,30 @@
-"""Skip optimizer steps whose gradients are not finite, and stop when it keeps happening.
+"""Count the optimizer steps a model skipped as non-finite, and stop a run where it keeps happening.
 
-A NaN or inf in the loss reaches every gradient, so checking the gradients right before the
-optimizer step catches both. The decision is reduced over DDP ranks (any rank bad -> every rank
-skips), so replicas never diverge. Skipping means dropping the gradients: optimizers leave
-parameters without a gradient untouched, moments included. It works with mixed precision: with
-fp16 the gradient scaler already skips overflowing steps, and this guard counts them too.
-
-What a skipped step leaves alone, and what it advances: the weights, the optimizer's state
-(moments and per-parameter step counts: AdamW updates only parameters that have a gradient), the
-learning-rate schedule and any EMA of the weights stay exactly as they were; Lightning's
-``global_step`` advances (it counts batches: the data position, the per-step reseed and
-``trainer.max_steps`` move on). The guard tells the module through ``SkipsSteps.skip_step`` so that
-the module holds its schedule and EMA back (``GenerativeModule`` implements it).
-
-The check is the total gradient norm (NaN or inf in any gradient makes it non-finite), which
-gradient clipping needs anyway: ``GenerativeModule`` clips with the norm computed here instead of
-a second pass over the gradients. It is logged as ``train/grad_norm`` on logging steps.
+The guard itself is the model's (``GenerativeModule.on_before_optimizer_step``): right before each
+optimizer step it checks the total gradient norm, reduces the decision over DDP ranks (any rank bad
+-> every rank skips) and drops the step's gradients, so the weights, the optimizer's state, the
+learning-rate schedule and any EMA stay exactly as they were; the same norm clips the gradients.
+This callback keeps the run-level part, set by ``run.max_nonfinite_steps``: after each training
+batch it reads ``skipped_optimizer_steps()`` (``CallbackContract``), counts the skips (saved in
+checkpoints) and raises ``TrainingError`` after too many in a row. With fp16 the gradient scaler
+skips overflowing steps too, and they are counted here as well.
 """
 
 from __future__ import annotations
 
 import logging
-from typing import Protocol, runtime_checkable
 
 import lightning as L
-import torch
 
 from lit_gen.errors import TrainingError
+from lit_gen.models.base import gradient_norm  # noqa: F401  (bench.overhead times the guard's norm under this name)
+from lit_gen.models.contracts import CallbackContract
 
 log = logging.getLogger(__name__)
 
 
-def gradient_norm(parameters) -> torch.Tensor | None:
-    """The total 2-norm of the gradients present, as ``clip_grad_norm_`` computes it (None without any)."""
-    grads = [p.grad for p in parameters if p.grad is not None]
-    return torch.nn.utils.get_total_norm(grads, 2.0) if grads else None
-
-
-@runtime_checkable
-class SkipsSteps(Protocol):
-    """A module that holds back what a step would advance besides the weights (schedule, EMA)."""
-
-    def skip_step(self) -> None:
-        """The optimizer step in progress is skipped: do not advance the schedule or the EMA for it."""
-
-
 class NonFiniteGuard(L.Callback):
-    """Drop non-finite optimizer steps; raise TrainingError after ``max_consecutive`` in a row.
+    """Count skipped optimizer steps; raise TrainingError after ``max_consecutive`` in a row.
 
     Logged: ``train/skipped_steps``, the number of steps skipped so far.
     """
@@ -58,38 +36,27 @@ class NonFiniteGuard(L.Callback):
         self.consecutive = 0
         self.skipped = 0
 
-    def on_before_optimizer_step(self, trainer: L.Trainer, pl_module: L.LightningModule, optimizer) -> None:
-        params = [p for group in optimizer.param_groups for p in group["params"]]
-        norm = gradient_norm(params)
-        bad = norm is not None and not bool(torch.isfinite(norm))  # the step's one host sync
-        bad = trainer.strategy.reduce_boolean_decision(bad, all=False)
-        if not bad:
-            self.consecutive = 0
-            if norm is not None:
-                if pl_module.automatic_optimization:  # Lightning clips next, with this norm
-                    pl_module.grad_norm_for_clipping = (optimizer, norm)
-                is_logging_step = getattr(pl_module, "is_logging_step", None)
-                if callable(is_logging_step) and is_logging_step():
-                    pl_module.log("train/grad_norm", norm, on_step=True, on_epoch=False)
-            return
-        self._skip(trainer, pl_module, params)
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        if not isinstance(pl_module, CallbackContract):
+            raise TypeError(f"NonFiniteGuard needs a lit_gen model (CallbackContract), got {type(pl_module).__name__}")
 
-    def _skip(self, trainer: L.Trainer, pl_module: L.LightningModule, params) -> None:
-        for p in params:
-            p.grad = None
-        if isinstance(pl_module, SkipsSteps):
-            pl_module.skip_step()
-        self.consecutive += 1
-        self.skipped += 1
-        pl_module.log("train/skipped_steps", float(self.skipped), on_step=True, on_epoch=False, rank_zero_only=True)
-        log.warning("step %d: non-finite loss or gradient, optimizer step skipped (%d in a row)",
-                    trainer.global_step, self.consecutive)
-        if self.consecutive >= self.max_consecutive:
-            raise TrainingError(self._explain(trainer, pl_module))
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: CallbackContract, outputs, batch, batch_idx: int) -> None:
+        steps = pl_module.skipped_optimizer_steps()
+        for skipped in steps:
+            if not skipped:
+                self.consecutive = 0
+                continue
+            self.consecutive += 1
+            self.skipped += 1
+            log.warning("step %d: non-finite loss or gradient, optimizer step skipped (%d in a row)",
+                        trainer.global_step, self.consecutive)
+            if self.consecutive >= self.max_consecutive:
+                raise TrainingError(self._explain(trainer, pl_module))
+        if any(steps):
+            pl_module.log("train/skipped_steps", float(self.skipped), on_step=True, on_epoch=False, rank_zero_only=True)
 
-    def _explain(self, trainer: L.Trainer, pl_module: L.LightningModule) -> str:
-        terms = getattr(pl_module, "last_loss_terms", None) or {}
-        shown = ", ".join(f"{k}={float(v):.4g}" for k, v in terms.items()) or "not recorded"
+    def _explain(self, trainer: L.Trainer, pl_module: CallbackContract) -> str:
+        shown = ", ".join(f"{k}={float(v):.4g}" for k, v in pl_module.last_loss_terms.items()) or "not recorded"
         lr = trainer.optimizers[0].param_groups[0]["lr"] if trainer.optimizers else float("nan")
         return (
             f"training stopped at step {trainer.global_step}: {self.consecutive} optimizer steps in a row had a "

@@ -9,6 +9,8 @@ import lightning as L
 import torch
 
 from lit_gen.images import save_grid
+from lit_gen.lightning_adapter import is_wandb_logger
+from lit_gen.models.contracts import CallbackContract
 
 log = logging.getLogger(__name__)
 
@@ -31,32 +33,32 @@ class SampleGrid(L.Callback):
         self.scale = scale
         self.last_path: Path | None = None
 
-    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: CallbackContract) -> None:
         epoch = trainer.current_epoch
         if self.every_n_epochs > 0 and (epoch + 1) % self.every_n_epochs == 0:
             self.write(trainer, pl_module, f"epoch_{epoch:04d}.png")
 
-    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+    def on_fit_end(self, trainer: L.Trainer, pl_module: CallbackContract) -> None:
         self.write(trainer, pl_module, "final.png")
 
-    def write(self, trainer: L.Trainer, pl_module: L.LightningModule, filename: str) -> Path | None:
+    def write(self, trainer: L.Trainer, pl_module: CallbackContract, filename: str) -> Path | None:
         if not trainer.is_global_zero or self.num_samples <= 0:
             return None
         images, nrow = self.draw(pl_module)
         path = save_grid(images, self.folder / filename, nrow=nrow, scale=self.scale)
         self.last_path = path
         for logger in trainer.loggers:
-            if type(logger).__name__ == "WandbLogger":
+            if is_wandb_logger(logger):
                 logger.log_image(key="samples", images=[str(path)], step=trainer.global_step)
         log.info("wrote samples to %s", path)
         return path
 
     @torch.no_grad()
-    def draw(self, pl_module: L.LightningModule):
+    def draw(self, pl_module: CallbackContract):
         generator = torch.Generator().manual_seed(self.seed)
         labels, nrow = None, None
-        classes = getattr(pl_module, "num_classes", None)
-        if getattr(pl_module, "conditional", False) and classes:
+        classes = pl_module.num_classes
+        if pl_module.conditional and classes:
             per_class = max(1, self.num_samples // classes)
             labels = torch.arange(classes, device=pl_module.device).repeat_interleave(per_class)
             nrow = per_class

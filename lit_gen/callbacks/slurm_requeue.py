@@ -29,6 +29,8 @@ from lightning.fabric.plugins.environments import SLURMEnvironment
 from lightning.pytorch.callbacks import Checkpoint
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
+from lit_gen.lightning_adapter import is_accumulating, started_experiment
+
 log = logging.getLogger(__name__)
 
 #: Job names SLURM gives interactive allocations; Lightning does not treat them as SLURM jobs.
@@ -120,7 +122,7 @@ class SlurmRequeue(Checkpoint):
 
     # ------------------------------------------------------------------ stop, save, requeue
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx: int) -> None:
-        if trainer.fit_loop.epoch_loop._should_accumulate():  # mid-accumulation is not a step boundary
+        if is_accumulating(trainer):  # mid-accumulation is not a step boundary
             return
         # A checkpoint taken after an epoch's last batch but before its end resumes into a replayed
         # epoch (Lightning's loop state); the signal is acted on at the next step instead.
@@ -182,6 +184,6 @@ def _close_loggers(trainer: L.Trainer) -> None:
     for logger in trainer.loggers:
         logger.save()
         # Only a W&B logger that already started a run has one to finish (reading .experiment would start one).
-        experiment = getattr(logger, "_experiment", None)
+        experiment = started_experiment(logger)
         if experiment is not None and callable(getattr(experiment, "finish", None)):
             experiment.finish()

@@ -17,6 +17,7 @@ from torch import Tensor
 
 import lit_gen
 from lit_gen.errors import ConfigError
+from lit_gen.lightning_adapter import attached_trainer, gradients_are_local, should_update_logs
 from lit_gen.models.running_means import RunningMeans
 
 
@@ -31,6 +32,12 @@ class LossOutput(NamedTuple):
     total: Tensor
     terms: dict[str, Tensor]
     weights: dict[str, Tensor] | None = None
+
+
+def gradient_norm(parameters) -> Tensor | None:
+    """The total 2-norm of the gradients present, as ``clip_grad_norm_`` computes it (None without any)."""
+    grads = [p.grad for p in parameters if p.grad is not None]
+    return torch.nn.utils.get_total_norm(grads, 2.0) if grads else None
 
 
 def to_unit_range(x: Tensor) -> Tensor:
@@ -55,17 +62,23 @@ class GenerativeModule(L.LightningModule):
             decay it to zero with a cosine over the trainer's ``max_steps`` (or its estimated steps).
             Outside a Trainer, ``configure_optimizers(total_steps=N)`` gives the length instead.
 
-    A step that ``NonFiniteGuard`` skips (non-finite loss or gradient) changes no training state:
-    the weights and the optimizer's moments and step counts stay as they were (the optimizer
-    updates only parameters with a gradient, and the guard drops them all), the learning-rate
-    schedule does not advance, and families with an EMA leave it and its update counter alone.
-    Lightning's ``global_step`` does advance: it counts batches, so the data position, the per-step
-    reseed and ``trainer.max_steps`` go on as usual (families with manual optimization may differ:
-    see ``VQGAN._step``).
+    Non-finite steps: right before each optimizer step (``on_before_optimizer_step``, for automatic
+    and manual optimization alike) the module computes the total gradient norm once. When it is not
+    finite on any DDP rank (a NaN or inf in the loss reaches every gradient, so this catches both),
+    every rank drops its gradients and the step changes no training state: the weights and the
+    optimizer's moments and step counts stay as they were (the optimizer updates only parameters
+    with a gradient), the learning-rate schedule does not advance, and families with an EMA leave it
+    and its update counter alone. Lightning's ``global_step`` does advance: it counts batches, so the
+    data position, the per-step reseed and ``trainer.max_steps`` go on as usual (families with manual
+    optimization may differ: see ``VQGAN._step``). The same norm clips the gradients (no second pass)
+    and is logged as ``train/grad_norm``; it never leaves the module. ``skipped_optimizer_steps()``
+    tells callbacks (``NonFiniteGuard`` counts them and stops a run that keeps skipping).
     """
 
     #: Whether ``sample(labels=...)`` is meaningful; conditional families set it on the instance.
     conditional: bool = False
+    #: Classes a conditional family takes (set on the instance with ``conditional``).
+    num_classes: int | None = None
 
     def __init__(
         self,
@@ -93,6 +106,12 @@ class GenerativeModule(L.LightningModule):
         self._schedule_total: int | None = None
         #: Whether the optimizer step in progress was skipped (set by ``skip_step``; see the class docstring).
         self.step_skipped = False
+        #: The detached loss and its terms of the latest training step (read in error messages).
+        self.last_loss_terms: dict[str, Tensor] = {}
+        # Per optimizer step of the current batch: skipped or not (``skipped_optimizer_steps``).
+        self._batch_skips: list[bool] = []
+        # The norm of the step in progress, kept for ``configure_gradient_clipping`` (automatic optimization).
+        self._step_norm: tuple[torch.optim.Optimizer, Tensor] | None = None
         self._epoch_means = {"train": RunningMeans(), "val": RunningMeans()}
         self._epoch_logged: int | None = None
 
@@ -112,7 +131,8 @@ class GenerativeModule(L.LightningModule):
         Families that override ``training_step`` call this first, so flips are drawn after the
         per-step reseed and a resumed run sees the same augmented images.
         """
-        datamodule = getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
+        trainer = attached_trainer(self)
+        datamodule = getattr(trainer, "datamodule", None) if trainer is not None else None
         if datamodule is None or not hasattr(datamodule, "augment_batch"):
             return batch
         images, *rest = batch
@@ -158,8 +178,8 @@ class GenerativeModule(L.LightningModule):
 
     def is_logging_step(self) -> bool:
         """Whether Lightning writes this training step's values to the loggers (else logging them is wasted)."""
-        connector = getattr(self._trainer, "_logger_connector", None) if self._trainer is not None else None
-        return bool(getattr(connector, "should_update_logs", True))
+        trainer = attached_trainer(self)
+        return True if trainer is None else should_update_logs(trainer)
 
     def _log_epoch_means(self, stage: str) -> None:
         means = self._epoch_means[stage].means(self._reduce_sum)
@@ -173,7 +193,7 @@ class GenerativeModule(L.LightningModule):
                 self.log(f"val/{name}", mean, prog_bar=name == "loss", on_step=False, on_epoch=True, batch_size=1)
 
     def _reduce_sum(self, tensor: Tensor) -> Tensor:
-        trainer = self._trainer
+        trainer = attached_trainer(self)
         if trainer is None or trainer.world_size == 1:
             return tensor
         return trainer.strategy.reduce(tensor, reduce_op="sum")
@@ -195,6 +215,9 @@ class GenerativeModule(L.LightningModule):
 
     def on_train_epoch_start(self) -> None:
         self._epoch_logged = None
+
+    def on_train_batch_start(self, batch, batch_idx: int) -> None:
+        self._batch_skips = []
 
     def on_train_epoch_end(self) -> None:
         self.log_epoch_metrics()
@@ -230,7 +253,7 @@ class GenerativeModule(L.LightningModule):
         if total_steps is not None and (isinstance(total_steps, bool) or not isinstance(total_steps, int) or total_steps < 1):
             raise ConfigError(f"total_steps must be a positive integer, got {total_steps!r}")
         self._schedule_total = total_steps
-        if self.lr_schedule == "cosine" and total_steps is None and self._trainer is None:
+        if self.lr_schedule == "cosine" and total_steps is None and attached_trainer(self) is None:
             raise ConfigError(
                 "model.lr_schedule='cosine' decays over the run's length, but there is no Trainer to read it from: "
                 "call configure_optimizers(total_steps=N) with your loop's number of optimizer steps "
@@ -240,10 +263,58 @@ class GenerativeModule(L.LightningModule):
             return None
         return torch.optim.lr_scheduler.LambdaLR(optimizer, self._lr_factor)
 
+    # ------------------------------------------------------------------ non-finite steps and clipping
     def skip_step(self) -> None:
-        """Mark the optimizer step in progress as skipped (``NonFiniteGuard`` calls it after dropping
-        the gradients): the schedule and any EMA then stay where they are."""
+        """Mark the optimizer step in progress as skipped: the schedule and any EMA stay where they are."""
         self.step_skipped = True
+
+    def skipped_optimizer_steps(self) -> tuple[bool, ...]:
+        """For each optimizer step of the current training batch, in order, whether it was skipped."""
+        return tuple(self._batch_skips)
+
+    def drop_step_if_nonfinite(self, optimizer: torch.optim.Optimizer, value: Tensor | None) -> bool:
+        """Skip ``optimizer``'s step when ``value`` (a gradient norm or a loss) is not finite on any rank.
+
+        The one guard of every family. The decision is reduced over DDP ranks (any rank bad -> every
+        rank skips) so replicas never diverge; skipping drops the optimizer's gradients and calls
+        ``skip_step``. Every rank must call it at the same point (it is a collective).
+        """
+        bad = value is not None and not bool(torch.isfinite(value))  # the step's one host sync
+        bad = self.trainer.strategy.reduce_boolean_decision(bad, all=False)
+        if bad:
+            for group in optimizer.param_groups:
+                for p in group["params"]:
+                    p.grad = None
+            self.skip_step()
+        self._batch_skips.append(bad)
+        return bad
+
+    def on_before_optimizer_step(self, optimizer) -> None:
+        """Guard the step and clip its gradients, both with one gradient norm.
+
+        Lightning calls this after the gradients are final (after unscaling under fp16, where the
+        scaler then also skips the step) and before it clips (automatic optimization) or steps.
+        """
+        self._step_norm = None
+        params = [p for group in optimizer.param_groups for p in group["params"]]
+        norm = gradient_norm(params)
+        if self.drop_step_if_nonfinite(optimizer, norm) or norm is None:
+            return
+        if self.is_logging_step():
+            self.log("train/grad_norm", norm, on_step=True, on_epoch=False)
+        if self.automatic_optimization:  # Lightning clips next, through configure_gradient_clipping
+            self._step_norm = (optimizer, norm)
+            return
+        clip = self.gradient_clip_for(optimizer)
+        if clip is not None:
+            self._clip_by_norm(optimizer, clip, norm)
+
+    def gradient_clip_for(self, optimizer: torch.optim.Optimizer) -> float | None:
+        """Under manual optimization: the max gradient norm of ``optimizer``'s steps (None: no clipping).
+
+        Automatic optimization clips with ``trainer.gradient_clip_val`` instead.
+        """
+        return None
 
     def optimizer_step(self, *args, **kwargs) -> None:
         self.step_skipped = False  # the guard may set it while the closure runs inside the step
@@ -255,20 +326,24 @@ class GenerativeModule(L.LightningModule):
         super().lr_scheduler_step(scheduler, metric)
 
     def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None) -> None:
-        """Clip by norm with the norm ``NonFiniteGuard`` just computed (one pass over the gradients, not two).
+        """Clip by norm with the norm the guard just computed (one pass over the gradients, not two).
 
         Equal to Lightning's clipping (``clip_grad_norm_`` is that norm followed by the same scaling);
-        strategies that shard gradients, other algorithms and runs without the guard clip as usual.
+        other algorithms clip as Lightning does.
         """
-        known = self.__dict__.pop("grad_norm_for_clipping", None)
-        reusable = (known is not None and known[0] is optimizer and gradient_clip_val
-                    and gradient_clip_algorithm in (None, "norm")
-                    and type(self.trainer.strategy).__name__ in ("SingleDeviceStrategy", "DDPStrategy"))
-        if not reusable:
+        known, self._step_norm = self._step_norm, None
+        if known is None or known[0] is not optimizer or gradient_clip_algorithm not in (None, "norm"):
             self.clip_gradients(optimizer, gradient_clip_val, gradient_clip_algorithm)
             return
+        if gradient_clip_val:
+            self._clip_by_norm(optimizer, float(gradient_clip_val), known[1])
+
+    def _clip_by_norm(self, optimizer: torch.optim.Optimizer, max_norm: float, norm: Tensor) -> None:
+        if not gradients_are_local(self.trainer.strategy):  # a shard's norm is not the total: Lightning's own way
+            self.clip_gradients(optimizer, max_norm, "norm")
+            return
         params = [p for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
-        torch.nn.utils.clip_grads_with_norm_(params, float(gradient_clip_val), known[1])
+        torch.nn.utils.clip_grads_with_norm_(params, max_norm, norm)
 
     def trainable_parameters(self):
         """Parameters the optimizer updates (families with frozen parts override this)."""
@@ -286,7 +361,7 @@ class GenerativeModule(L.LightningModule):
     def _total_steps(self) -> int:
         if self._schedule_total is not None:
             return self._schedule_total
-        trainer = self._trainer
+        trainer = attached_trainer(self)
         # lr_scheduler_for refuses a cosine schedule with neither; a trainer detached since then is a bug.
         assert trainer is not None, "the cosine schedule needs total_steps or a Trainer"
         if trainer.max_steps and trainer.max_steps > 0:

@@ -19,7 +19,8 @@ on each batch adds 2. ``trainer.max_steps = M`` therefore means ``disc_start + (
 batches (the cosine schedule accounts for it). ``trainer.gradient_clip_val`` must stay unset (Lightning
 refuses it under manual optimization): clip with ``grad_clip`` and ``disc_grad_clip`` instead.
 Under DDP the two phases leave each other's parameters without gradients, so use the strategy
-``ddp_find_unused_parameters_true``.
+``ddp_find_unused_parameters_true``. Each phase's step is guarded against non-finite losses and
+gradients by the one mechanism of ``GenerativeModule`` (see ``VQGAN._step``).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from lit_gen.errors import ConfigError
+from lit_gen.lightning_adapter import attached_trainer
 from lit_gen.models.base import LossOutput
 from lit_gen.models.vqvae import VQVAE
 from lit_gen.nn.discriminator import PatchDiscriminator, patch_output_size
@@ -161,6 +163,7 @@ class VQGAN(VQVAE):
         self.grad_clip = grad_clip
         self.disc_grad_clip = disc_grad_clip
         self.discriminator = PatchDiscriminator(channels, disc_channels, disc_layers)
+        self._phase_clip: float | None = None  # the max gradient norm of the phase in progress
         # Kept out of the module tree (plain __dict__ entry): never in checkpoints, built on demand.
         self.__dict__["_perceptual"] = None
 
@@ -219,6 +222,7 @@ class VQGAN(VQVAE):
         # Phase 1: generator. Toggling freezes the discriminator, so g_adv trains only the generator.
         self.toggle_optimizer(opt_g)
         out, x_hat = self.generator_loss(x, disc_active)
+        self.last_loss_terms = {"loss": out.total.detach(), **{k: v.detach() for k, v in out.terms.items()}}
         self._step(opt_g, out.total, self.grad_clip, "generator")
         self.untoggle_optimizer(opt_g)
         scheduler = self.lr_schedulers()
@@ -239,26 +243,29 @@ class VQGAN(VQVAE):
         return out.total.detach()
 
     def _step(self, optimizer, loss: Tensor, clip: float | None, phase: str) -> None:
-        """One phase's optimizer step, skipped (``step_skipped`` set) when the loss or gradients are not finite.
+        """One phase's optimizer step, guarded like every family's (``GenerativeModule.drop_step_if_nonfinite``).
 
-        A phase skipped for its loss calls no ``optimizer.step()`` (fp16's gradient scaler fails on a
-        step without any gradient), so, as Lightning counts optimizer steps under manual optimization,
-        it does not advance ``global_step``; one that ``NonFiniteGuard`` skips for its gradients does.
+        The guard runs twice per phase, both times through that one function: on the loss, before
+        the backward pass, and on the gradient norm inside ``optimizer.step()`` (the base class's
+        ``on_before_optimizer_step``, which also clips with that norm to ``gradient_clip_for``). A
+        phase skipped for its loss calls no ``optimizer.step()`` (fp16's gradient scaler fails on a
+        step without any gradient), so, as Lightning counts optimizer steps under manual
+        optimization, it does not advance ``global_step``; one skipped for its gradients does.
         Either way the weights, AdamW's state and the schedule stay as they were.
         """
-        self.step_skipped = False  # NonFiniteGuard sets it inside optimizer.step() for non-finite gradients
-        # Every rank must agree to step, or DDP's gradient all-reduce would wait forever.
-        finite = self.trainer.strategy.reduce_boolean_decision(bool(torch.isfinite(loss)), all=True)
+        self.step_skipped = False
         optimizer.zero_grad(set_to_none=True)
-        if not finite:
+        if self.drop_step_if_nonfinite(optimizer, loss.detach()):
             log.warning("non-finite %s loss at global step %d: skipping this %s step",
                         phase, self.global_step, phase)
-            self.skip_step()
             return
         self.manual_backward(loss)
-        if clip is not None:
-            self.clip_gradients(optimizer, gradient_clip_val=clip, gradient_clip_algorithm="norm")
+        self._phase_clip = clip
         optimizer.step()
+
+    def gradient_clip_for(self, optimizer) -> float | None:
+        """The clip of the phase stepping ``optimizer`` (``grad_clip`` or ``disc_grad_clip``)."""
+        return self._phase_clip
 
     # ------------------------------------------------------------------ optimizers
     def configure_optimizers(self, total_steps: int | None = None):
@@ -276,7 +283,7 @@ class VQGAN(VQVAE):
 
     def _total_steps(self) -> int:
         # The schedule counts training batches; max_steps counts optimizer steps (2 per batch after disc_start).
-        trainer = self._trainer
+        trainer = attached_trainer(self)
         if self._schedule_total is None and trainer is not None and trainer.max_steps and trainer.max_steps > 0:
             m, s = trainer.max_steps, self.disc_start
             return m if m <= s else s + (m - s + 1) // 2

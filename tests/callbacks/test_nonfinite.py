@@ -78,21 +78,28 @@ def test_the_count_survives_a_checkpoint():
     assert (again.consecutive, again.skipped) == (2, 7)
 
 
+class LightningClipped(Poisoned):
+    """The same model clipped by Lightning's own ``clip_gradients`` (a second pass over the gradients)."""
+
+    def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None) -> None:
+        self.clip_gradients(optimizer, gradient_clip_val, gradient_clip_algorithm)
+
+
 def test_clipping_reuses_the_guards_norm_and_matches_lightnings_clipping(monkeypatch):
-    def train(with_guard: bool):
+    def train(cls):
         torch.manual_seed(0)
-        model = Poisoned()
-        callbacks = [NonFiniteGuard()] if with_guard else []
-        L.Trainer(max_steps=6, callbacks=callbacks, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                  enable_model_summary=False, accelerator="cpu", gradient_clip_val=0.05).fit(model, loader())
+        model = cls()
+        L.Trainer(max_steps=6, callbacks=[NonFiniteGuard()], logger=False, enable_checkpointing=False,
+                  enable_progress_bar=False, enable_model_summary=False, accelerator="cpu",
+                  gradient_clip_val=0.05).fit(model, loader())
         return model
 
     second_passes = []
     original = torch.nn.utils.clip_grad_norm_
     monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", lambda *a, **k: second_passes.append(1) or original(*a, **k))
-    guarded = train(with_guard=True)
+    guarded = train(Poisoned)
     assert not second_passes  # clipping used the guard's norm
-    plain = train(with_guard=False)
+    plain = train(LightningClipped)
     assert len(second_passes) == 6
     for a, b in zip(guarded.parameters(), plain.parameters()):
         assert torch.equal(a, b)
@@ -185,3 +192,65 @@ def test_a_skipped_gan_phase_holds_the_schedule():
     assert t.lr_scheduler_configs[0].scheduler.last_epoch == 2  # two trained generator steps, not three
     assert t.global_step == 4  # manual optimization counts only the steps taken: two phases of two clean batches
     assert all(torch.isfinite(p).all() for p in model.parameters())
+
+
+def test_the_model_guards_its_own_steps_without_the_callback():
+    """The guard is the module's hook: a Trainer without NonFiniteGuard still skips the NaN step."""
+    model = Poisoned(bad_steps={2})
+    snapshots = {}
+
+    class Snap(L.Callback):
+        def on_train_batch_start(self, tr, pl, batch, idx):
+            snapshots[tr.global_step] = pl.net.weight.detach().clone()
+
+        def on_train_batch_end(self, tr, pl, outputs, batch, idx):
+            snapshots[f"skips {idx}"] = pl.skipped_optimizer_steps()
+
+    L.Trainer(max_steps=4, callbacks=[Snap()], logger=False, enable_checkpointing=False, enable_progress_bar=False,
+              enable_model_summary=False, accelerator="cpu").fit(model, loader())
+    assert torch.equal(snapshots[2], snapshots[3]) and not torch.equal(snapshots[1], snapshots[2])
+    assert [snapshots[f"skips {i}"] for i in range(4)] == [(False,), (False,), (True,), (False,)]
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+
+
+def test_a_gan_that_keeps_failing_stops_at_the_limit_too():
+    """Both VQ-GAN phases go through the same guard, so their skips count toward run.max_nonfinite_steps."""
+    from tests.models.test_vqgan import tiny_vqgan
+
+    model = tiny_vqgan(disc_start=0)
+    images = torch.full((64, 1, 8, 8), float("nan"))
+    data = DataLoader(TensorDataset(images, torch.zeros(64, dtype=torch.long)), batch_size=16)
+    t = L.Trainer(max_epochs=1, callbacks=[NonFiniteGuard(max_consecutive=3)], logger=False, enable_checkpointing=False,
+                  enable_progress_bar=False, enable_model_summary=False, accelerator="cpu")
+    with pytest.raises(TrainingError, match="3 optimizer steps in a row") as info:
+        t.fit(model, data)
+    assert "recon=nan" in str(info.value)  # the generator's loss terms are recorded like every family's
+
+
+def test_gan_phases_clip_with_the_guards_norm_and_match_lightnings_clipping(monkeypatch):
+    from lit_gen.models.vqgan import VQGAN
+    from tests.models.test_vqgan import tiny_vqgan
+
+    class LightningClippedVQGAN(VQGAN):
+        def _clip_by_norm(self, optimizer, max_norm, norm):
+            self.clip_gradients(optimizer, max_norm, "norm")
+
+    def train(cls):
+        torch.manual_seed(0)
+        model = tiny_vqgan(disc_start=0, grad_clip=0.01, disc_grad_clip=0.02)
+        model.__class__ = cls
+        images = torch.rand(32, 1, 8, 8, generator=torch.Generator().manual_seed(0)) * 2 - 1
+        L.Trainer(max_steps=4, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                  enable_model_summary=False, accelerator="cpu").fit(
+            model, DataLoader(TensorDataset(images, torch.zeros(32, dtype=torch.long)), batch_size=16))
+        return model
+
+    second_passes = []
+    original = torch.nn.utils.clip_grad_norm_
+    monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", lambda *a, **k: second_passes.append(1) or original(*a, **k))
+    guarded = train(VQGAN)
+    assert not second_passes  # each phase clipped with the norm its guard computed
+    plain = train(LightningClippedVQGAN)
+    assert len(second_passes) == 4  # two batches, two phases each
+    for a, b in zip(guarded.parameters(), plain.parameters()):
+        assert torch.equal(a, b)
