@@ -3,7 +3,6 @@ evaluate --bpd, the table's honesty rules, sweeps and the W&B table."""
 
 from __future__ import annotations
 
-import copy
 import json
 import re
 import socket
@@ -133,7 +132,6 @@ def test_evaluate_bpd_writes_a_record_with_its_protocol(runs, capsys, tmp_path):
 
 def test_prior_bits_per_code_is_its_cross_entropy(runs):
     from lit_gen.checkpoints import load_model
-    from tests.conftest import REPO  # noqa: F401 (the digits data come from scikit-learn)
     from sklearn.datasets import load_digits
 
     prior = load_model(runs["prior"] / "checkpoints" / "last.ckpt").eval()
