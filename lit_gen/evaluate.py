@@ -35,6 +35,7 @@ import torch
 from lit_gen.errors import EvaluationError
 from lit_gen.metrics.features import FeatureExtractor
 from lit_gen.metrics.protocol import DEFAULT_STATS_CACHE_DIR, FIDRecord, metric_label
+from lit_gen.metrics.provenance import feature_provenance, train_images_of
 
 log = logging.getLogger("lit_gen.evaluate")
 
@@ -42,22 +43,6 @@ log = logging.getLogger("lit_gen.evaluate")
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-
-
-def feature_provenance(extractor: FeatureExtractor) -> dict:
-    """Test accuracy and build command of a domain-classifier extractor's file (None for Inception)."""
-    if extractor.name != "classifier" or not extractor.weights_path:
-        return {"feature_test_accuracy": None, "feature_build_command": None}
-    from lit_gen.metrics.classifier import classifier_provenance
-
-    found = classifier_provenance(extractor.weights_path)
-    return {"feature_test_accuracy": found["test_accuracy"], "feature_build_command": found["command"]}
-
-
-def train_images_of(datamodule, data_name: str) -> dict:
-    """Which images the evaluated model's datamodule trains on: dataset, split option and count."""
-    return {"dataset": data_name, "split": getattr(datamodule, "train_split", "train"),
-            "count": len(datamodule.dataset("train"))}
 
 
 def evaluate_model(model, datamodule, data_name: str, extractor: FeatureExtractor, *, num_samples: int,

@@ -152,6 +152,7 @@ class FIDCallback(L.Callback):
         import time
 
         from lit_gen.metrics.fid import FrechetDistance
+        from lit_gen.metrics.provenance import feature_provenance, train_images_of
         from lit_gen.metrics.sampling import generate_batches, rank_seed, sample_settings, share_of
 
         started = time.perf_counter()
@@ -180,5 +181,6 @@ class FIDCallback(L.Callback):
             steps=settings["steps"], eta=settings["eta"], guidance=settings["guidance"], weights=settings["weights"],
             sample_options={k: v for k, v in self.sample_options.items()}, seed=self.seed, batch_size=self.batch_size,
             checkpoint=None, global_step=trainer.global_step, epoch=trainer.current_epoch, device=str(device),
+            **feature_provenance(extractor), train_images=train_images_of(trainer.datamodule, reference.key["dataset"]),
             seconds=round(time.perf_counter() - started, 2),
         )

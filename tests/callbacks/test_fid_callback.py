@@ -77,6 +77,9 @@ def test_each_measurement_is_recorded_with_its_full_protocol(classifier, tmp_pat
         assert record["metric"] == "FID-digits-classifier" and record["generated_count"] == 60
         assert record["real_dataset"] == "digits" and record["real_split"] == "test" and record["real_count"] == 270
         assert record["seed"] == 3 and record["weights"] == "raw" and record["feature_weights_sha256"]
+        # The same provenance as a record from lit_gen.evaluate: the classifier's accuracy and build command.
+        assert 0.5 < record["feature_test_accuracy"] <= 1.0 and "lit_gen.metrics.classifier" in record["feature_build_command"]
+        assert record["train_images"] == {"dataset": "digits", "split": "train", "count": 1374}
     # The reference statistics are computed once per fit (kept in memory after the first epoch) and cached.
     assert [r["real_stats_reused"] for r in records] == [False, False]
     assert len(list((tmp_path / "cache").glob("*.pt"))) == 1
