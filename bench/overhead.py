@@ -209,7 +209,7 @@ def run_plain(config: str, steps: int) -> StepClock:
 # ----------------------------------------------------------------------------------- per-step hooks
 def hook_costs(config: str, repeats: int = 200) -> dict:
     """Micro-timings (microseconds per call, median) of what lit_gen adds to every step."""
-    from lit_gen.callbacks.nonfinite import gradient_norm
+    from lit_gen.models.base import gradient_norm
     from lit_gen.callbacks.step_seed import seed_torch, step_seed
 
     from lit_gen.models.parameters import count_parameters

@@ -10,7 +10,6 @@ Inception weights cannot be downloaded here, so the tests measure FID with the c
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -41,14 +40,9 @@ def digits_run(factory) -> Path:
         from lit_gen import fit
 
         output = _base(factory) / "runs"
-        saved = dict(os.environ)
-        try:  # fit.main exports LIT_GEN_RUN_ID for DDP workers; keep it out of the other tests
-            code = fit.main(["--config", str(REPO / "configs" / "vae_digits.yaml"), "--run-id", "t", "trainer.max_epochs=2",
-                             "trainer.accelerator=cpu", "logger.wandb=false", f"run.output_dir={output}",
-                             "logger.log_every_n_steps=5"])
-        finally:
-            os.environ.clear()
-            os.environ.update(saved)
+        code = fit.main(["--config", str(REPO / "configs" / "vae_digits.yaml"), "--run-id", "t", "trainer.max_epochs=2",
+                         "trainer.accelerator=cpu", "logger.wandb=false", f"run.output_dir={output}",
+                         "logger.log_every_n_steps=5"])
         assert code == 0
         _built["run"] = output / "vae_digits" / "t"
     return _built["run"]

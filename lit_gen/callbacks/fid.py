@@ -21,6 +21,7 @@ import lightning as L
 import torch
 
 from lit_gen.errors import EvaluationError
+from lit_gen.lightning_adapter import is_wandb_logger
 from lit_gen.metrics.protocol import DEFAULT_STATS_CACHE_DIR, FIDRecord, metric_label
 
 log = logging.getLogger(__name__)
@@ -113,7 +114,7 @@ class FIDCallback(L.Callback):
                 with open(self.record_path, "a") as handle:
                     handle.write(json.dumps(record.to_dict()) + "\n")
             for logger in trainer.loggers:
-                if type(logger).__name__ == "WandbLogger":
+                if is_wandb_logger(logger):
                     # The protocol travels with the number: latest record in the run summary.
                     logger.experiment.summary[f"{self.metric_key}_protocol"] = record.to_dict()
 

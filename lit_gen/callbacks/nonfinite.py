@@ -17,7 +17,6 @@ import logging
 import lightning as L
 
 from lit_gen.errors import TrainingError
-from lit_gen.models.base import gradient_norm  # noqa: F401  (bench.overhead times the guard's norm under this name)
 from lit_gen.models.contracts import CallbackContract
 
 log = logging.getLogger(__name__)
