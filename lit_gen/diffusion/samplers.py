@@ -7,9 +7,11 @@ schedule (``NoiseSchedule.respace``), so every variant runs the same loop; only 
 - ``"ddpm"``: draw from the posterior q(x_{t-1} | x_t, x_0) of the (respaced) schedule.
 - ``"ddim"``: x_{t-1} = sqrt(ab') x0 + sqrt(1 - ab' - sigma^2) eps + sigma z with
   sigma = eta sqrt((1 - ab') / (1 - ab)) sqrt(1 - ab / ab'). eta = 0 is deterministic; eta = 1
-  gives sigma^2 = posterior variance, i.e. the ancestral sampler. x0 is clipped (pixels) but eps
-  is the network's own, as in diffusers' DDIM: rebuilding eps from the clipped x0 (``recompute_eps``)
-  pushes the trajectory off the network's ODE; issue 15 reports it worse on digits.
+  gives sigma^2 = posterior variance, i.e. the ancestral sampler. x0 is clipped (pixels) and, by
+  default, eps is rebuilt from the clipped x0 (``recompute_eps=True``); ``recompute_eps=False``
+  keeps the network's own eps, as diffusers' DDIM does. Which is better depends on the model
+  (``bench/results/samplers_quickstart.json`` has one measurement); the default is the one that
+  scored better there.
 
 The few-step ODE samplers see any objective as a denoiser D(x, sigma) over noise levels
 ``x = alpha x0 + noise eps`` (``lit_gen.diffusion.objectives``; Karras et al. 2022's framework) and
@@ -65,7 +67,7 @@ def sample_loop(
     eta: float = 0.0,
     prediction: Prediction = "eps",
     clip_x0: bool = True,
-    recompute_eps: bool = False,
+    recompute_eps: bool = True,
     spacing: Spacing | None = None,
     generator: torch.Generator | None = None,
     x_T: Tensor | None = None,
@@ -86,8 +88,8 @@ def sample_loop(
     :param prediction: what ``model_fn`` predicts when ``schedule`` is a NoiseSchedule: ``"eps"``, ``"x0"`` or ``"v"``.
     :param clip_x0: clamp predicted x_0 to [-1, 1] (right for pixels, wrong for latents): every step's
         x_0 for DDPM/DDIM, the returned one for the ODE samplers.
-    :param recompute_eps: DDIM only: use the eps implied by the clipped x_0 instead of the network's
-        own (lit_gen's DDIM before issue 15).
+    :param recompute_eps: DDIM only: use the eps implied by the clipped x_0 (the default) instead
+        of the network's own (False, as diffusers' DDIM).
     :param spacing: which training timesteps a discrete schedule keeps for ``steps`` (``"linspace"``,
         ``"leading"``, ``"trailing"``, ``"karras"``; see ``spaced_timesteps``); None = ``"linspace"``
         for DDPM/DDIM, ``"karras"`` for the ODE samplers. The continuous objectives have their own

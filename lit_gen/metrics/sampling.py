@@ -6,6 +6,8 @@ Sampler options (``sampler``, ``steps``, ``guidance``, ``use_ema``...) go only t
 
 from __future__ import annotations
 
+import argparse
+
 import hashlib
 import inspect
 from collections.abc import Iterator
@@ -126,8 +128,9 @@ def add_sampler_arguments(parser) -> None:
     group.add_argument("--eta", type=float, default=None, help="DDIM noise (0 = deterministic)")
     group.add_argument("--spacing", default=None,
                        help="which timesteps the steps keep (objective ddpm): linspace | leading | trailing | karras")
-    group.add_argument("--recompute-eps", action="store_true",
-                       help="DDIM: rebuild eps from the clipped x0 instead of keeping the network's own")
+    group.add_argument("--recompute-eps", action=argparse.BooleanOptionalAction, default=None,
+                       help="DDIM: rebuild eps from the clipped x0 (the default), or keep the network's own "
+                            "with --no-recompute-eps")
     group.add_argument("--guidance", type=float, default=None, help="classifier-free guidance weight (1 = none)")
     group.add_argument("--no-ema", action="store_true", help="sample with the raw weights, not the EMA")
 
@@ -136,8 +139,8 @@ def sampler_options(args) -> dict:
     """Only the options the user gave, so families without them fail only when one is asked for."""
     options = {name: getattr(args, name) for name in ("sampler", "steps", "eta", "guidance", "spacing")
                if getattr(args, name) is not None}
-    if getattr(args, "recompute_eps", False):
-        options["recompute_eps"] = True
+    if getattr(args, "recompute_eps", None) is not None:
+        options["recompute_eps"] = args.recompute_eps
     if args.no_ema:
         options["use_ema"] = False
     return options

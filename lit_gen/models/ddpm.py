@@ -284,7 +284,7 @@ class DDPM(GenerativeModule):
         use_ema: bool = True,
         clip_x0: bool | None = None,
         spacing: Literal["linspace", "leading", "trailing", "karras"] | None = None,
-        recompute_eps: bool = False,
+        recompute_eps: bool = True,
         progress: bool = False,
     ) -> Tensor:
         """Generate ``n`` images in [0, 1], shape (n, C, H, W), on this module's device.
@@ -305,7 +305,7 @@ class DDPM(GenerativeModule):
             ``"karras"`` for the ODE samplers (with it, 10 DPM-Solver++(2M) steps land over twice as
             close to the exact ODE solution of Gaussian data as with linspace:
             ``tests/diffusion/test_samplers.py``). edm and flow have their own discretisation.
-        :param recompute_eps: DDIM: rebuild eps from the clipped x_0 instead of keeping the network's own.
+        :param recompute_eps: DDIM: rebuild eps from the clipped x_0 (default) or keep the network's own (False).
         :param guidance: classifier-free guidance weight w (conditional models only; 1 = none).
         :param use_ema: sample with the EMA weights (the raw weights when the EMA is disabled).
         :param clip_x0: clamp predicted x_0 to [-1, 1]; None = yes for pixels, no for latents.

@@ -135,15 +135,16 @@ def test_bad_sampler_arguments_raise(kwargs, message):
 
 
 # ---------------------------------------------------------------------------------- DDIM's eps, timestep spacing
-def test_ddim_keeps_the_network_eps_and_both_variants_agree_without_clipping():
+def test_ddim_network_eps_option_and_both_variants_agree_without_clipping():
     s = NoiseSchedule(T)
     shape = (4, 1, 3, 3)
     kwargs = dict(sampler="ddim", steps=6, eta=0.5, clip_x0=False)
-    torch.testing.assert_close(sample_loop(toy_model, s, shape, generator=g(0), **kwargs),
-                               sample_loop(toy_model, s, shape, generator=g(0), recompute_eps=True, **kwargs))
-    # With clipping, one step from x_T shows the default uses the network's eps, not the clipped x0's.
+    torch.testing.assert_close(sample_loop(toy_model, s, shape, generator=g(0), recompute_eps=False, **kwargs),
+                               sample_loop(toy_model, s, shape, generator=g(0), **kwargs))
+    # With clipping, one step from x_T shows recompute_eps=False uses the network's eps, not the clipped x0's.
     x_T = 3 * torch.randn(shape, generator=g(1))  # large enough that the first x0 gets clipped
-    one = sample_loop(toy_model, s.respace(2), shape, sampler="ddim", steps=None, x_T=x_T, clip_x0=True)
+    one = sample_loop(toy_model, s.respace(2), shape, sampler="ddim", steps=None, x_T=x_T, clip_x0=True,
+                      recompute_eps=False)
     t = torch.ones(4, dtype=torch.long)
     r = s.respace(2)
     eps = toy_model(x_T, r.timestep_map[t])
@@ -154,8 +155,11 @@ def test_ddim_keeps_the_network_eps_and_both_variants_agree_without_clipping():
     torch.testing.assert_close(one, x0_last)
     # Over more steps the clipped x0's eps takes the samples elsewhere.
     kwargs = dict(sampler="ddim", steps=5, x_T=x_T / 3, clip_x0=True)
-    assert not torch.allclose(sample_loop(toy_model, NoiseSchedule(1000), shape, **kwargs),
-                              sample_loop(toy_model, NoiseSchedule(1000), shape, recompute_eps=True, **kwargs), atol=0.1)
+    assert not torch.allclose(sample_loop(toy_model, NoiseSchedule(1000), shape, recompute_eps=False, **kwargs),
+                              sample_loop(toy_model, NoiseSchedule(1000), shape, **kwargs), atol=0.1)
+    # The default rebuilds eps from the clipped x0.
+    torch.testing.assert_close(sample_loop(toy_model, NoiseSchedule(1000), shape, **kwargs),
+                               sample_loop(toy_model, NoiseSchedule(1000), shape, recompute_eps=True, **kwargs))
 
 
 def test_spacings_give_the_documented_timesteps():

@@ -227,9 +227,10 @@ def test_spacing_and_recompute_eps_reach_the_sampler(trained):
     base = model.sample(3, generator=g(0), steps=5)
     assert torch.equal(base, model.sample(3, generator=g(0), steps=5, spacing="linspace"))  # the default
     assert not torch.allclose(base, model.sample(3, generator=g(0), steps=5, spacing="leading"))
-    assert not torch.allclose(base, model.sample(3, generator=g(0), steps=5, recompute_eps=True))
+    assert torch.equal(base, model.sample(3, generator=g(0), steps=5, recompute_eps=True))  # the default
+    assert not torch.allclose(base, model.sample(3, generator=g(0), steps=5, recompute_eps=False))
     torch.testing.assert_close(model.sample(3, generator=g(0), steps=5, clip_x0=False),
-                               model.sample(3, generator=g(0), steps=5, clip_x0=False, recompute_eps=True))
+                               model.sample(3, generator=g(0), steps=5, clip_x0=False, recompute_eps=False))
 
 
 def test_continuous_objectives_refuse_the_ancestral_sampler_and_spacing():
