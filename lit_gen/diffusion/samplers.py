@@ -56,6 +56,12 @@ ODE_SAMPLERS = ("euler", "heun", "dpmpp_2m")
 ModelFn = Callable[[Tensor, Tensor], Tensor]
 
 
+def sampler_that_runs(sampler: str, discrete: bool) -> str:
+    """The sampler a request runs: ``"ddim"`` on a continuous objective (edm, flow) is ``"euler"``,
+    the same first-order step along its ODE; records name the one that ran."""
+    return "euler" if sampler == "ddim" and not discrete else sampler
+
+
 @torch.no_grad()
 def sample_loop(
     model_fn: ModelFn,
@@ -120,7 +126,7 @@ def sample_loop(
                              "dpmpp_2m, with eta 0 (the ancestral DDPM sampler needs objective ddpm)")
         if steps is None:
             raise ValueError(f"objective {objective.name} has no discrete timesteps: give the number of steps")
-        sampler = "euler" if sampler == "ddim" else sampler
+        sampler = sampler_that_runs(sampler, discrete=False)
     if device is None:
         device = objective.schedule.betas.device if discrete else torch.device("cpu")
     x_T = _start_noise(shape, x_T, generator, device)

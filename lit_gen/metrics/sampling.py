@@ -15,6 +15,7 @@ from collections.abc import Iterator
 import torch
 from torch import Tensor
 
+from lit_gen.diffusion.samplers import sampler_that_runs
 from lit_gen.errors import EvaluationError
 
 # Arguments of sample() that are not sampler options.
@@ -59,8 +60,12 @@ def sample_settings(model, options: dict) -> dict:
     effective = {**defaults, **options}
     has_ema = getattr(model, "ema", None) is not None
     use_ema = bool(effective.get("use_ema", False)) and has_ema
+    sampler = effective.get("sampler")
+    objective = dict(getattr(model, "hparams", {})).get("objective")
+    if sampler is not None and objective is not None:
+        sampler = sampler_that_runs(sampler, discrete=objective == "ddpm")
     return {
-        "sampler": effective.get("sampler"),
+        "sampler": sampler,
         "steps": effective.get("steps"),
         "eta": effective.get("eta"),
         "guidance": effective.get("guidance"),

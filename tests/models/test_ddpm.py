@@ -343,3 +343,13 @@ def test_checkpoints_from_before_the_objectives_still_load(tmp_path):
     restored = load_model(tmp_path / "old.ckpt")
     assert restored.objective.name == "ddpm" and restored.objective.min_snr_gamma is None
     torch.testing.assert_close(restored.sample(2, generator=g(0), steps=4), model.eval().sample(2, generator=g(0), steps=4))
+
+
+@pytest.mark.parametrize("objective, expected", [("ddpm", "ddim"), ("edm", "euler"), ("flow", "euler")])
+def test_records_name_the_sampler_that_runs(objective, expected):
+    from lit_gen.metrics.sampling import sample_settings
+
+    model = DDPM(channels=1, image_size=8, base_channels=8, channel_mults=(1,), attention_resolutions=(), norm_groups=4,
+                 objective=objective)
+    assert sample_settings(model, {})["sampler"] == expected
+    assert sample_settings(model, {"sampler": "heun"})["sampler"] == "heun"
