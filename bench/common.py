@@ -463,7 +463,7 @@ CLASSIFIER_SEED = 0
 def _has_build_command(path: Path) -> bool:
     """Whether a classifier file says how it was built (files from before the command was recorded are rebuilt)."""
     from lit_gen.errors import CheckpointError
-    from lit_gen.metrics.classifier import classifier_provenance
+    from lit_gen.nn.classifier import classifier_provenance
 
     try:
         return bool(classifier_provenance(path)["command"])
@@ -473,7 +473,7 @@ def _has_build_command(path: Path) -> bool:
 
 def feature_of(classifier_path: str | Path) -> dict[str, Any]:
     """The classifier file's path, test accuracy and build command, as FID entries carry them."""
-    from lit_gen.metrics.classifier import classifier_provenance
+    from lit_gen.nn.classifier import classifier_provenance
 
     found = classifier_provenance(classifier_path)
     return {"feature_weights_path": str(classifier_path), "feature_test_accuracy": found["test_accuracy"],

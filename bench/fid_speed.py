@@ -6,7 +6,7 @@ Measures ``lit_gen.evaluate.evaluate_model`` (the code the evaluate CLI runs) on
 32x32 RGB images from a small convolutional VAE, against ``--num`` real-set stand-in images:
 
 - generation: ``model.sample()`` in batches,
-- features: a domain classifier (``lit_gen.metrics.classifier.DomainClassifier``, 64 features),
+- features: a domain classifier (``lit_gen.nn.classifier.DomainClassifier``, 64 features),
 - statistics: float64 running sums and the final Fréchet distance,
 - reference: the real set's statistics (computed once, then cached; the cached read is timed too).
 
@@ -35,7 +35,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from lit_gen.evaluate import evaluate_model  # noqa: E402
-from lit_gen.metrics.classifier import DomainClassifier  # noqa: E402
+from lit_gen.nn.classifier import DomainClassifier  # noqa: E402
 from lit_gen.metrics.features import ClassifierFeatures, InceptionFeatures, random_inception_weights  # noqa: E402
 from lit_gen.metrics.fid import frechet_distance  # noqa: E402
 from lit_gen.models.vae import VAE  # noqa: E402

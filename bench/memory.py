@@ -53,7 +53,7 @@ def child_step(precision: str, batch: int) -> None:
 def child_fid(num_samples: int) -> None:
     from bench.fid_speed import StandInImages
     from lit_gen.evaluate import evaluate_model
-    from lit_gen.metrics.classifier import DomainClassifier
+    from lit_gen.nn.classifier import DomainClassifier
     from lit_gen.metrics.features import ClassifierFeatures
     from lit_gen.models.vae import VAE
 

@@ -23,6 +23,7 @@ from torch import Tensor, nn
 
 from lit_gen.errors import EvaluationError
 from lit_gen.metrics.protocol import parse_feature_spec
+from lit_gen.nn.classifier import load_classifier
 
 log = logging.getLogger(__name__)
 
@@ -231,7 +232,7 @@ class InceptionFeatures(FeatureExtractor):
 
 # ----------------------------------------------------------------------------------- classifier
 class ClassifierFeatures(FeatureExtractor):
-    """Penultimate-layer features and class logits of a domain classifier (``lit_gen.metrics.classifier``).
+    """Penultimate-layer features and class logits of a domain classifier (``lit_gen.nn.classifier``).
 
     Images are quantized to 8-bit levels, resized (bilinear, antialiased) to the classifier's
     image size when theirs differs, grey images repeated for a colour classifier, and mapped to
@@ -260,8 +261,6 @@ class ClassifierFeatures(FeatureExtractor):
 
     @classmethod
     def from_file(cls, path: str | Path, map_location="cpu") -> "ClassifierFeatures":
-        from lit_gen.metrics.classifier import load_classifier
-
         net, meta = load_classifier(path, map_location=map_location)
         return cls(net, meta["dataset"], weights_path=path)
 

@@ -7,14 +7,13 @@ same protocol fields as one made from a checkpoint.
 from __future__ import annotations
 
 from lit_gen.metrics.features import FeatureExtractor
+from lit_gen.nn.classifier import classifier_provenance
 
 
 def feature_provenance(extractor: FeatureExtractor) -> dict:
     """Test accuracy and build command of a domain-classifier extractor's file (None for Inception)."""
     if extractor.name != "classifier" or not extractor.weights_path:
         return {"feature_test_accuracy": None, "feature_build_command": None}
-    from lit_gen.metrics.classifier import classifier_provenance
-
     found = classifier_provenance(extractor.weights_path)
     return {"feature_test_accuracy": found["test_accuracy"], "feature_build_command": found["command"]}
 

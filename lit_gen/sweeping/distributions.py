@@ -32,10 +32,12 @@ import bisect
 import itertools
 import math
 from statistics import NormalDist
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lit_gen.errors import SweepError
-from lit_gen.sweeping.parameters import Parameter
+
+if TYPE_CHECKING:  # annotations only: parameters validates its bounds with quantile() from here
+    from lit_gen.sweeping.parameters import Parameter
 
 # Quantiles of unbounded distributions are infinite at u = 0 or 1; W&B's draws never hit them either.
 _EPS = 1e-12

@@ -16,6 +16,7 @@ from typing import Any
 
 from lit_gen.errors import SweepError
 from lit_gen.registry import did_you_mean
+from lit_gen.sweeping.distributions import quantile
 
 # Keys each distribution takes besides ``distribution`` itself; defaults follow W&B's schema.
 DISTRIBUTION_KEYS: dict[str, tuple[str, ...]] = {
@@ -164,9 +165,6 @@ def _check_draws_finite(param: Parameter, where: str) -> None:
 
     Every quantile function is monotone in u, so its ends bound every value the sweep can draw.
     """
-    # Imported here: distributions builds on Parameter from this module.
-    from lit_gen.sweeping.distributions import quantile
-
     if param.distribution in ("constant", "categorical", "categorical_w_probabilities"):
         return
     for u in (0.0, 1.0):

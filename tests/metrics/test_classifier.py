@@ -6,8 +6,9 @@ import pytest
 import torch
 
 from lit_gen.errors import CheckpointError
-from lit_gen.metrics.classifier import SANITY_RATIO, load_classifier
+from lit_gen.metrics.classifier import SANITY_RATIO
 from lit_gen.metrics.features import ClassifierFeatures, build_extractor, file_sha256
+from lit_gen.nn.classifier import classifier_provenance, load_classifier
 from tests.eval_helpers import digits_classifier
 
 
@@ -64,5 +65,5 @@ def test_classifier_file_records_the_command_that_rebuilds_it_bitwise(trained, t
     assert classifier.main([*args, "--device", "cpu"]) == 0
     assert torch.equal(torch.load(again, weights_only=True)["state_dict"]["head.weight"],
                        torch.load(path, weights_only=True)["state_dict"]["head.weight"])
-    assert classifier.classifier_provenance(again) == {"test_accuracy": meta["test_accuracy"], "command":
+    assert classifier_provenance(again) == {"test_accuracy": meta["test_accuracy"], "command":
                                                        command.replace(str(path), str(again))}

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from lit_gen.errors import ConfigError, EvaluationError
-from lit_gen.metrics.classifier import DomainClassifier
+from lit_gen.nn.classifier import DomainClassifier
 from lit_gen.metrics.features import (
     INCEPTION_WEIGHTS_URL,
     ClassifierFeatures,

@@ -12,7 +12,7 @@ import torch.multiprocessing as mp
 
 from lit_gen.data.digits import DigitsDataModule
 from lit_gen.errors import EvaluationError
-from lit_gen.metrics.classifier import DomainClassifier
+from lit_gen.nn.classifier import DomainClassifier
 from lit_gen.metrics.features import ClassifierFeatures
 from lit_gen.metrics.fid import ClassScore, FeatureMoments, FrechetDistance, frechet_distance
 from lit_gen.metrics.reference import reference_statistics
@@ -184,7 +184,7 @@ def test_comparable_protocol_fields_and_their_differences():
 def test_evaluate_record_names_the_feature_network_and_the_training_images(tmp_path_factory, tmp_path):
     from lit_gen.checkpoints import load_model
     from lit_gen.evaluate import evaluate_model
-    from lit_gen.metrics.classifier import load_classifier
+    from lit_gen.nn.classifier import load_classifier
     from lit_gen.metrics.features import file_sha256
     from tests.eval_helpers import digits_classifier, digits_run
 
