@@ -1,15 +1,22 @@
-"""Load a model from a checkpoint alone: the file names its family and holds its constructor arguments."""
+"""Load a model from a checkpoint alone: the file names its family and holds its constructor arguments.
+
+The class comes from the registry by name, so this module imports no model and models never import
+it (a first stage's file is read by ``lit_gen.build``, above both).
+"""
 
 from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
 from lit_gen import registry
 from lit_gen.errors import CheckpointError, ConfigError
-from lit_gen.models.base import GenerativeModule
+
+if TYPE_CHECKING:  # annotations only: the class is the registry's
+    from lit_gen.models.base import GenerativeModule
 
 log = logging.getLogger(__name__)
 

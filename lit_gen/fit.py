@@ -85,14 +85,16 @@ def global_rank(environ: dict[str, str]) -> int:
 
 def build(cfg: RunConfig):
     """Instantiate the datamodule and the model; constructor ValueErrors become ConfigErrors."""
+    # Imported here: it brings torch and Lightning, which --print-config and --help never need.
+    from lit_gen.build import build_model
+
     data_cls = registry.resolve("data", cfg.data["name"])
-    model_cls = registry.resolve("model", cfg.model["name"])
     try:
         datamodule = data_cls(**cfg.data_kwargs())
     except (ValueError, TypeError) as exc:
         raise ConfigError(f"data ({cfg.data['name']}): {exc}") from None
     try:
-        model = model_cls(**cfg.model_kwargs())
+        model = build_model(cfg.model["name"], cfg.model_kwargs())
     except (ValueError, TypeError) as exc:
         raise ConfigError(f"model ({cfg.model['name']}): {exc}") from None
     return datamodule, model

@@ -175,6 +175,24 @@ def test_find_cycles_reports_a_circle():
     assert find_cycles({"a": {"b"}, "b": set()}) == []
 
 
+#: Layers that must not reach up to the modules that read files or parse command lines.
+LOWER = ("lit_gen.models", "lit_gen.nn", "lit_gen.diffusion", "lit_gen.metrics.features", "lit_gen.metrics.fid")
+UPPER = ("lit_gen.checkpoints", "lit_gen.build", "lit_gen.fit", "lit_gen.sample", "lit_gen.evaluate", "lit_gen.cli")
+
+
+def test_models_and_building_blocks_never_import_checkpoints_or_clis():
+    """A first stage's file is read by lit_gen.build; models, nn and diffusion only get specs and modules."""
+    graph = import_graph()
+    upward = sorted(
+        f"{module} -> {dep}"
+        for module, deps in graph.items()
+        if module.startswith(LOWER)
+        for dep in deps
+        if dep in UPPER
+    )
+    assert not upward, "imports that point up the layers:\n  " + "\n  ".join(upward)
+
+
 def test_no_import_cycles():
     cycles = find_cycles(import_graph())
     assert not cycles, "import cycles in lit_gen (function-local imports included):\n" + "\n".join(

@@ -76,9 +76,10 @@ class DDPM(GenerativeModule):
             ``encode``/``decode``, e.g. ``ae`` with ``architecture: conv``) for latent diffusion. It is
             frozen; the U-Net diffuses its latents, scaled to unit variance by a factor estimated
             on the first training batch, and samples are decoded by it. Its weights are saved in
-            this model's checkpoints, so the file is needed only to start training.
-        first_stage_spec (dict | None, default None): filled in automatically (the first stage's
-            family and arguments, so a checkpoint rebuilds it without the file); leave unset.
+            this model's checkpoints, so the file is needed only to start training; it is read by
+            ``lit_gen.build.build_model``, never by the model.
+        first_stage_spec (dict | None, default None): the first stage's family and arguments, filled
+            in by ``lit_gen.build.build_model`` (so a checkpoint rebuilds it without the file); leave unset.
         lr (float, default 2e-4): peak learning rate (Ho et al.: 2e-4 for CIFAR-10).
         weight_decay (float, default 0.0), betas (tuple, default (0.9, 0.999)), warmup_steps (int,
             default 0; Ho et al. warm up over 5000), lr_schedule ("constant" | "cosine", default
@@ -173,15 +174,18 @@ class DDPM(GenerativeModule):
             self.objective = VPObjective(self.schedule, prediction, min_snr_gamma)
 
     # ------------------------------------------------------------------ first stage (latent diffusion)
-    def _build_first_stage(self, path: str, spec: dict | None):
-        if spec is not None:
-            # Rebuilding from a checkpoint of this model: the weights come with our own state_dict.
-            module = registry.resolve("model", spec["model"])(**spec["hparams"])
-        else:
-            from lit_gen.checkpoints import load_model  # imported here: checkpoints sits above models
+    @staticmethod
+    def first_stage_spec_for(name: str, hparams: dict) -> dict:
+        """The ``first_stage_spec`` this family saves for a first stage of family ``name`` with ``hparams``."""
+        return {"model": name, "hparams": plain(hparams)}
 
-            module = load_model(path, map_location="cpu")
-            self.hparams["first_stage_spec"] = {"model": registry.name_of(type(module)), "hparams": plain(module.hparams)}
+    def _build_first_stage(self, path: str, spec: dict | None):
+        if spec is None:
+            raise ConfigError(f"model.first_stage: {path} has not been read: a model never opens files itself. Build "
+                              "it with lit_gen.build.build_model('ddpm', {...}) (python -m lit_gen.fit does), which "
+                              "reads the first-stage checkpoint and passes its first_stage_spec and weights")
+        # The weights come after construction: from the first-stage file (lit_gen.build) or our own checkpoint.
+        module = registry.resolve("model", spec["model"])(**spec["hparams"])
         if not (callable(getattr(module, "encode", None)) and callable(getattr(module, "decode", None))):
             raise ConfigError(f"model.first_stage: {path} holds a {type(module).__name__}, which has no encode/decode; "
                               "latent diffusion needs an autoencoder (e.g. ae with architecture: conv)")

@@ -7,8 +7,10 @@ time and decodes them with the first stage.
 
 The config names only the first-stage checkpoint: vocabulary size (number of codes) and sequence
 length (h * w) come from it, never retyped. The first stage is frozen and stored inside the prior,
-so a prior checkpoint samples on its own (the first-stage file is read once, when the prior is
-first built; a saved prior rebuilds it from ``first_stage_spec`` and its own weights).
+so a prior checkpoint samples on its own. The model reads no file: ``lit_gen.build.build_model``
+reads the first-stage checkpoint once, when the prior is first built, and hands it
+``first_stage_spec`` (the stage's family and arguments) and the weights; a saved prior rebuilds the
+stage from that spec and its own weights.
 """
 
 from __future__ import annotations
@@ -29,20 +31,16 @@ from lit_gen.nn.transformer import CodeTransformer
 FIRST_STAGES = ("vqvae", "vqgan")
 
 
-def _load_first_stage(path: str) -> GenerativeModule:
-    from lit_gen.checkpoints import load_model
-
-    try:
-        return load_model(path, map_location="cpu", expect=FIRST_STAGES)
-    except CheckpointError as exc:
+def _build_first_stage(path: str, spec: dict[str, Any]) -> GenerativeModule:
+    """An untrained first stage from its family name and arguments (the weights are loaded after: by
+    ``lit_gen.build`` from the first-stage file, or from the prior's own checkpoint)."""
+    name = spec.get("name") if isinstance(spec, dict) else None
+    if name is not None and name not in FIRST_STAGES:
         raise CheckpointError(
-            f"model.first_stage: {exc}. Train a first stage first (e.g. python -m lit_gen.fit --config "
-            f"configs/vqvae_digits.yaml) and pass its checkpoint: model.first_stage=runs/<name>/<id>/checkpoints/last.ckpt"
-        ) from None
-
-
-def _build_first_stage(spec: dict[str, Any]) -> GenerativeModule:
-    """An untrained first stage from its saved family name and arguments (weights come from the prior's checkpoint)."""
+            f"model.first_stage: {path} holds a '{name}' model, but a {' or '.join(FIRST_STAGES)} checkpoint is "
+            f"needed here. Train a first stage first (e.g. python -m lit_gen.fit --config configs/vqvae_digits.yaml) "
+            f"and pass its checkpoint: model.first_stage=runs/<name>/<id>/checkpoints/last.ckpt"
+        )
     try:
         cls = registry.resolve("model", spec["name"])
         return cls(**spec["hparams"])
@@ -64,8 +62,9 @@ class CodePrior(GenerativeModule):
         n_embd (int, default 128): transformer width.
         dropout (float, default 0.0): dropout in the transformer.
         num_classes (int | None, default None): class-conditional prior over this many labels.
-        first_stage_spec (dict | None, default None): filled automatically with the first stage's
-            family and arguments when the prior is built; leave it unset in configs.
+        first_stage_spec (dict | None, default None): the first stage's family and arguments, filled
+            by ``lit_gen.build.build_model`` (which reads ``first_stage``) when the prior is first
+            built; leave it unset in configs.
         lr (float, default 3e-4), weight_decay, betas (default (0.9, 0.95)), warmup_steps,
             lr_schedule: see ``GenerativeModule``; only the transformer is optimized.
 
@@ -101,11 +100,10 @@ class CodePrior(GenerativeModule):
             raise ConfigError(f"model.num_classes must be positive or null, got {num_classes}")
         self.save_hyperparameters()
         if first_stage_spec is None:
-            stage = _load_first_stage(first_stage)
-            first_stage_spec = {"name": registry.name_of(type(stage)), "hparams": dict(stage.hparams)}
-            self.hparams["first_stage_spec"] = first_stage_spec
-        else:
-            stage = _build_first_stage(first_stage_spec)
+            raise ConfigError(f"model.first_stage: {first_stage} has not been read: a model never opens files itself. "
+                              "Build it with lit_gen.build.build_model('prior', {...}) (python -m lit_gen.fit does), "
+                              "which reads the first-stage checkpoint and passes its first_stage_spec and weights")
+        stage = _build_first_stage(first_stage, first_stage_spec)
         for name, given in (("channels", channels), ("image_size", image_size)):
             expected = getattr(stage, name)
             if given is not None and given != expected:
@@ -123,6 +121,11 @@ class CodePrior(GenerativeModule):
             vocab_size=stage.num_codes, block_size=self.code_shape[0] * self.code_shape[1],
             n_layer=n_layer, n_head=n_head, n_embd=n_embd, dropout=dropout, num_classes=num_classes,
         )
+
+    @staticmethod
+    def first_stage_spec_for(name: str, hparams: dict[str, Any]) -> dict[str, Any]:
+        """The ``first_stage_spec`` this family saves for a first stage of family ``name`` with ``hparams``."""
+        return {"name": name, "hparams": hparams}
 
     def train(self, mode: bool = True) -> CodePrior:
         super().train(mode)

@@ -11,6 +11,7 @@ import torch
 from torch.utils.data import DataLoader, TensorDataset
 
 from lit_gen import registry
+from lit_gen.build import build_model
 from lit_gen.models.contracts import CallbackContract
 from tests.models.test_ddpm import TINY
 from tests.models.test_vqgan import tiny_vqgan
@@ -19,7 +20,6 @@ from tests.models.test_vqgan import tiny_vqgan
 def tiny_families(tmp_path) -> dict:
     from lit_gen.models.ae import Autoencoder, DenoisingAutoencoder
     from lit_gen.models.ddpm import DDPM
-    from lit_gen.models.prior import CodePrior
     from lit_gen.models.vae import VAE
     from lit_gen.models.vqvae import VQVAE
 
@@ -38,7 +38,7 @@ def tiny_families(tmp_path) -> dict:
         "vae": VAE(image_size=8, hidden_dims=(8,), latent_dim=2),
         "vqvae": vqvae(),
         "vqgan": tiny_vqgan(),
-        "prior": CodePrior(first_stage=str(tmp_path / "vqvae.ckpt"), n_layer=1, n_head=1, n_embd=8),
+        "prior": build_model("prior", dict(first_stage=str(tmp_path / "vqvae.ckpt"), n_layer=1, n_head=1, n_embd=8)),
         "ddpm": DDPM(**TINY),
     }
 

@@ -5,6 +5,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
+from lit_gen.build import build_model
 from lit_gen.checkpoints import load_model
 from lit_gen.data.digits import load_digits_uint8
 from lit_gen.errors import ConfigError
@@ -293,11 +294,14 @@ def test_latent_diffusion_trains_samples_and_keeps_its_first_stage(tmp_path):
     ae = Autoencoder(channels=1, image_size=8, architecture="conv", conv_channels=(8,), latent_dim=2, lr=1e-2)
     fit(ae, images, labels, steps=5).save_checkpoint(tmp_path / "ae.ckpt")
 
-    model = DDPM(**{**TINY, "base_channels": 8, "channel_mults": (1,)}, first_stage=str(tmp_path / "ae.ckpt"),
-                 ema_decay=0.9)
+    model = build_model("ddpm", {**TINY, "base_channels": 8, "channel_mults": (1,), "first_stage": str(tmp_path / "ae.ckpt"),
+                                 "ema_decay": 0.9})
     assert model.diffusion_shape == (2, 4, 4)
     assert model.unet.in_channels == 2
     frozen = {k: v.clone() for k, v in model.first_stage.state_dict().items()}
+    # The builder read the file: the first stage holds the trained autoencoder's weights, not a fresh init.
+    assert frozen.keys() == ae.state_dict().keys()
+    assert all(torch.equal(frozen[k], v.cpu()) for k, v in ae.state_dict().items())
     assert not any(p.requires_grad for p in model.first_stage.parameters())
 
     trainer = fit(model, images, labels, steps=4)
@@ -327,6 +331,9 @@ def test_latent_diffusion_rejects_flat_latents(tmp_path):
     ae = Autoencoder(channels=1, image_size=8, architecture="mlp", hidden_dims=(16,), latent_dim=3)
     fit(ae, *digits(16), steps=1).save_checkpoint(tmp_path / "mlp_ae.ckpt")
     with pytest.raises(ConfigError, match="latents must be spatial"):
+        build_model("ddpm", {**TINY, "first_stage": str(tmp_path / "mlp_ae.ckpt")})
+    # The model reads no file itself: a path without the builder's spec is refused with the way to build it.
+    with pytest.raises(ConfigError, match=r"build_model\('ddpm'"):
         DDPM(**TINY, first_stage=str(tmp_path / "mlp_ae.ckpt"))
 
 

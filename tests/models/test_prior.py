@@ -7,6 +7,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
+from lit_gen.build import build_model
 from lit_gen.checkpoints import load_model
 from lit_gen.data.digits import load_digits_uint8
 from lit_gen.errors import CheckpointError, ConfigError
@@ -60,7 +61,8 @@ def test_two_stage_pipeline_trains_samples_and_the_prior_checkpoint_stands_alone
     stage1 = tmp_path / "stage1.ckpt"
     stage1.write_bytes(first_stage_ckpt.read_bytes())
     torch.manual_seed(0)
-    prior = CodePrior(first_stage=str(stage1), channels=1, image_size=8, n_layer=2, n_head=2, n_embd=32, lr=3e-3)
+    prior = build_model("prior", dict(first_stage=str(stage1), channels=1, image_size=8, n_layer=2, n_head=2, n_embd=32,
+                                         lr=3e-3))
     # Vocabulary and sequence length come from the first stage, not from the config.
     assert prior.transformer.vocab_size == 16 and prior.transformer.block_size == 16
     frozen = {k: v.clone() for k, v in prior.first_stage.state_dict().items()}
@@ -89,7 +91,7 @@ def test_two_stage_pipeline_trains_samples_and_the_prior_checkpoint_stands_alone
 
 def test_class_conditional_prior_takes_labels(first_stage_ckpt):
     torch.manual_seed(0)
-    prior = CodePrior(first_stage=str(first_stage_ckpt), n_layer=1, n_head=2, n_embd=16, num_classes=10)
+    prior = build_model("prior", dict(first_stage=str(first_stage_ckpt), n_layer=1, n_head=2, n_embd=16, num_classes=10))
     images, labels = next(iter(digits_loader(32)))
     assert torch.isfinite(prior.loss((images, labels)).total)
     labels = torch.arange(4)
@@ -98,13 +100,16 @@ def test_class_conditional_prior_takes_labels(first_stage_ckpt):
     assert prior.sample(4, generator=torch.Generator().manual_seed(1)).shape == (4, 1, 8, 8)  # labels drawn
     with pytest.raises(ValueError, match=r"in \[0, 10\)"):
         prior.sample(2, labels=torch.tensor([3, 10]))
-    unconditional = CodePrior(first_stage=str(first_stage_ckpt), n_layer=1, n_head=2, n_embd=16)
+    unconditional = build_model("prior", dict(first_stage=str(first_stage_ckpt), n_layer=1, n_head=2, n_embd=16))
     with pytest.raises(ValueError, match="unconditional"):
         unconditional.sample(2, labels=torch.tensor([0, 1]))
 
 
 def test_bad_first_stage_or_shape_are_user_errors(first_stage_ckpt, tmp_path):
     with pytest.raises(CheckpointError, match="does not exist"):
-        CodePrior(first_stage=str(tmp_path / "missing.ckpt"))
+        build_model("prior", dict(first_stage=str(tmp_path / "missing.ckpt")))
     with pytest.raises(ConfigError, match="image_size=16 .* differs from the first stage's image_size=8"):
-        CodePrior(first_stage=str(first_stage_ckpt), image_size=16)
+        build_model("prior", dict(first_stage=str(first_stage_ckpt), image_size=16))
+    # The model reads no file: a path without the builder's spec is refused with the way to build it.
+    with pytest.raises(ConfigError, match=r"build_model\('prior'"):
+        CodePrior(first_stage=str(first_stage_ckpt))
