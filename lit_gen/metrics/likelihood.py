@@ -25,6 +25,7 @@ import torch
 from torch.utils.data import DataLoader, Subset
 
 from lit_gen import registry
+from lit_gen.diffusion.likelihood import variational_bound
 from lit_gen.errors import EvaluationError
 from lit_gen.likelihood import LN2, bits_per_dim
 
@@ -161,8 +162,6 @@ def _vae(model, loader, samples, generator, device):
 
 
 def _ddpm(model, loader, terms, generator, device):
-    from lit_gen.diffusion.likelihood import variational_bound
-
     net = model.ema.averaged if model.ema is not None else model.unet
     total = prior = decoder = 0.0
     used = None

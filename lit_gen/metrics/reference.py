@@ -27,6 +27,7 @@ from lit_gen.errors import EvaluationError
 from lit_gen.metrics.features import FeatureExtractor
 from lit_gen.metrics.fid import FeatureMoments, GaussianStats
 from lit_gen.metrics.protocol import DEFAULT_STATS_CACHE_DIR
+from lit_gen.signatures import check_arguments
 
 log = logging.getLogger(__name__)
 
@@ -199,8 +200,6 @@ def datamodule_for_checkpoint(checkpoint: str | Path, *, data: str | None = None
     normally the model's). ``data_root`` replaces the dataset folder.
     """
     import yaml
-
-    from lit_gen.signatures import check_arguments
 
     config = run_dir_of(checkpoint) / "config.yaml"
     section: dict
