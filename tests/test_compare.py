@@ -209,16 +209,20 @@ def test_bad_input_is_one_line_and_exit_code_2(argv, message, capsys, tmp_path):
     assert message in err and len(err.splitlines()) == 1
 
 
-def test_an_active_w_and_b_run_receives_the_table(runs, tmp_path):
+def test_an_active_w_and_b_run_receives_the_table(runs, tmp_path, monkeypatch):
     import wandb
 
     table = build_table([read_run(runs["vae"]), read_run(runs["ddpm"])])
+    # wandb.init exports WANDB_SERVICE (its service's socket); later test subprocesses that inherit
+    # it would attach to this process's service instead of starting their own.
+    monkeypatch.setenv("WANDB_SERVICE", "")
     run = wandb.init(mode="offline", dir=str(tmp_path), project="lit_gen_test")
     try:
         assert wandb_target({"WANDB_MODE": "offline"}) == "active"
         assert log_table(table, {"WANDB_MODE": "offline"}) == run.id
     finally:
         run.finish()
+        wandb.teardown()
     [logged] = list(tmp_path.glob("wandb/offline-run-*/files/media/table/comparison_*.table.json"))
     content = json.loads(logged.read_text())
     assert content["columns"] == table_data(table)[0] and len(content["data"]) == 2
