@@ -15,9 +15,9 @@ from typing import Any
 
 from lit_gen import registry
 from lit_gen.checkpoints import model_name, read_checkpoint
-from lit_gen.errors import CheckpointError
+from lit_gen.errors import CheckpointError, ConfigError
 from lit_gen.models.base import GenerativeModule
-from lit_gen.signatures import plain
+from lit_gen.signatures import plain, upgrade_arguments
 
 
 def build_model(name: str, kwargs: Mapping[str, Any]) -> GenerativeModule:
@@ -45,7 +45,12 @@ def build_model(name: str, kwargs: Mapping[str, Any]) -> GenerativeModule:
                 f"configs/vqvae_digits.yaml) and pass its checkpoint: "
                 f"model.first_stage=runs/<name>/<id>/checkpoints/last.ckpt"
             ) from None
-        kwargs["first_stage_spec"] = cls.first_stage_spec_for(stage_name, plain(state.get("hyper_parameters") or {}))
+        stage_args = plain(state.get("hyper_parameters") or {})
+        try:  # a stage saved before an argument's rename: its spec takes the current names
+            stage_args = upgrade_arguments(registry.resolve("model", stage_name), stage_args)
+        except ConfigError:  # an unknown family: the model's own check names it and the fix
+            pass
+        kwargs["first_stage_spec"] = cls.first_stage_spec_for(stage_name, stage_args)
         weights = state["state_dict"]
     model = cls(**kwargs)
     if weights is not None:

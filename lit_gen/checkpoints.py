@@ -14,6 +14,7 @@ import torch
 
 from lit_gen import registry
 from lit_gen.errors import CheckpointError, ConfigError
+from lit_gen.signatures import upgrade_arguments
 
 if TYPE_CHECKING:  # annotations only: the class is the registry's
     from lit_gen.models.base import GenerativeModule
@@ -69,7 +70,7 @@ def load_model(path: str | Path, map_location="cpu", expect: str | tuple[str, ..
         cls = registry.resolve("model", name)
     except ConfigError as exc:
         raise CheckpointError(f"{path}: {exc}") from None
-    hparams = dict(state.get("hyper_parameters") or {})
+    hparams = upgrade_arguments(cls, dict(state.get("hyper_parameters") or {}))  # older files: renamed arguments
     try:
         model = cls(**hparams)
     except (TypeError, ValueError) as exc:

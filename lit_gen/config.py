@@ -37,7 +37,7 @@ from lit_gen import registry
 from lit_gen.errors import ConfigError
 from lit_gen.metrics.protocol import DEFAULT_STATS_CACHE_DIR, parse_feature_spec
 from lit_gen.registry import did_you_mean
-from lit_gen.signatures import check_arguments, coerce, parameters, plain, type_hints
+from lit_gen.signatures import check_arguments, check_renamed, coerce, parameters, plain, type_hints
 
 SECTIONS = ("name", "seed", "model", "data", "trainer", "run", "logger", "eval")
 
@@ -338,6 +338,7 @@ def validate(raw: dict[str, Any], source: str = "") -> RunConfig:
     model = _section(raw, "model")
     model_cls = registry.resolve("model", model.get("name"))
     model_given = {k: v for k, v in model.items() if k != "name"}
+    check_renamed("model", model["name"], model_cls, model_given)
     _fill_from_data(model_given, model_cls, data_cls, data_args)
     model_args = check_arguments("model", model_cls, model_given)
 

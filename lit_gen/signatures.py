@@ -68,6 +68,44 @@ def check_arguments(section: str, cls: type, given: dict[str, Any]) -> dict[str,
     return out
 
 
+class Renamed(typing.NamedTuple):
+    """An argument's current name and what it sets, declared by a class as ``RENAMED_ARGUMENTS[old]``."""
+
+    new: str
+    meaning: str
+
+
+def renamed_arguments(cls: type) -> dict[str, Renamed]:
+    """``{old name: Renamed}`` for the arguments ``cls`` renamed (its ``RENAMED_ARGUMENTS`` table, if any).
+
+    A class declares the table beside its constructor; the config check refuses the old names and
+    ``upgrade_arguments`` maps them in saved arguments, so a later rename only adds a row.
+    """
+    return dict(getattr(cls, "RENAMED_ARGUMENTS", {}))
+
+
+def check_renamed(section: str, owner: str, cls: type, given: dict[str, Any]) -> None:
+    """Refuse a renamed argument in a config, naming its new key (``owner`` is the family, e.g. 'vqvae')."""
+    for old, renamed in renamed_arguments(cls).items():
+        if old in given:
+            # An error, not a silent alias: the old word may mean something else in another family.
+            raise ConfigError(
+                f"{section}.{old} was renamed to {section}.{renamed.new} for {owner} ({renamed.meaning}); "
+                f"write {section}.{renamed.new}: {given[old]!r} instead"
+            )
+
+
+def upgrade_arguments(cls: type, saved: dict[str, Any]) -> dict[str, Any]:
+    """Arguments saved before a rename (a checkpoint's hyperparameters, a first-stage spec) under their
+    current names, so files written before the rename still rebuild their model."""
+    out = dict(saved)
+    for old, renamed in renamed_arguments(cls).items():
+        if old in out:
+            value = out.pop(old)
+            out.setdefault(renamed.new, value)
+    return out
+
+
 def _default(cls: type, key: str, param: inspect.Parameter) -> Any:
     if dataclasses.is_dataclass(cls):
         spec = cls.__dataclass_fields__[key]

@@ -84,3 +84,90 @@ def test_custom_objects_are_never_unpickled(tmp_path):
     torch.save({"state_dict": {}, "evil": Payload()}, tmp_path / "evil.ckpt")
     with pytest.raises(CheckpointError, match="not a readable"):
         load_model(tmp_path / "evil.ckpt")
+
+
+# ------------------------------------------------------------------ files written before a rename
+def tiny_vq(family: str, **kwargs):
+    from lit_gen.models.vqgan import VQGAN
+    from lit_gen.models.vqvae import VQVAE
+
+    args = dict(channels=1, image_size=8, hidden_channels=8, num_res_blocks=1, num_downsamples=1, num_codes=16, code_dim=4)
+    if family == "vqgan":
+        return VQGAN(**args, perceptual_weight=0.0, disc_layers=1, disc_channels=8, **kwargs)
+    return VQVAE(**args, **kwargs)
+
+
+def with_old_codebook_key(hparams: dict) -> dict:
+    """Hyperparameters as a vqvae/vqgan saved them when the codebook EMA was still called ``ema_decay``."""
+    old = {("ema_decay" if k == "codebook_ema_decay" else k): v for k, v in hparams.items()}
+    assert "ema_decay" in old and "codebook_ema_decay" not in old
+    return old
+
+
+def checkpoint_of(model, hparams: dict) -> dict:
+    checkpoint = {"state_dict": model.state_dict(), "hyper_parameters": hparams}
+    model.on_save_checkpoint(checkpoint)
+    return checkpoint
+
+
+@pytest.mark.parametrize("family", ["vqvae", "vqgan"])
+def test_vq_checkpoint_saved_with_the_old_ema_decay_name_loads_and_samples(tmp_path, family):
+    torch.manual_seed(0)
+    model = tiny_vq(family, codebook_ema_decay=0.9).eval()
+    path = tmp_path / f"{family}.ckpt"
+    torch.save(checkpoint_of(model, with_old_codebook_key(dict(model.hparams))), path)
+
+    loaded = load_model(path)
+    assert type(loaded) is type(model)
+    assert loaded.quantizer.codebook_ema_decay == 0.9 and loaded.hparams["codebook_ema_decay"] == 0.9
+    assert "ema_decay" not in loaded.hparams  # saved again, it is written under the new name
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), loaded.state_dict().values()))
+    expected = model.sample(3, generator=torch.Generator().manual_seed(1))
+    assert torch.equal(loaded.sample(3, generator=torch.Generator().manual_seed(1)), expected)
+
+
+def test_first_stage_saved_with_the_old_name_builds_a_prior_and_old_specs_still_load(tmp_path):
+    from lit_gen.build import build_model
+
+    torch.manual_seed(0)
+    stage = tiny_vq("vqvae", codebook_ema_decay=0.9).eval()
+    stage_path = tmp_path / "vqvae.ckpt"
+    torch.save(checkpoint_of(stage, with_old_codebook_key(dict(stage.hparams))), stage_path)
+
+    # A prior built today from an old first-stage file saves its spec under the current name.
+    prior = build_model("prior", dict(first_stage=str(stage_path), channels=1, image_size=8, n_layer=1, n_head=2,
+                                      n_embd=16)).eval()
+    assert prior.hparams["first_stage_spec"]["hparams"]["codebook_ema_decay"] == 0.9
+    assert "ema_decay" not in prior.hparams["first_stage_spec"]["hparams"]
+    assert prior.first_stage.quantizer.codebook_ema_decay == 0.9
+
+    # A prior saved before the rename holds a spec with the old name: it still loads and samples.
+    old = dict(prior.hparams)
+    old["first_stage_spec"] = {**old["first_stage_spec"], "hparams": with_old_codebook_key(old["first_stage_spec"]["hparams"])}
+    stage_path.unlink()  # a saved prior needs only its own file
+    torch.save(checkpoint_of(prior, old), tmp_path / "prior.ckpt")
+    loaded = load_model(tmp_path / "prior.ckpt", expect="prior")
+    assert loaded.first_stage.quantizer.codebook_ema_decay == 0.9
+    expected = prior.sample(2, generator=torch.Generator().manual_seed(3))
+    assert torch.equal(loaded.sample(2, generator=torch.Generator().manual_seed(3)), expected)
+
+
+def test_latent_diffusion_spec_saved_with_the_old_name_still_loads(tmp_path):
+    from lit_gen.build import build_model
+
+    torch.manual_seed(0)
+    stage = tiny_vq("vqvae", codebook_ema_decay=0.9).eval()
+    stage_path = tmp_path / "vqvae.ckpt"
+    torch.save(checkpoint_of(stage, with_old_codebook_key(dict(stage.hparams))), stage_path)
+    model = build_model("ddpm", dict(channels=1, image_size=8, base_channels=8, channel_mults=(1,), num_res_blocks=1,
+                                     attention_resolutions=(), norm_groups=4, timesteps=20, ema_decay=0.0,
+                                     first_stage=str(stage_path))).eval()
+    assert model.hparams["first_stage_spec"]["hparams"]["codebook_ema_decay"] == 0.9
+
+    old = dict(model.hparams)
+    old["first_stage_spec"] = {**old["first_stage_spec"], "hparams": with_old_codebook_key(old["first_stage_spec"]["hparams"])}
+    torch.save(checkpoint_of(model, old), tmp_path / "ldm.ckpt")
+    loaded = load_model(tmp_path / "ldm.ckpt", expect="ddpm")
+    assert loaded.first_stage.quantizer.codebook_ema_decay == 0.9
+    expected = model.sample(2, generator=torch.Generator().manual_seed(2), steps=3)
+    assert torch.equal(loaded.sample(2, generator=torch.Generator().manual_seed(2), steps=3), expected)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import textwrap
+from pathlib import Path
 
 import pytest
 
@@ -135,3 +136,34 @@ def test_data_root_defaults_to_lit_gen_data(tmp_path, monkeypatch):
     assert load_config(tmp_path / "m.yaml", ["data.root=/elsewhere"]).data["root"] == "/elsewhere"
     monkeypatch.delenv("LIT_GEN_DATA")
     assert load_config(tmp_path / "m.yaml").data["root"] == "data"
+
+
+# ------------------------------------------------------------------ renamed keys
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+RENAMED_CODEBOOK_EMA = "model.ema_decay was renamed to model.codebook_ema_decay for {}"
+
+
+@pytest.mark.parametrize("family", ["vqvae", "vqgan"])
+def test_the_old_codebook_ema_key_in_a_config_file_names_the_new_one(tmp_path, family):
+    path = write(tmp_path / "old.yaml", f"""
+        model: {{name: {family}, ema_decay: 0.99}}
+        data: {{name: digits}}
+    """)
+    with pytest.raises(ConfigError, match=RENAMED_CODEBOOK_EMA.format(family)) as info:
+        load_config(path)
+    assert "model.codebook_ema_decay: 0.99" in str(info.value)  # the line to write instead
+
+
+@pytest.mark.parametrize("override", [
+    ["model.ema_decay=0.99"],                # an override, or a sweep trial through ${args_no_hyphens}
+    ["--model.ema_decay", "0.99"],           # ${args_no_equals}
+    ["model={'ema_decay': 0.99}"],           # a nested sweep parameter, as W&B passes it
+])
+def test_the_old_codebook_ema_key_as_an_override_or_sweep_parameter_names_the_new_one(override):
+    with pytest.raises(ConfigError, match=RENAMED_CODEBOOK_EMA.format("vqvae")):
+        load_config(CONFIGS / "vqvae_digits.yaml", override)
+    assert load_config(CONFIGS / "vqvae_digits.yaml", ["model.codebook_ema_decay=0.5"]).model["codebook_ema_decay"] == 0.5
+    # DDPM keeps ema_decay for its weight EMA, and has no codebook.
+    assert load_config(CONFIGS / "ddpm_digits.yaml", ["model.ema_decay=0.99"]).model["ema_decay"] == 0.99
+    with pytest.raises(ConfigError, match="model.codebook_ema_decay: unknown key for DDPM"):
+        load_config(CONFIGS / "ddpm_digits.yaml", ["model.codebook_ema_decay=0.99"])

@@ -28,7 +28,7 @@ from lit_gen.models.base import GenerativeModule, LossOutput, to_unit_range
 from lit_gen.nn import noise
 from lit_gen.nn.ema import EMA
 from lit_gen.nn.unet import UNet
-from lit_gen.signatures import plain
+from lit_gen.signatures import plain, upgrade_arguments
 
 log = logging.getLogger(__name__)
 
@@ -185,7 +185,8 @@ class DDPM(GenerativeModule):
                               "it with lit_gen.build.build_model('ddpm', {...}) (python -m lit_gen.fit does), which "
                               "reads the first-stage checkpoint and passes its first_stage_spec and weights")
         # The weights come after construction: from the first-stage file (lit_gen.build) or our own checkpoint.
-        module = registry.resolve("model", spec["model"])(**spec["hparams"])
+        stage_cls = registry.resolve("model", spec["model"])
+        module = stage_cls(**upgrade_arguments(stage_cls, spec["hparams"]))  # a spec saved before an argument's rename
         if not (callable(getattr(module, "encode", None)) and callable(getattr(module, "decode", None))):
             raise ConfigError(f"model.first_stage: {path} holds a {type(module).__name__}, which has no encode/decode; "
                               "latent diffusion needs an autoencoder (e.g. ae with architecture: conv)")

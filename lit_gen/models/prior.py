@@ -26,6 +26,7 @@ from lit_gen.errors import CheckpointError, ConfigError
 from lit_gen.models.base import GenerativeModule, LossOutput, to_unit_range
 from lit_gen.nn import noise
 from lit_gen.nn.transformer import CodeTransformer
+from lit_gen.signatures import upgrade_arguments
 
 #: Families whose checkpoints can serve as a first stage.
 FIRST_STAGES = ("vqvae", "vqgan")
@@ -43,7 +44,7 @@ def _build_first_stage(path: str, spec: dict[str, Any]) -> GenerativeModule:
         )
     try:
         cls = registry.resolve("model", spec["name"])
-        return cls(**spec["hparams"])
+        return cls(**upgrade_arguments(cls, spec["hparams"]))  # a spec saved before an argument's rename
     except (KeyError, TypeError, ConfigError) as exc:
         raise CheckpointError(f"the prior's saved first_stage_spec cannot rebuild its first stage: {exc}") from None
 

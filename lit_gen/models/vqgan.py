@@ -63,7 +63,7 @@ class VQGAN(VQVAE):
 
     Args:
         channels, image_size, hidden_channels, num_res_blocks, num_downsamples, num_codes, code_dim,
-        beta, ema_decay, dead_code_steps, restart_dead_codes: the autoencoder, as in ``VQVAE``
+        beta, codebook_ema_decay, dead_code_steps, restart_dead_codes: the autoencoder, as in ``VQVAE``
             (defaults here: 3 channels, 64 px, width 128, 3 halvings to an 8x8 grid, 1024 codes).
         recon_loss ("l1" | "l2", default "l1"): pixel reconstruction loss (mean per pixel).
         perceptual_weight (float, default 1.0): weight w_p of the LPIPS term; 0 never builds LPIPS
@@ -102,7 +102,7 @@ class VQGAN(VQVAE):
         num_codes: int = 1024,
         code_dim: int = 64,
         beta: float = 0.25,
-        ema_decay: float | None = None,
+        codebook_ema_decay: float | None = None,
         dead_code_steps: int = 100,
         restart_dead_codes: bool = False,
         recon_loss: Literal["l1", "l2"] = "l1",
@@ -126,7 +126,7 @@ class VQGAN(VQVAE):
         super().__init__(
             channels=channels, image_size=image_size, hidden_channels=hidden_channels,
             num_res_blocks=num_res_blocks, num_downsamples=num_downsamples, num_codes=num_codes,
-            code_dim=code_dim, beta=beta, ema_decay=ema_decay, dead_code_steps=dead_code_steps,
+            code_dim=code_dim, beta=beta, codebook_ema_decay=codebook_ema_decay, dead_code_steps=dead_code_steps,
             restart_dead_codes=restart_dead_codes, lr=lr, weight_decay=weight_decay, betas=betas,
             warmup_steps=warmup_steps, lr_schedule=lr_schedule,
         )

@@ -14,7 +14,7 @@ here decodes uniformly drawn codes, the baseline a prior must beat.
 from __future__ import annotations
 
 import logging
-from typing import Literal
+from typing import ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
@@ -25,6 +25,7 @@ from lit_gen.models.base import GenerativeModule, LossOutput, to_unit_range
 from lit_gen.nn import noise
 from lit_gen.nn.conv_blocks import ConvDecoder, ConvEncoder
 from lit_gen.nn.quantizer import Quantized, VectorQuantizer
+from lit_gen.signatures import Renamed
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +44,7 @@ class VQVAE(GenerativeModule):
         num_codes (int, default 512): codebook size K.
         code_dim (int, default 64): dimension of each code.
         beta (float, default 0.25): weight of the commitment term (the paper's beta).
-        ema_decay (float | None, default None): EMA codebook updates with this decay (e.g. 0.99)
+        codebook_ema_decay (float | None, default None): EMA codebook updates with this decay (e.g. 0.99)
             instead of the codebook loss; None learns codes by gradient.
         dead_code_steps (int, default 100): training steps without use after which a code is dead.
         restart_dead_codes (bool, default False): replace dead codes with random encoder outputs.
@@ -53,6 +54,13 @@ class VQVAE(GenerativeModule):
     ``train/perplexity`` (per batch); once per epoch ``train/code_perplexity``, ``train/codes_used``
     (fraction of the codebook used in the epoch) and ``train/dead_codes``.
     """
+
+    #: Arguments renamed since release; a config using the old name fails naming the new one, and
+    #: checkpoints saved with it still load (``lit_gen.signatures.upgrade_arguments``). ``ema_decay``
+    #: names only DDPM's weight EMA now.
+    RENAMED_ARGUMENTS: ClassVar[dict[str, Renamed]] = {
+        "ema_decay": Renamed("codebook_ema_decay", "the codebook EMA; ema_decay is the weight EMA of ddpm only"),
+    }
 
     def __init__(
         self,
@@ -64,7 +72,7 @@ class VQVAE(GenerativeModule):
         num_codes: int = 512,
         code_dim: int = 64,
         beta: float = 0.25,
-        ema_decay: float | None = None,
+        codebook_ema_decay: float | None = None,
         dead_code_steps: int = 100,
         restart_dead_codes: bool = False,
         lr: float = 2e-4,
@@ -95,7 +103,7 @@ class VQVAE(GenerativeModule):
 
         self.encoder = ConvEncoder(channels, hidden_channels, hidden_channels, num_res_blocks, num_downsamples)
         self.pre_quant = nn.Conv2d(hidden_channels, code_dim, 1)
-        self.quantizer = VectorQuantizer(num_codes, code_dim, beta=beta, ema_decay=ema_decay,
+        self.quantizer = VectorQuantizer(num_codes, code_dim, beta=beta, codebook_ema_decay=codebook_ema_decay,
                                          dead_code_steps=dead_code_steps, restart_dead_codes=restart_dead_codes)
         self.post_quant = nn.Conv2d(code_dim, hidden_channels, 1)
         self.decoder = ConvDecoder(hidden_channels, hidden_channels, channels, num_res_blocks, num_downsamples)

@@ -81,7 +81,7 @@ class VectorQuantizer(nn.Module):
         num_codes (int): codebook size K.
         code_dim (int): dimension D of each code (the channels of ``z_e``).
         beta (float, default 0.25): weight of the commitment term ``||z_e - sg[e]||^2``.
-        ema_decay (float | None, default None): when set (e.g. 0.99), codes follow an exponential
+        codebook_ema_decay (float | None, default None): when set (e.g. 0.99), codes follow an exponential
             moving average of the encoder outputs assigned to them and the codebook loss is zero;
             None learns the codebook by gradient of the codebook loss.
         ema_eps (float, default 1e-5): Laplace smoothing of the EMA cluster sizes, so a code that is
@@ -98,7 +98,7 @@ class VectorQuantizer(nn.Module):
         num_codes: int,
         code_dim: int,
         beta: float = 0.25,
-        ema_decay: float | None = None,
+        codebook_ema_decay: float | None = None,
         ema_eps: float = 1e-5,
         dead_code_steps: int = 100,
         restart_dead_codes: bool = False,
@@ -110,22 +110,22 @@ class VectorQuantizer(nn.Module):
             raise ValueError(f"code_dim must be positive, got {code_dim}")
         if beta < 0:
             raise ValueError(f"beta must be non-negative, got {beta}")
-        if ema_decay is not None and not 0.0 < ema_decay < 1.0:
-            raise ValueError(f"ema_decay must be in (0, 1) or None, got {ema_decay}")
+        if codebook_ema_decay is not None and not 0.0 < codebook_ema_decay < 1.0:
+            raise ValueError(f"codebook_ema_decay must be in (0, 1) or None, got {codebook_ema_decay}")
         if dead_code_steps < 1:
             raise ValueError(f"dead_code_steps must be at least 1, got {dead_code_steps}")
         self.num_codes = num_codes
         self.code_dim = code_dim
         self.beta = beta
-        self.ema_decay = ema_decay
+        self.codebook_ema_decay = codebook_ema_decay
         self.ema_eps = ema_eps
         self.dead_code_steps = dead_code_steps
         self.restart_dead_codes = restart_dead_codes
 
         # The paper's uniform init; small codes start near the encoder's initial outputs.
         weight = torch.empty(num_codes, code_dim).uniform_(-1.0 / num_codes, 1.0 / num_codes)
-        self.embedding = nn.Parameter(weight, requires_grad=ema_decay is None)
-        if ema_decay is not None:
+        self.embedding = nn.Parameter(weight, requires_grad=codebook_ema_decay is None)
+        if codebook_ema_decay is not None:
             # Sizes start at 1 and sums at the codes, so sum / size is the initial codebook.
             self.register_buffer("ema_cluster_size", torch.ones(num_codes))
             self.register_buffer("ema_embed_sum", weight.clone())
@@ -135,7 +135,7 @@ class VectorQuantizer(nn.Module):
 
     def parameters_learned_without_gradients(self) -> tuple[nn.Parameter, ...]:
         """The codebook when it is an EMA of its assigned vectors (trained, though not by the optimizer)."""
-        return (self.embedding,) if self.ema_decay is not None else ()
+        return (self.embedding,) if self.codebook_ema_decay is not None else ()
 
     # ------------------------------------------------------------------ quantization
     def nearest_codes(self, flat: Tensor) -> Tensor:
@@ -170,7 +170,7 @@ class VectorQuantizer(nn.Module):
         z_q = F.embedding(indices, self.embedding).view(b, h, w, d).permute(0, 3, 1, 2).to(z_e.dtype)
 
         commitment = self.beta * F.mse_loss(z_e, z_q.detach())
-        if self.ema_decay is None:
+        if self.codebook_ema_decay is None:
             codebook = F.mse_loss(z_q, z_e.detach())
         else:
             codebook = z_e.new_zeros(())
@@ -178,7 +178,7 @@ class VectorQuantizer(nn.Module):
         counts = torch.bincount(indices, minlength=self.num_codes).float()
         if self.training:
             counts = self._all_reduce(counts)
-            if self.ema_decay is not None:
+            if self.codebook_ema_decay is not None:
                 self._ema_update(flat, indices, counts)
             self._track_usage(counts)
             if self.restart_dead_codes:
@@ -192,7 +192,7 @@ class VectorQuantizer(nn.Module):
     @torch.no_grad()
     def _ema_update(self, flat: Tensor, indices: Tensor, counts: Tensor) -> None:
         """N_k <- g N_k + (1-g) n_k;  m_k <- g m_k + (1-g) sum_{i: k_i = k} z_i;  e_k = m_k / N~_k."""
-        decay = self.ema_decay
+        decay = self.codebook_ema_decay
         sums = torch.zeros_like(self.ema_embed_sum).index_add_(0, indices, flat.to(self.ema_embed_sum.dtype))
         sums = self._all_reduce(sums)
         new_size = decay * self.ema_cluster_size + (1.0 - decay) * counts
@@ -224,7 +224,7 @@ class VectorQuantizer(nn.Module):
         if _distributed():
             dist.broadcast(replacement, src=0)
         self.embedding[dead] = replacement
-        if self.ema_decay is not None:
+        if self.codebook_ema_decay is not None:
             self.ema_cluster_size[dead] = 1.0
             self.ema_embed_sum[dead] = replacement
         self.unused_steps[dead] = 0

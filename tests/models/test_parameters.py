@@ -31,7 +31,7 @@ def test_ddpm_without_ema_has_no_copy():
 
 def test_frozen_parts_and_ema_codebooks():
     frozen = nn.Linear(3, 4).requires_grad_(False)
-    model = nn.ModuleDict({"frozen": frozen, "trained": nn.Linear(2, 2), "vq": VectorQuantizer(8, 4, ema_decay=0.99)})
+    model = nn.ModuleDict({"frozen": frozen, "trained": nn.Linear(2, 2), "vq": VectorQuantizer(8, 4, codebook_ema_decay=0.99)})
     counts = count_parameters(model)
     # The EMA codebook is learned (by its own rule), so it counts as trained.
     assert counts == ParameterCounts(trained=6 + 32, ema=0, frozen=16)

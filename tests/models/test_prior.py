@@ -41,7 +41,7 @@ def first_stage_ckpt(tmp_path_factory, _one_thread):
     """Stage 1: a tiny VQ-VAE trained a few steps on digits, saved as a Lightning checkpoint."""
     torch.manual_seed(0)
     model = VQVAE(channels=1, image_size=8, hidden_channels=16, num_res_blocks=1, num_downsamples=1,
-                  num_codes=16, code_dim=8, ema_decay=0.9, restart_dead_codes=True, dead_code_steps=5, lr=3e-3)
+                  num_codes=16, code_dim=8, codebook_ema_decay=0.9, restart_dead_codes=True, dead_code_steps=5, lr=3e-3)
     fit = trainer(max_steps=30)
     fit.fit(model, digits_loader())
     path = tmp_path_factory.mktemp("stage1") / "vqvae.ckpt"

@@ -105,7 +105,7 @@ def test_no_nan_over_many_tiny_steps_and_the_checkpoint_rebuilds_the_model(tmp_p
     from lit_gen.checkpoints import load_model
 
     torch.manual_seed(0)
-    model = tiny_vqgan(disc_start=40, ema_decay=0.9, restart_dead_codes=True, dead_code_steps=10, recon_loss="l2")
+    model = tiny_vqgan(disc_start=40, codebook_ema_decay=0.9, restart_dead_codes=True, dead_code_steps=10, recon_loss="l2")
     recorder = StepRecorder()
     fit = trainer(max_steps=200, callbacks=[recorder])  # 40 + 80 = 120 batches
     fit.fit(model, digits_loader(batch_size=8))
@@ -145,7 +145,7 @@ def test_impossible_settings_are_config_errors():
 
 def test_a_non_finite_batch_skips_its_step_instead_of_corrupting_the_weights(caplog):
     torch.manual_seed(0)
-    model = tiny_vqgan(disc_start=0, ema_decay=0.9, restart_dead_codes=True, dead_code_steps=1)
+    model = tiny_vqgan(disc_start=0, codebook_ema_decay=0.9, restart_dead_codes=True, dead_code_steps=1)
     images, labels = next(iter(digits_loader(32, batch_size=16)))
     poisoned = images.clone()
     poisoned[:8] = float("nan")

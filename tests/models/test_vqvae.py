@@ -39,10 +39,10 @@ def test_loss_is_reconstruction_plus_codebook_plus_commitment(digits_batch):
     assert torch.allclose(out.terms["recon"], torch.nn.functional.mse_loss(x_hat, digits_batch[0]))
 
 
-@pytest.mark.parametrize("ema_decay", [None, 0.9])
-def test_loss_falls_on_digits(digits_batch, ema_decay):
+@pytest.mark.parametrize("codebook_ema_decay", [None, 0.9])
+def test_loss_falls_on_digits(digits_batch, codebook_ema_decay):
     torch.manual_seed(0)
-    model = tiny_vqvae(ema_decay=ema_decay, restart_dead_codes=True, dead_code_steps=5)
+    model = tiny_vqvae(codebook_ema_decay=codebook_ema_decay, restart_dead_codes=True, dead_code_steps=5)
     optimizer = model.configure_optimizers()
     losses = []
     for _ in range(60):

@@ -22,7 +22,7 @@ def quantizer_with(codes, **kwargs) -> VectorQuantizer:
     vq = VectorQuantizer(codes.shape[0], codes.shape[1], **kwargs)
     with torch.no_grad():
         vq.embedding.copy_(codes)
-        if vq.ema_decay is not None:
+        if vq.codebook_ema_decay is not None:
             vq.ema_embed_sum.copy_(codes)
     return vq
 
@@ -66,7 +66,7 @@ def test_loss_terms_follow_the_paper_with_beta_on_the_commitment_term():
 def test_ema_update_equals_the_formula_and_replaces_the_codebook_loss():
     codes = torch.tensor([[0.0, 0.0], [1.0, 1.0], [5.0, 5.0]])
     decay, eps = 0.9, 1e-5
-    vq = quantizer_with(codes, ema_decay=decay, ema_eps=eps)
+    vq = quantizer_with(codes, codebook_ema_decay=decay, ema_eps=eps)
     z = torch.tensor([[0.2, -0.1], [-0.2, 0.3], [0.9, 1.3]])  # codes 0, 0, 1; code 2 unused
     q = vq(as_latent(z))
     assert q.codebook.item() == 0.0 and not vq.embedding.requires_grad
@@ -88,7 +88,7 @@ def test_ema_update_equals_the_formula_and_replaces_the_codebook_loss():
 
 
 def test_ema_skips_a_non_finite_batch():
-    vq = quantizer_with([[0.0, 0.0], [1.0, 1.0]], ema_decay=0.9)
+    vq = quantizer_with([[0.0, 0.0], [1.0, 1.0]], codebook_ema_decay=0.9)
     before = vq.embedding.clone()
     vq(as_latent([[float("nan"), 0.0], [1.0, 1.0]]))
     assert torch.equal(vq.embedding, before)
@@ -114,7 +114,7 @@ def test_dead_codes_are_restarted_from_recent_encoder_outputs():
 def test_restart_draws_from_the_generator():
     def restarted(seed):
         vq = quantizer_with([[0.0, 0.0], [50.0, 50.0], [60.0, 60.0]], dead_code_steps=1,
-                            restart_dead_codes=True, ema_decay=0.99)
+                            restart_dead_codes=True, codebook_ema_decay=0.99)
         vq(as_latent(torch.arange(16.0).view(8, 2) / 16), generator=torch.Generator().manual_seed(seed))
         return vq.embedding.detach().clone()
 
@@ -157,8 +157,8 @@ def _ddp_worker(rank: int, world: int, init_file: str, out_dir: str) -> None:
 
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
     torch.manual_seed(0)  # the same initial codebooks on both ranks
-    ema = VectorQuantizer(8, 2, ema_decay=0.9)
-    restart = VectorQuantizer(8, 2, ema_decay=0.9, restart_dead_codes=True, dead_code_steps=1)
+    ema = VectorQuantizer(8, 2, codebook_ema_decay=0.9)
+    restart = VectorQuantizer(8, 2, codebook_ema_decay=0.9, restart_dead_codes=True, dead_code_steps=1)
     data = torch.Generator().manual_seed(100 + rank)  # each rank sees its own batch
     torch.manual_seed(10 + rank)  # and its own global RNG: restarts must still agree
     for _ in range(3):
@@ -180,7 +180,7 @@ def test_under_ddp_ema_statistics_are_all_reduced_and_restarts_agree(tmp_path):
     assert rank0["restart"]["unused_steps"].sum() == 0  # restarts happened (every unused code is revived)
     # All-reduced EMA equals single-process EMA over the union of both ranks' batches.
     torch.manual_seed(0)
-    single = VectorQuantizer(8, 2, ema_decay=0.9)
+    single = VectorQuantizer(8, 2, codebook_ema_decay=0.9)
     data = [torch.Generator().manual_seed(100 + r) for r in (0, 1)]
     for _ in range(3):
         single(torch.cat([torch.randn(2, 2, 3, 3, generator=g) for g in data]))
