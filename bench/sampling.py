@@ -14,7 +14,7 @@ those rounds. FID: features of the digits domain classifier (``python -m lit_gen
 streamed; reference: the train split of the images the checkpoint was trained on (its run's
 config.yaml; 1,374 images by default, all 1,797 with ``data.train_split=all``). The FID of the real
 test split against the same reference is recorded as the floor a perfect model would reach.
-Issue targets: FID(DDIM-50) within 15% of FID(DDPM-1000), at least 15x less time.
+Targets: FID(DDIM-50) within 15% of FID(DDPM-1000), at least 15x less time.
 """
 
 from __future__ import annotations
