@@ -63,6 +63,10 @@ def grid_labels(model, spec: str | None, num: int) -> tuple[Tensor | None, int |
         return None, None
     rows = parse_labels(spec, classes) if spec is not None else list(range(classes))
     per_row = max(1, num // len(rows))
+    if per_row * len(rows) != num:
+        # A grid has whole rows: say so rather than hand back a different count silently.
+        log.warning("--num %d is not a multiple of the %d label rows: drawing %d per label (%d images)",
+                    num, len(rows), per_row, per_row * len(rows))
     labels = torch.tensor(rows, dtype=torch.int64).repeat_interleave(per_row)
     return labels, per_row
 

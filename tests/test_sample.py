@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 import torch
 from PIL import Image
@@ -85,6 +87,20 @@ def test_labels_give_one_row_per_listed_class():
         sample.parse_labels("8-11", 10)
     with pytest.raises(EvaluationError, match="write a range"):
         sample.parse_labels("3-x", 10)
+
+
+def test_a_count_that_does_not_fill_whole_rows_is_rounded_down_with_a_warning(caplog):
+    class Conditional:
+        conditional, num_classes = True, 10
+
+    with caplog.at_level(logging.WARNING, logger="lit_gen.sample"):
+        labels, per_row = sample.grid_labels(Conditional(), None, 64)
+    assert per_row == 6 and len(labels) == 60
+    assert "--num 64 is not a multiple of the 10 label rows: drawing 6 per label (60 images)" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="lit_gen.sample"):
+        sample.grid_labels(Conditional(), None, 70)
+    assert caplog.text == ""
 
 
 def test_unconditional_models_refuse_labels_and_sampler_options(ckpt, tmp_path, capsys):
