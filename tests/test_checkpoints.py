@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -104,6 +106,21 @@ def with_old_codebook_key(hparams: dict) -> dict:
     return old
 
 
+def old_vqvae_file(tmp_path) -> Path:
+    """A tiny VQ-VAE with a codebook EMA, saved as it was before the rename (``ema_decay``)."""
+    torch.manual_seed(0)
+    stage = tiny_vq("vqvae", codebook_ema_decay=0.9).eval()
+    path = tmp_path / "vqvae.ckpt"
+    torch.save(checkpoint_of(stage, with_old_codebook_key(dict(stage.hparams))), path)
+    return path
+
+
+def with_old_first_stage_spec(hparams: dict) -> dict:
+    """A two-stage model's hyperparameters with its first-stage spec written under the old name."""
+    spec = hparams["first_stage_spec"]
+    return {**hparams, "first_stage_spec": {**spec, "hparams": with_old_codebook_key(spec["hparams"])}}
+
+
 def checkpoint_of(model, hparams: dict) -> dict:
     checkpoint = {"state_dict": model.state_dict(), "hyper_parameters": hparams}
     model.on_save_checkpoint(checkpoint)
@@ -129,10 +146,7 @@ def test_vq_checkpoint_saved_with_the_old_ema_decay_name_loads_and_samples(tmp_p
 def test_first_stage_saved_with_the_old_name_builds_a_prior_and_old_specs_still_load(tmp_path):
     from lit_gen.build import build_model
 
-    torch.manual_seed(0)
-    stage = tiny_vq("vqvae", codebook_ema_decay=0.9).eval()
-    stage_path = tmp_path / "vqvae.ckpt"
-    torch.save(checkpoint_of(stage, with_old_codebook_key(dict(stage.hparams))), stage_path)
+    stage_path = old_vqvae_file(tmp_path)
 
     # A prior built today from an old first-stage file saves its spec under the current name.
     prior = build_model("prior", dict(first_stage=str(stage_path), channels=1, image_size=8, n_layer=1, n_head=2,
@@ -142,10 +156,8 @@ def test_first_stage_saved_with_the_old_name_builds_a_prior_and_old_specs_still_
     assert prior.first_stage.quantizer.codebook_ema_decay == 0.9
 
     # A prior saved before the rename holds a spec with the old name: it still loads and samples.
-    old = dict(prior.hparams)
-    old["first_stage_spec"] = {**old["first_stage_spec"], "hparams": with_old_codebook_key(old["first_stage_spec"]["hparams"])}
     stage_path.unlink()  # a saved prior needs only its own file
-    torch.save(checkpoint_of(prior, old), tmp_path / "prior.ckpt")
+    torch.save(checkpoint_of(prior, with_old_first_stage_spec(dict(prior.hparams))), tmp_path / "prior.ckpt")
     loaded = load_model(tmp_path / "prior.ckpt", expect="prior")
     assert loaded.first_stage.quantizer.codebook_ema_decay == 0.9
     expected = prior.sample(2, generator=torch.Generator().manual_seed(3))
@@ -155,18 +167,13 @@ def test_first_stage_saved_with_the_old_name_builds_a_prior_and_old_specs_still_
 def test_latent_diffusion_spec_saved_with_the_old_name_still_loads(tmp_path):
     from lit_gen.build import build_model
 
-    torch.manual_seed(0)
-    stage = tiny_vq("vqvae", codebook_ema_decay=0.9).eval()
-    stage_path = tmp_path / "vqvae.ckpt"
-    torch.save(checkpoint_of(stage, with_old_codebook_key(dict(stage.hparams))), stage_path)
+    stage_path = old_vqvae_file(tmp_path)
     model = build_model("ddpm", dict(channels=1, image_size=8, base_channels=8, channel_mults=(1,), num_res_blocks=1,
                                      attention_resolutions=(), norm_groups=4, timesteps=20, ema_decay=0.0,
                                      first_stage=str(stage_path))).eval()
     assert model.hparams["first_stage_spec"]["hparams"]["codebook_ema_decay"] == 0.9
 
-    old = dict(model.hparams)
-    old["first_stage_spec"] = {**old["first_stage_spec"], "hparams": with_old_codebook_key(old["first_stage_spec"]["hparams"])}
-    torch.save(checkpoint_of(model, old), tmp_path / "ldm.ckpt")
+    torch.save(checkpoint_of(model, with_old_first_stage_spec(dict(model.hparams))), tmp_path / "ldm.ckpt")
     loaded = load_model(tmp_path / "ldm.ckpt", expect="ddpm")
     assert loaded.first_stage.quantizer.codebook_ema_decay == 0.9
     expected = model.sample(2, generator=torch.Generator().manual_seed(2), steps=3)
