@@ -260,9 +260,7 @@ def _bits_per_dim(args: argparse.Namespace, device: torch.device) -> int:
                                  count=args.real_count, batch_size=args.batch_size, samples=args.bpd_samples,
                                  terms=args.bpd_terms, seed=args.seed, checkpoint=str(args.ckpt),
                                  global_step=state.get("global_step"))
-    setting = f"k{record.samples}" if record.samples else f"t{record.terms}" if record.terms else record.family
-    name = f"bpd_{record.split}_{record.count}_{setting}_seed{record.seed}.json"
-    out = Path(args.out) if args.out else run_dir_of(args.ckpt) / "likelihood" / name
+    out = Path(args.out) if args.out else run_dir_of(args.ckpt) / "likelihood" / record.file_name
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(record.to_dict(), indent=2) + "\n")
     print(record.summary_line())

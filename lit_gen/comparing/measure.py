@@ -108,9 +108,7 @@ def measure_likelihood(model, run: RunInfo, dataset, *, split: str, count: int |
 
     record = evaluate_likelihood(model, dataset, split=split, count=count, batch_size=batch_size, samples=samples,
                                  terms=terms, seed=seed, checkpoint=str(run.checkpoint), global_step=run.steps)
-    setting = f"k{record.samples}" if record.samples else f"t{record.terms}" if record.terms else record.family
-    name = f"bpd_{record.split}_{record.count}_{setting}_seed{record.seed}.json"
-    return _write(run.path / "likelihood" / name, record.to_dict())
+    return _write(run.path / "likelihood" / record.file_name, record.to_dict())
 
 
 def measure_run(run: RunInfo, *, device: torch.device, split: str = "test", count: int | None = 512,

@@ -68,6 +68,12 @@ class LikelihoodRecord:
     def to_dict(self) -> dict:
         return asdict(self)
 
+    @property
+    def file_name(self) -> str:
+        """The record's file name in a run's ``likelihood/`` folder (``evaluate --bpd`` and ``compare`` agree on it)."""
+        setting = f"k{self.samples}" if self.samples else f"t{self.terms}" if self.terms else self.family
+        return f"bpd_{self.split}_{self.count}_{setting}_seed{self.seed}.json"
+
     def summary_line(self) -> str:
         if self.bits_per_dim is None:
             return f"bits/dim   not defined for {self.family}: {self.reason}"
