@@ -84,6 +84,8 @@ class FeatureExtractor(nn.Module):
         num_features: length of a feature vector (torchmetrics reads this attribute).
         weights_path, weights_sha256: the weights file (None for in-memory weights) and the hash of the weights.
         preprocessing: how images reach the network, for the protocol record.
+        test_accuracy, build_command: a domain classifier's test accuracy and the command that built
+            its file, as saved in it (None for Inception and in-memory networks).
     """
 
     name: str = ""
@@ -93,6 +95,8 @@ class FeatureExtractor(nn.Module):
     weights_path: str | None = None
     weights_sha256: str | None = None
     preprocessing: str = ""
+    test_accuracy: float | None = None
+    build_command: str | None = None
     max_batch: int = 256
 
     def extract_batch(self, images01: Tensor) -> Features:
@@ -262,7 +266,10 @@ class ClassifierFeatures(FeatureExtractor):
     @classmethod
     def from_file(cls, path: str | Path, map_location="cpu") -> "ClassifierFeatures":
         net, meta = load_classifier(path, map_location=map_location)
-        return cls(net, meta["dataset"], weights_path=path)
+        extractor = cls(net, meta["dataset"], weights_path=path)
+        # Read once here, so every FID record made with it carries them without opening the file again.
+        extractor.test_accuracy, extractor.build_command = meta.get("test_accuracy"), meta.get("command")
+        return extractor
 
     @property
     def has_logits(self) -> bool:

@@ -7,15 +7,11 @@ same protocol fields as one made from a checkpoint.
 from __future__ import annotations
 
 from lit_gen.metrics.features import FeatureExtractor
-from lit_gen.nn.classifier import classifier_provenance
 
 
 def feature_provenance(extractor: FeatureExtractor) -> dict:
     """Test accuracy and build command of a domain-classifier extractor's file (None for Inception)."""
-    if extractor.name != "classifier" or not extractor.weights_path:
-        return {"feature_test_accuracy": None, "feature_build_command": None}
-    found = classifier_provenance(extractor.weights_path)
-    return {"feature_test_accuracy": found["test_accuracy"], "feature_build_command": found["command"]}
+    return {"feature_test_accuracy": extractor.test_accuracy, "feature_build_command": extractor.build_command}
 
 
 def train_images_of(datamodule, data_name: str) -> dict:
