@@ -272,12 +272,15 @@ class GenerativeModule(L.LightningModule):
         """For each optimizer step of the current training batch, in order, whether it was skipped."""
         return tuple(self._batch_skips)
 
-    def drop_step_if_nonfinite(self, optimizer: torch.optim.Optimizer, value: Tensor | None) -> bool:
+    def drop_step_if_nonfinite(self, optimizer: torch.optim.Optimizer, value: Tensor | None,
+                               final: bool = True) -> bool:
         """Skip ``optimizer``'s step when ``value`` (a gradient norm or a loss) is not finite on any rank.
 
         The one guard of every family. The decision is reduced over DDP ranks (any rank bad -> every
         rank skips) so replicas never diverge; skipping drops the optimizer's gradients and calls
         ``skip_step``. Every rank must call it at the same point (it is a collective).
+        ``final=False`` marks an early check (a loss before its backward pass) that is recorded only
+        when it skips: the step's one entry in ``skipped_optimizer_steps`` is then the check that ends it.
         """
         bad = value is not None and not bool(torch.isfinite(value))  # the step's one host sync
         bad = self.trainer.strategy.reduce_boolean_decision(bad, all=False)
@@ -286,7 +289,8 @@ class GenerativeModule(L.LightningModule):
                 for p in group["params"]:
                     p.grad = None
             self.skip_step()
-        self._batch_skips.append(bad)
+        if bad or final:
+            self._batch_skips.append(bad)
         return bad
 
     def on_before_optimizer_step(self, optimizer) -> None:

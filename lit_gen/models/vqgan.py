@@ -255,7 +255,7 @@ class VQGAN(VQVAE):
         """
         self.step_skipped = False
         optimizer.zero_grad(set_to_none=True)
-        if self.drop_step_if_nonfinite(optimizer, loss.detach()):
+        if self.drop_step_if_nonfinite(optimizer, loss.detach(), final=False):
             log.warning("non-finite %s loss at global step %d: skipping this %s step",
                         phase, self.global_step, phase)
             return

@@ -227,6 +227,22 @@ def test_a_gan_that_keeps_failing_stops_at_the_limit_too():
     assert "recon=nan" in str(info.value)  # the generator's loss terms are recorded like every family's
 
 
+def test_a_gan_whose_gradients_keep_failing_stops_at_the_limit():
+    """Finite losses, non-finite gradients: each phase records one decision, so the streak still grows."""
+    from tests.models.test_vqgan import tiny_vqgan
+
+    model = tiny_vqgan(disc_start=0)
+    for p in model.parameters():
+        if p.requires_grad:
+            p.register_hook(lambda grad: grad * float("inf"))
+    data = DataLoader(TensorDataset(torch.rand(64, 1, 8, 8) * 2 - 1, torch.zeros(64, dtype=torch.long)), batch_size=16)
+    t = L.Trainer(max_epochs=1, callbacks=[NonFiniteGuard(max_consecutive=3)], logger=False, enable_checkpointing=False,
+                  enable_progress_bar=False, enable_model_summary=False, accelerator="cpu")
+    with pytest.raises(TrainingError, match="3 optimizer steps in a row"):
+        t.fit(model, data)
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+
+
 def test_gan_phases_clip_with_the_guards_norm_and_match_lightnings_clipping(monkeypatch):
     from lit_gen.models.vqgan import VQGAN
     from tests.models.test_vqgan import tiny_vqgan
