@@ -122,10 +122,12 @@ def sample_loop(
     discrete = isinstance(objective, VPObjective)
     if not discrete:
         if sampler == "ddpm" or eta != 0:
-            raise ValueError(f"objective {objective.name} samples along its ODE: use sampler ddim/euler, heun or "
-                             "dpmpp_2m, with eta 0 (the ancestral DDPM sampler needs objective ddpm)")
+            raise ValueError(f"objective {objective.name} samples along its ODE: use sampler ddim (= euler), heun or "
+                             "dpmpp_2m with eta 0; the ancestral ddpm sampler needs objective ddpm")
         if steps is None:
             raise ValueError(f"objective {objective.name} has no discrete timesteps: give the number of steps")
+        if steps < 1:
+            raise ValueError(f"steps must be at least 1, got {steps}")
         sampler = sampler_that_runs(sampler, discrete=False)
     if device is None:
         device = objective.schedule.betas.device if discrete else torch.device("cpu")

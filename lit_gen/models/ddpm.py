@@ -353,15 +353,8 @@ class DDPM(GenerativeModule):
             T = len(self.schedule)
             if not 1 <= steps <= T:
                 raise ValueError(f"steps must be in [1, {T}] (the model's timesteps), got {steps}")
-        else:
-            if steps < 1:
-                raise ValueError(f"steps must be at least 1, got {steps}")
-            if sampler == "ddpm" or eta != 0:
-                raise ValueError(f"objective {objective} samples along its ODE: use sampler ddim (= euler), heun or "
-                                 "dpmpp_2m with eta 0; the ancestral ddpm sampler needs objective ddpm")
-            if spacing is not None:
-                raise ValueError(f"spacing picks timesteps of objective ddpm; objective {objective} has its own "
-                                 "discretisation: leave spacing unset")
+        # The continuous objectives' rules (no ancestral sampler, no spacing, steps >= 1) are checked by
+        # sample_loop and the objectives' own levels, before any network evaluation.
         if spacing is not None and spacing not in SPACINGS:
             raise ValueError(f"unknown spacing {spacing!r}; choose one of {', '.join(SPACINGS)}")
         if eta < 0:

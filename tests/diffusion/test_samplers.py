@@ -317,7 +317,8 @@ def test_ode_samplers_count_their_network_evaluations():
 
 def test_continuous_objectives_refuse_the_ancestral_sampler_and_spacing():
     for kwargs, message in [({"sampler": "ddpm"}, "ancestral"), ({"eta": 0.5}, "eta 0"),
-                            ({"spacing": "leading"}, "leave spacing unset"), ({"steps": None}, "give the number of steps")]:
+                            ({"spacing": "leading"}, "leave spacing unset"), ({"steps": None}, "give the number of steps"),
+                            ({"steps": 0}, "steps must be at least 1")]:
         with pytest.raises(ValueError, match=message):
             sample_loop(exact_flow, FlowObjective(), (2, 1, 1, 1), **{"steps": 4, **kwargs})
 
