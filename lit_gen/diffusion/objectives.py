@@ -126,7 +126,7 @@ class VPObjective:
 
     def levels(self, steps: int, spacing: Spacing | None = None) -> list[Level]:
         """The levels at ``steps`` training timesteps (chosen by ``spacing``, default ``"linspace"``), noisiest first."""
-        all_ab = torch.cumprod(1.0 - self.schedule._betas64, dim=0)
+        all_ab = self.schedule.alphas_cumprod64
         kept = spaced_timesteps(len(self.schedule), steps, spacing or "linspace", all_ab).flip(0)
         alphas_cumprod = all_ab[kept]
         return [Level(math.sqrt(ab), math.sqrt(1.0 - ab), float(t)) for ab, t in zip(alphas_cumprod.tolist(), kept.tolist())]

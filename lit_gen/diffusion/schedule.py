@@ -144,10 +144,10 @@ class NoiseSchedule(nn.Module):
         if not bool(((betas > 0) & (betas < 1)).all()):
             raise ValueError("every beta must be in (0, 1)")
         self.num_steps = len(betas)
-        # The float64 originals stay on the CPU (not buffers: MPS has no float64) for respacing.
-        self._betas64 = betas
         alphas = 1.0 - betas
         alphas_cumprod = torch.cumprod(alphas, dim=0)
+        # Kept in float64 on the CPU (not a buffer: MPS has no float64) for respacing and the samplers' levels.
+        self.alphas_cumprod64 = alphas_cumprod
         alphas_cumprod_prev = torch.cat([torch.ones(1, dtype=torch.float64), alphas_cumprod[:-1]])
         posterior_variance = betas * (1.0 - alphas_cumprod_prev) / (1.0 - alphas_cumprod)
         # posterior_variance[0] is 0; the log uses the next value there, as Ho et al. do.
@@ -181,8 +181,8 @@ class NoiseSchedule(nn.Module):
         The kept timesteps keep their alpha-bar; betas become ``1 - alpha-bar_k / alpha-bar_{prev kept}``.
         ``steps == len(self)`` returns an equal schedule. The result is on this schedule's device.
         """
-        kept = spaced_timesteps(self.num_steps, steps, spacing, torch.cumprod(1.0 - self._betas64, dim=0))
-        alphas_cumprod = torch.cumprod(1.0 - self._betas64, dim=0)[kept]
+        kept = spaced_timesteps(self.num_steps, steps, spacing, self.alphas_cumprod64)
+        alphas_cumprod = self.alphas_cumprod64[kept]
         previous = torch.cat([torch.ones(1, dtype=torch.float64), alphas_cumprod[:-1]])
         respaced = NoiseSchedule.from_betas(1.0 - alphas_cumprod / previous, self.timestep_map.cpu()[kept])
         return respaced.to(self.betas.device)
