@@ -53,21 +53,19 @@ def prior_term(schedule: NoiseSchedule, x0: Tensor) -> Tensor:
 
 
 def timestep_term(model_fn: ModelFn, schedule: NoiseSchedule, x0: Tensor, t: Tensor, *, prediction: Prediction,
-                  clip_x0: bool, generator: torch.Generator | None = None) -> Tensor:
-    """L_{t-1} for t > 0 and L_0 for t = 0, per image (nats), with x_t drawn from ``generator``."""
+                  clip_x0: bool, decoder: bool = False, generator: torch.Generator | None = None) -> Tensor:
+    """Per image (nats), with x_t drawn from ``generator``: L_{t-1} (``t`` > 0 everywhere), or with
+    ``decoder=True`` L_0 (``t`` = 0 everywhere)."""
     eps = noise.randn(x0.shape, generator=generator, device=x0.device)
     x_t = schedule.q_sample(x0, t, eps)
     x0_hat = schedule.predict_x0(x_t, t, model_fn(x_t, schedule.timestep_map[t]), prediction)
     if clip_x0:
         x0_hat = x0_hat.clamp(-1.0, 1.0)
     model = schedule.posterior(x0_hat, x_t, t)
+    if decoder:
+        return -discretized_gaussian_log_likelihood(x0, model.mean, 0.5 * model.log_variance).flatten(1).sum(1)
     true = schedule.posterior(x0, x_t, t)
-    kl = normal_kl(true.mean, true.log_variance, model.mean, model.log_variance).flatten(1).sum(1)
-    first = t == 0
-    if not bool(first.any()):  # the float64 CDFs of the decoder are needed at the first step only
-        return kl
-    decoder = -discretized_gaussian_log_likelihood(x0, model.mean, 0.5 * model.log_variance).flatten(1).sum(1)
-    return torch.where(first, decoder, kl)
+    return normal_kl(true.mean, true.log_variance, model.mean, model.log_variance).flatten(1).sum(1)
 
 
 @torch.no_grad()
@@ -92,11 +90,12 @@ def variational_bound(model_fn: ModelFn, schedule: NoiseSchedule, x0: Tensor, *,
         raise ValueError(f"terms must be in [1, {all_terms}] (the model's timesteps after the first), got {terms}")
     b = x0.shape[0]
     device = x0.device
-    def term(t: Tensor) -> Tensor:
-        return timestep_term(model_fn, schedule, x0, t, prediction=prediction, clip_x0=clip_x0, generator=generator)
+    def term(t: Tensor, decoder: bool = False) -> Tensor:
+        return timestep_term(model_fn, schedule, x0, t, prediction=prediction, clip_x0=clip_x0, decoder=decoder,
+                             generator=generator)
 
     # L_0 is always evaluated: it is one call, and often the largest single term.
-    decoder = term(torch.zeros(b, dtype=torch.long, device=device))
+    decoder = term(torch.zeros(b, dtype=torch.long, device=device), decoder=True)
     diffusion = torch.zeros(b, device=device)
     if terms == all_terms:
         for step in range(1, T):
