@@ -2,7 +2,7 @@
 
 A DDPM holds a second copy of its U-Net (the EMA average) and latent diffusion or a code prior a
 frozen first stage; counting them as model size doubles it. Everywhere lit_gen shows a size it
-shows ``trained`` and lists the other two apart.
+shows ``trained`` and lists the other two apart (``lit_gen.report.describe_parameters`` words it).
 """
 
 from __future__ import annotations
@@ -32,11 +32,6 @@ class ParameterCounts(NamedTuple):
 
     def as_dict(self) -> dict[str, int]:
         return {"trained": self.trained, "ema": self.ema, "frozen": self.frozen}
-
-    def describe(self) -> str:
-        """``"1,001,729 trained (+1,001,729 EMA copy, +12,000 frozen)"``: the size, then the rest."""
-        extra = [f"+{n:,} {what}" for n, what in ((self.ema, "EMA copy"), (self.frozen, "frozen")) if n]
-        return f"{self.trained:,} trained" + (f" ({', '.join(extra)})" if extra else "")
 
 
 def count_parameters(model: nn.Module) -> ParameterCounts:

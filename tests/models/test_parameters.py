@@ -7,6 +7,7 @@ from torch import nn
 from lit_gen.models.ddpm import DDPM
 from lit_gen.models.parameters import ParameterCounts, count_parameters
 from lit_gen.nn.quantizer import VectorQuantizer
+from lit_gen.report import describe_parameters
 
 
 def _numel(module: nn.Module) -> int:
@@ -20,7 +21,7 @@ def test_ddpm_counts_the_unet_once_and_its_ema_copy_apart():
     assert counts.ema == _numel(model.unet)
     assert counts.frozen == 0
     assert counts.total == _numel(model)
-    assert counts.describe() == f"{counts.trained:,} trained (+{counts.ema:,} EMA copy)"
+    assert describe_parameters({"parameter_counts": counts.as_dict()}) == f"{counts.trained:,} parameters (+{counts.ema:,} EMA copy)"
 
 
 def test_ddpm_without_ema_has_no_copy():
@@ -35,4 +36,4 @@ def test_frozen_parts_and_ema_codebooks():
     counts = count_parameters(model)
     # The EMA codebook is learned (by its own rule), so it counts as trained.
     assert counts == ParameterCounts(trained=6 + 32, ema=0, frozen=16)
-    assert counts.describe() == "38 trained (+16 frozen)"
+    assert describe_parameters({"parameter_counts": counts.as_dict()}) == "38 parameters (+16 frozen)"
