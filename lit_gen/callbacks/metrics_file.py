@@ -8,7 +8,7 @@ from pathlib import Path
 
 import lightning as L
 
-from lit_gen.models.contracts import CallbackContract
+from lit_gen.models.contracts import CallbackContract, require_contract
 
 
 def scalar_metrics(trainer: L.Trainer) -> dict[str, float]:
@@ -46,8 +46,7 @@ class MetricsFile(L.Callback):
         self.path = Path(path)
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        if not isinstance(pl_module, CallbackContract):
-            raise TypeError(f"MetricsFile needs a lit_gen model (CallbackContract), got {type(pl_module).__name__}")
+        require_contract(self, pl_module)
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: CallbackContract) -> None:
         # Lightning runs this before the module's own hook: have the module log its epoch metrics

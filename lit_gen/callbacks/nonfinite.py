@@ -17,7 +17,7 @@ import logging
 import lightning as L
 
 from lit_gen.errors import TrainingError
-from lit_gen.models.contracts import CallbackContract
+from lit_gen.models.contracts import CallbackContract, require_contract
 
 log = logging.getLogger(__name__)
 
@@ -36,8 +36,7 @@ class NonFiniteGuard(L.Callback):
         self.skipped = 0
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        if not isinstance(pl_module, CallbackContract):
-            raise TypeError(f"NonFiniteGuard needs a lit_gen model (CallbackContract), got {type(pl_module).__name__}")
+        require_contract(self, pl_module)
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: CallbackContract, outputs, batch, batch_idx: int) -> None:
         steps = pl_module.skipped_optimizer_steps()

@@ -54,3 +54,10 @@ class CallbackContract(Protocol):
 
     def eval(self) -> Any:
         """``torch.nn.Module.eval``."""
+
+
+def require_contract(callback: object, module: object) -> None:
+    """Refuse, when a callback is set up, a module that does not offer what callbacks may use."""
+    if not isinstance(module, CallbackContract):
+        raise TypeError(f"{type(callback).__name__} needs a lit_gen model (CallbackContract), "
+                        f"got {type(module).__name__}")
