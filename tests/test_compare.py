@@ -130,6 +130,16 @@ def test_evaluate_bpd_writes_a_record_with_its_protocol(runs, capsys, tmp_path):
     assert "only diffusion models have timesteps" in capsys.readouterr().err
 
 
+def test_compare_measure_refuses_diffusion_terms_out_of_range_in_one_line(runs, tmp_path, capsys):
+    from lit_gen.compare import main
+
+    with pytest.raises(SystemExit) as info:
+        run_main(main, [str(runs["ddpm"]), "--measure", "--bpd-terms", "100000", "--out", str(tmp_path / "c")])
+    assert info.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert "--bpd-terms 100000: choose 1 .. " in err and len(err.splitlines()) == 1
+
+
 def test_prior_bits_per_code_is_its_cross_entropy(runs):
     from lit_gen.checkpoints import load_model
     from sklearn.datasets import load_digits

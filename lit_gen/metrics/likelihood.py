@@ -108,6 +108,11 @@ def evaluate_likelihood(model, dataset, *, split: str = "test", count: int | Non
         seed: seed of every random draw (posterior samples, x_t noise).
     """
     family = family_of(model)
+    schedule = getattr(model, "schedule", None)
+    if terms is not None and schedule is not None and not 1 <= terms <= len(schedule) - 1:
+        # Checked here, not only by a CLI, so every caller (evaluate --bpd, compare --measure) gets it.
+        raise EvaluationError(f"--bpd-terms {terms}: choose 1 .. {len(schedule) - 1} (the model's T - 1 terms) "
+                              "or leave it unset for all")
     started = time.perf_counter()
     x_shape = dataset[0][0].shape
     dims = math.prod(x_shape)
