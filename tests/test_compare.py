@@ -134,7 +134,7 @@ def test_compare_measure_refuses_diffusion_terms_out_of_range_in_one_line(runs, 
     from lit_gen.compare import main
 
     with pytest.raises(SystemExit) as info:
-        run_main(main, [str(runs["ddpm"]), "--measure", "--bpd-terms", "100000", "--out", str(tmp_path / "c")])
+        run_main(main, [str(runs["ddpm"]), "--measure", "--refresh", "--bpd-terms", "100000", "--out", str(tmp_path / "c")])
     assert info.value.code == 2
     err = capsys.readouterr().err.strip()
     assert "--bpd-terms 100000: choose 1 .. " in err and len(err.splitlines()) == 1
