@@ -4,12 +4,14 @@
     python -m bench.diffusers_peer --resolution 16          # data.image_size=16 (a third U-Net level)
     python -m bench.diffusers_peer --quick                  # 60 s per run, a grid of 2, 200 samples
     python -m bench.diffusers_peer --budget 60 --seeds 1 --quick --out /tmp/peer.json   # a smoke run
+    python -m bench.diffusers_peer --resolution 16 --peers diffusers --lit-gen-variant flow=model.objective=flow
+                                                            # one peer; a second lit_gen arm (rectified flow)
 
 Needs diffusers (``pip install -e ".[bench]"``); denoising-diffusion-pytorch gets its two arms
 when it is installed (``pip install denoising-diffusion-pytorch``), and the record says when not.
 
 Every run trains alone, one after another (never side by side: on 2 cores, parallel arms share
-the CPU unevenly as the load changes), one torch thread, on the CPU, for the same wall-clock
+the CPU unevenly as the load changes), one torch thread by default (``--threads``), on the CPU, for the same wall-clock
 budget, on the same images: all 1,797 digits (``data.train_split=all``), batch 64.
 
 Arms:
@@ -19,6 +21,9 @@ Arms:
   whole ``fit`` call (recorded): ``trainer.max_time`` is the budget less lit_gen's fixed costs
   (start-up, W&B, final checkpoint, grid and report, measured by a 2-step fit), and its cosine
   schedule is sized to the steps that leaves (a calibration of the step time, less 10% for epoch ends).
+- ``lit_gen_NAME`` (``--lit-gen-variant NAME=KEY=VALUE[;KEY=VALUE]``, repeatable): the same run with more
+  config overrides, e.g. ``model.objective=flow``; a continuous objective's 50-step request runs as Euler,
+  its ODE's DDIM, and its FID records say so. The targets compare the lit_gen arm with the lower mean FID.
 - ``diffusers_recipe``: diffusers' ``UNet2DModel`` (the same layout as lit_gen's U-Net and exactly
   the same parameter count) + ``DDPMScheduler`` (1000 linear betas, epsilon) + ``EMAModel``, in
   the loop of diffusers' ``examples/unconditional_image_generation/train_unconditional.py`` with
@@ -104,9 +109,20 @@ def peer_unet(resolution: int):
                        block_out_channels=layout["blocks"], down_block_types=layout["down"], up_block_types=layout["up"])
 
 
-def lit_gen_overrides(resolution: int, seed: int) -> list[str]:
+def lit_gen_overrides(resolution: int, seed: int, variant: list[str] = ()) -> list[str]:
+    """The overrides of every lit_gen run, then the variant's own (e.g. ``model.objective=flow``)."""
     return ["data.train_split=all", f"data.image_size={resolution}", f"data.batch_size={BATCH}",
-            f"model.channel_mults={LAYOUTS[resolution]['channel_mults']}", f"seed={seed}"]
+            f"model.channel_mults={LAYOUTS[resolution]['channel_mults']}", f"seed={seed}", *variant]
+
+
+def parse_variant(text: str) -> tuple[str, list[str]]:
+    """``NAME=KEY=VALUE[;KEY=VALUE]`` (``--lit-gen-variant``) -> the arm ``lit_gen_NAME`` and its overrides."""
+    name, sep, rest = text.partition("=")
+    overrides = [o.strip() for o in rest.split(";") if o.strip()]
+    if not sep or not name.isidentifier() or not overrides or any("=" not in o for o in overrides):
+        raise SystemExit(f"--lit-gen-variant {text!r}: expected NAME=KEY=VALUE[;KEY=VALUE], "
+                         "e.g. flow=model.objective=flow")
+    return f"lit_gen_{name}", overrides
 
 
 def lit_gen_model(resolution: int, seed: int = 0):
@@ -159,7 +175,7 @@ def all_digits(resolution: int) -> torch.Tensor:
 
 
 class PeerTrainer:
-    """The loop of diffusers' train_unconditional.py, on one CPU thread, with the given settings."""
+    """The loop of diffusers' train_unconditional.py, on the CPU, with the given settings."""
 
     def __init__(self, settings: dict, total_steps: int, resolution: int, seed: int) -> None:
         from diffusers import DDPMScheduler
@@ -218,7 +234,7 @@ class PeerTrainer:
 
 
 class DDPTrainer:
-    """The loop of denoising-diffusion-pytorch's ``Trainer.train`` (Adam, clipping, ema-pytorch EMA), on one CPU thread."""
+    """The loop of denoising-diffusion-pytorch's ``Trainer.train`` (Adam, clipping, ema-pytorch EMA), on the CPU."""
 
     def __init__(self, settings: dict, total_steps: int, resolution: int, seed: int) -> None:
         from denoising_diffusion_pytorch import GaussianDiffusion
@@ -322,7 +338,8 @@ def run_lit_gen(spec: dict) -> tuple[torch.Tensor, dict]:
     budget = max(1, int(spec["budget"] - spec.get("fixed_seconds", 0.0)))
     hours, rest = divmod(budget, 3600)
     argv = ["--config", str(REPO / CONFIG), "--run-id", f"seed{spec['seed']}", "--resume", "never",
-            *lit_gen_overrides(spec["resolution"], spec["seed"]), f"trainer.max_steps={spec['steps']}",
+            *lit_gen_overrides(spec["resolution"], spec["seed"], spec.get("overrides") or []),
+            f"trainer.max_steps={spec['steps']}",
             "trainer.max_epochs=-1", f"trainer.max_time=00:{hours:02d}:{rest // 60:02d}:{rest % 60:02d}",
             f"run.output_dir={workdir}", "trainer.accelerator=cpu"]  # quality per CPU budget: the peer trains on the CPU too
     started = time.perf_counter()
@@ -355,12 +372,13 @@ def run_peer(spec: dict) -> tuple[torch.Tensor, dict]:
 
 
 def worker(spec: dict) -> dict:
-    torch.set_num_threads(1)
+    torch.set_num_threads(spec.get("threads", 1))
     if spec.get("fixed_cost"):
         return fixed_cost(spec["resolution"], Path(spec["dir"]))
     if spec.get("calibrate"):
         return calibrate(spec["kind"], spec["resolution"], spec["calibrate"])
     samples, result = (run_lit_gen if spec["kind"] == "lit_gen" else run_peer)(spec)
+    result["overrides"] = spec.get("overrides") or []
     path = Path(spec["dir"]) / "samples.pt"
     torch.save((samples.clamp(0, 1) * 255).round().to(torch.uint8), path)
     return {**result, "samples": str(path)}
@@ -368,15 +386,22 @@ def worker(spec: dict) -> dict:
 
 # ----------------------------------------------------------------------------------- the driver
 def run_worker(spec: dict, timeout: float) -> dict:
-    """One run in a fresh process (one torch thread), alone on the machine as far as this benchmark goes."""
+    """One run in a fresh process (``--threads`` torch threads), alone on the machine as far as this benchmark goes."""
     command = [sys.executable, "-m", "bench.diffusers_peer", "--worker-spec", json.dumps(spec)]
     load_before = load_average()
-    result = subprocess.run(command, cwd=REPO, env=child_env(OMP_NUM_THREADS="1", WANDB_MODE="offline"),
+    threads = str(spec.get("threads", 1))
+    result = subprocess.run(command, cwd=REPO, env=child_env(OMP_NUM_THREADS=threads, WANDB_MODE="offline"),
                             capture_output=True, text=True, timeout=timeout)
     lines = [line for line in result.stdout.splitlines() if line.startswith("RESULT ")]
     if result.returncode != 0 or not lines:
         raise SystemExit(f"the {spec.get('arm', spec['kind'])} run failed:\n{result.stderr[-3000:]}")
     return {**json.loads(lines[-1][len("RESULT "):]), "load_average_before": load_before, "load_average_after": load_average()}
+
+
+def protocol_for(protocol: dict, overrides: list[str] | None) -> dict:
+    """The sampling protocol of one arm: a continuous objective's 50-step DDIM request runs as Euler (no eta)."""
+    continuous = any(o.replace(" ", "") in ("model.objective=edm", "model.objective=flow") for o in overrides or [])
+    return {**protocol, "sampler": "euler", "eta": None} if continuous else protocol
 
 
 def score(samples_path: str, extractor, reference) -> float:
@@ -418,6 +443,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--keep", default=None,
                         help="folder for checkpoints and samples (default runs/bench/peer at 8x8, runs/bench/peer16 at 16x16; "
                              "bench.sampling --quick reuses lit_gen's 8x8 checkpoint)")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch threads of every run (default 1; at most the cores, since runs go one at a time)")
+    parser.add_argument("--peers", nargs="+", choices=sorted(TRAINERS), default=None,
+                        help="peers to run (default: every installed one); the record names those left out")
+    parser.add_argument("--lit-gen-variant", action="append", default=[], metavar="NAME=KEY=VALUE[;KEY=VALUE]",
+                        help="one more lit_gen arm, lit_gen_NAME, with these config overrides (repeatable), e.g. "
+                             "flow=model.objective=flow; the target compares the lit_gen arm with the lower mean FID")
     parser.add_argument("--worker-spec", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker_spec:
@@ -434,21 +466,32 @@ def main(argv: list[str] | None = None) -> None:
     num_samples = args.num_samples or (200 if args.quick else 1000)
     calibration_seconds = args.calibration or (3.0 if args.quick else 15.0)
     peers = installed_peers()
+    if args.peers:
+        missing = sorted(set(args.peers) - set(peers))
+        if missing:
+            raise SystemExit(f"--peers {' '.join(missing)}: not installed (pip install -e \".[bench]\")")
+        peers = [p for p in peers if p in args.peers]
+    variants = dict(parse_variant(v) for v in args.lit_gen_variant)
+    lit_arms = {"lit_gen": [], **variants}
     grids = {peer: [(lr, ema) for lr in GRIDS[peer][args.quick][0] for ema in GRIDS[peer][args.quick][1]] for peer in peers}
     resolution = args.resolution
-    torch.set_num_threads(1)
+    if not 1 <= args.threads <= (os.cpu_count() or 1):
+        raise SystemExit(f"--threads {args.threads}: between 1 and the {os.cpu_count()} cores")
+    torch.set_num_threads(args.threads)
     rec = Recorder("diffusers_peer", f"digits DDPM at {resolution}x{resolution}: lit_gen vs diffusers at its best, "
                    f"FID per equal CPU budget, {args.seeds} seeds", extra_versions=("diffusers", "denoising_diffusion_pytorch"))
     if "ddpm_pytorch" not in peers:
-        rec.notes.append("denoising-diffusion-pytorch is not installed: no arms for it (pip install denoising-diffusion-pytorch)")
+        rec.notes.append("no denoising-diffusion-pytorch arms: " + (
+            "left out by --peers" if _installed("denoising_diffusion_pytorch") else
+            "it is not installed (pip install denoising-diffusion-pytorch)"))
 
     networks = measure_networks(resolution)
     rec.numbers.update(budget_seconds=budget, resolution=resolution, seeds=args.seeds, num_samples=num_samples,
-                       batch_size=BATCH, threads=1, networks=networks, peers=peers,
+                       batch_size=BATCH, threads=args.threads, networks=networks, peers=peers, lit_gen_arms=lit_arms,
                        recipes={"diffusers": RECIPE, "ddpm_pytorch": DDP_RECIPE},
                        grids={peer: [list(g) for g in grid] for peer, grid in grids.items()})
     timeout = budget * 4 + 900
-    base = {"resolution": resolution, "budget": budget, "num_samples": num_samples}
+    base = {"resolution": resolution, "budget": budget, "num_samples": num_samples, "threads": args.threads}
     calibration = {kind: run_worker({**base, "kind": kind, "calibrate": calibration_seconds}, timeout)
                    for kind in ("lit_gen", *peers)}
     with tempfile.TemporaryDirectory(prefix="lit_gen_peer_") as tmp:
@@ -486,7 +529,7 @@ def main(argv: list[str] | None = None) -> None:
         folder = workdir / arm / f"seed{seed}"
         folder.mkdir(parents=True, exist_ok=True)
         spec = {**base, "arm": arm, "kind": kind, "seed": seed, "sample_seed": 1000 + seed, "steps": plan[kind],
-                "dir": str(folder), "settings": settings, "fixed_seconds": fixed}
+                "dir": str(folder), "settings": settings, "fixed_seconds": fixed, "overrides": lit_arms.get(arm)}
         print(f"  {arm} seed {seed} ({plan[kind]} steps planned, load {load_average()})", flush=True)
         result = {"arm": arm, "seed": seed, "settings": settings, "steps_planned": plan[kind], **run_worker(spec, timeout)}
         result["fid"] = round(score(result["samples"], extractor, reference), 3)
@@ -494,7 +537,7 @@ def main(argv: list[str] | None = None) -> None:
         return result
 
     # Each peer's grid, seed 0, one run after another.
-    arms: dict[str, list[dict]] = {"lit_gen": []}
+    arms: dict[str, list[dict]] = {arm: [] for arm in lit_arms}
     best: dict[str, dict] = {}
     rec.numbers["grid"], rec.numbers["grid_best"] = {}, {}
     for peer in peers:
@@ -507,7 +550,7 @@ def main(argv: list[str] | None = None) -> None:
         arms[f"{peer}_recipe"] = []
         arms[f"{peer}_grid_best"] = [{**best[peer], "arm": f"{peer}_grid_best"}]
     for seed in range(args.seeds):
-        order = [("lit_gen", "lit_gen", None)]
+        order = [(arm, "lit_gen", None) for arm in lit_arms]
         for peer in peers:
             order.append((f"{peer}_recipe", peer, recipe_settings(peer, plan[peer])))
             if seed > 0:
@@ -517,15 +560,21 @@ def main(argv: list[str] | None = None) -> None:
 
     for arm, results in arms.items():
         for r in results:
-            rec.add_fid_value(arm, r["seed"], r["fid"], protocol, feature)
+            rec.add_fid_value(arm, r["seed"], r["fid"], protocol_for(protocol, r.get("overrides")), feature)
     fids = {arm: [r["fid"] for r in results] for arm, results in arms.items()}
     summary = {arm: {"mean": round(mean_sd(v)[0], 3), "sd": round(mean_sd(v)[1], 3), "n": len(v),
                      "steps_done": [r["steps_done"] for r in arms[arm]], "train_seconds": [r["train_seconds"] for r in arms[arm]]}
                for arm, v in fids.items()}
-    best_peer = min((arm for arm in arms if arm != "lit_gen"), key=lambda a: summary[a]["mean"])
-    interval = ratio_of_means(fids["lit_gen"], fids[best_peer])
-    rec.numbers.update(runs=runs, arms=summary, best_peer_arm=best_peer, fid_ratio=interval.as_dict(),
+    best_peer = min((arm for arm in arms if arm not in lit_arms), key=lambda a: summary[a]["mean"])
+    ratios = {arm: ratio_of_means(fids[arm], fids[best_peer]) for arm in lit_arms}
+    best_lit = min(lit_arms, key=lambda a: summary[a]["mean"])
+    interval = ratios[best_lit]
+    rec.numbers.update(runs=runs, arms=summary, best_peer_arm=best_peer, best_lit_gen_arm=best_lit,
+                       fid_ratio=interval.as_dict(), fid_ratios={arm: r.as_dict() for arm, r in ratios.items()},
                        real_test_split_fid=round(floor, 3))
+    if len(lit_arms) > 1:
+        rec.notes.append(f"the targets compare {best_lit}, the lit_gen arm with the lower mean FID, chosen on these very "
+                         "runs (as the peer's grid best is); every lit_gen arm's ratio is in numbers.fid_ratios")
     for arm, s in summary.items():
         rec.headline[f"FID {arm}"] = (f"{s['mean']:.2f} ± {s['sd']:.2f} (n={s['n']}; steps {min(s['steps_done'])}-"
                                       f"{max(s['steps_done'])} in {budget:.0f} s)")
@@ -536,7 +585,7 @@ def main(argv: list[str] | None = None) -> None:
         f"{name} {n['parameters']:,} / {n['training_flops_per_image'] / 1e6:.1f}" for name, n in networks.items())
     rec.headline["real test split FID (floor)"] = f"{floor:.2f}"
     for bound in TARGETS:
-        rec.target(f"FID lit_gen / FID {best_peer}", interval.estimate, "<=", bound, "x", interval=interval)
+        rec.target(f"FID {best_lit} / FID {best_peer}", interval.estimate, "<=", bound, "x", interval=interval)
     short = [f"{r['arm']} seed {r['seed']}: {r['steps_done']}/{r['steps_planned']}" for r in runs
              if r["steps_done"] < 0.9 * r["steps_planned"]]
     if short:
@@ -545,11 +594,12 @@ def main(argv: list[str] | None = None) -> None:
     over = [f"{r['arm']} seed {r['seed']}: {r['train_seconds']:.0f} s" for r in runs if r["train_seconds"] > 1.1 * budget]
     if over:
         rec.notes.append(f"runs whose whole loop took more than 110% of the {budget:.0f} s budget: " + "; ".join(over))
-    under = [f"seed {r['seed']}: {r['train_seconds']:.0f} s" for r in arms["lit_gen"] if r["train_seconds"] < 0.9 * budget]
+    under = [f"{r['arm']} seed {r['seed']}: {r['train_seconds']:.0f} s" for arm in lit_arms for r in arms[arm]
+             if r["train_seconds"] < 0.9 * budget]
     if under:
         rec.notes.append(f"lit_gen runs whose whole loop used less than 90% of the {budget:.0f} s budget (the fixed-cost "
                          f"calibration, {fixed:.0f} s, over-estimated what these runs paid): " + "; ".join(under))
-    rec.notes.append(f"runs one after another, one torch thread each, on a {os.cpu_count()}-core machine; each run's load "
+    rec.notes.append(f"runs one after another, {args.threads} torch thread(s) each, on a {os.cpu_count()}-core machine; each run's load "
                      "average before and after is in numbers.runs.")
     path = rec.write(args.out)
     rec.report(path)

@@ -39,3 +39,19 @@ def test_denoising_diffusion_pytorch_network_is_within_ten_percent_of_lit_gens(r
     pytest.importorskip("denoising_diffusion_pytorch")
     networks = peer.measure_networks(resolution)
     assert abs(networks["ddpm_pytorch"]["parameters"] / networks["lit_gen"]["parameters"] - 1) < 0.1
+
+
+def test_a_lit_gen_variant_is_an_arm_with_its_overrides_and_bad_ones_are_refused():
+    assert peer.parse_variant("flow=model.objective=flow;model.lr=1e-3") == (
+        "lit_gen_flow", ["model.objective=flow", "model.lr=1e-3"])
+    for bad in ("flow", "flow=", "2x=model.lr=1", "flow=model.objective"):
+        with pytest.raises(SystemExit, match="expected NAME=KEY=VALUE"):
+            peer.parse_variant(bad)
+    assert peer.lit_gen_overrides(16, 3, ["model.objective=flow"])[-2:] == ["seed=3", "model.objective=flow"]
+
+
+def test_a_continuous_objective_arm_records_the_euler_sampler_it_ran():
+    protocol = {"sampler": "ddim", "steps": 50, "eta": 0.0}
+    assert peer.protocol_for(protocol, ["model.objective=flow"]) == {"sampler": "euler", "steps": 50, "eta": None}
+    assert peer.protocol_for(protocol, ["model.lr=1e-3"]) == protocol
+    assert peer.protocol_for(protocol, None) == protocol
