@@ -33,6 +33,7 @@ RECORDS: dict[str, tuple[list[str], list[str]]] = {
     "diffusers_peer": (["-m", "bench.diffusers_peer"], ["--quick"]),
     "diffusers_peer_16": (["-m", "bench.diffusers_peer", "--resolution", "16", "--threads", "2",
                            "--lit-gen-variant", "flow=model.objective=flow"], ["--quick"]),
+    "few_step": (["-m", "bench.few_step"], ["--quick"]),
     "sampling": (["-m", "bench.sampling"], ["--quick"]),
     "sampling_200ep": (["-m", "bench.sampling", "--epochs", "200", "--num-samples", "500"], []),
     "vq_codebook": (["-m", "bench.vq_codebook"], ["--quick"]),

@@ -145,6 +145,27 @@ def difference_of_means(a: Sequence[float], b: Sequence[float], confidence: floa
     return Interval(ma - mb, ma - mb - half, ma - mb + half, method, n)
 
 
+def paired_log_ratio(a: Sequence[float], b: Sequence[float], confidence: float = CONFIDENCE) -> Interval:
+    """Geometric mean of ``a_i / b_i`` over paired values (e.g. two samplers on the same n checkpoints).
+
+    A t-interval on the mean of ``log(a_i / b_i)`` (n - 1 degrees of freedom), exponentiated: pairing
+    removes what the two share (the checkpoint's own quality), so the interval reflects only how the
+    ratio varies from one checkpoint to the next.
+    """
+    if len(a) != len(b):
+        raise ValueError(f"paired values need equal lengths, got {len(a)} and {len(b)}")
+    logs = [math.log(float(x) / float(y)) for x, y in zip(a, b) if float(x) > 0 and float(y) > 0]
+    n = (len(logs),)
+    method = f"paired t on log ratios (geometric mean), {confidence:.0%}"
+    if not logs:
+        return Interval(None, None, None, method, n, "no values")
+    centre = statistics.fmean(logs)
+    if len(logs) < MIN_SEEDS:
+        return Interval(math.exp(centre), None, None, method, n, f"need at least {MIN_SEEDS} pairs, got {len(logs)}")
+    half = _t_quantile(confidence, len(logs) - 1) * statistics.stdev(logs) / math.sqrt(len(logs))
+    return Interval(math.exp(centre), math.exp(centre - half), math.exp(centre + half), method, n)
+
+
 def paired_median_ratio(a: Sequence[float], b: Sequence[float], confidence: float = CONFIDENCE,
                         resamples: int = 10_000, seed: int = 0) -> Interval:
     """Median of ``a_i / b_i`` over interleaved pairs, with a percentile bootstrap interval (pairs resampled)."""

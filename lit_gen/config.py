@@ -27,7 +27,7 @@ import dataclasses
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 import yaml
 from omegaconf import DictConfig, OmegaConf
@@ -37,7 +37,8 @@ from lit_gen import registry
 from lit_gen.errors import ConfigError
 from lit_gen.metrics.protocol import DEFAULT_STATS_CACHE_DIR, parse_feature_spec
 from lit_gen.registry import did_you_mean
-from lit_gen.signatures import check_arguments, check_renamed, coerce, parameters, plain, type_hints
+from lit_gen.rules import NonNegativeInt, PositiveInt, Range
+from lit_gen.signatures import Renamed, check_arguments, check_renamed, coerce, parameters, plain, type_hints
 
 SECTIONS = ("name", "seed", "model", "data", "trainer", "run", "logger", "eval")
 
@@ -71,13 +72,13 @@ class RunSettings:
     """
 
     output_dir: str = "runs"
-    sample_every_n_epochs: int = 1
-    num_samples: int = 64
+    sample_every_n_epochs: NonNegativeInt = 1
+    num_samples: PositiveInt = 64
     sample_options: dict = field(default_factory=dict)
-    checkpoint_every_n_steps: int = 0
+    checkpoint_every_n_steps: NonNegativeInt = 0
     monitor: str = "val/loss"
-    grid_scale: int = 0
-    max_nonfinite_steps: int = 20
+    grid_scale: NonNegativeInt = 0
+    max_nonfinite_steps: PositiveInt = 20
 
 
 @dataclass
@@ -104,7 +105,7 @@ class LoggerSettings:
     group: str | None = None
     tags: list[str] = field(default_factory=list)
     run_name: str | None = None
-    log_every_n_steps: int = 50
+    log_every_n_steps: PositiveInt = 50
 
 
 @dataclass
@@ -115,8 +116,8 @@ class EvalSettings:
         fid_every_n_epochs (int, default 0): measure FID after every N-th training epoch (0: never).
             Logged as ``val/fid`` (Inception) or ``val/fid_<dataset>_classifier`` (domain classifier);
             each measurement's protocol goes to ``fid.jsonl`` in the run folder.
-        fid_num_samples (int, default 10000): generated images per measurement (split across DDP ranks).
-        fid_batch_size (int, default 250): images per ``sample()`` call and per feature batch.
+        num_samples (int, default 10000): generated images per measurement (split across DDP ranks).
+        batch_size (int, default 250): images per ``sample()`` call and per feature batch.
         feature (str, default "inception"): "inception" (Inception-v3, the published FID) or
             "classifier:<path>" (a classifier from ``python -m lit_gen.metrics.classifier``; its values
             are labelled FID-<dataset>-classifier and never compare with Inception FID).
@@ -126,35 +127,35 @@ class EvalSettings:
         antialias (bool, default False): antialiased resize to 299 for Inception; False matches the
             original TensorFlow FID.
         real_split ("train" | "val" | "test", default "test"): the reference images.
-        real_num_samples (int | None, default None): reference image count; None uses the whole split.
+        real_count (int | None, default None): reference image count; None uses the whole split.
         sample_options (dict, default {}): keyword arguments for ``model.sample()`` (DDPM: sampler,
             steps, guidance, use_ema).
-        stats_cache_dir (str | None, default "~/.cache/lit_gen/fid_stats"): where reference statistics
+        cache_dir (str | None, default "~/.cache/lit_gen/fid_stats"): where reference statistics
             are cached (keyed on dataset, split, size, count and extractor); None disables the cache.
         report (bool, default True): write ``report.md`` (config, metrics, loss curves, samples) at the end.
     """
 
-    fid_every_n_epochs: int = 0
-    fid_num_samples: int = 10000
-    fid_batch_size: int = 250
+    #: The names these settings had before they matched ``python -m lit_gen.evaluate``'s flags and the FID records.
+    RENAMED_ARGUMENTS: ClassVar[dict[str, Renamed]] = {
+        "fid_num_samples": Renamed("num_samples", "generated images per FID; evaluate's --num-samples"),
+        "fid_batch_size": Renamed("batch_size", "images per sample() call; evaluate's --batch-size"),
+        "real_num_samples": Renamed("real_count", "reference images; evaluate's --real-count, the records' real_count"),
+        "stats_cache_dir": Renamed("cache_dir", "the reference-statistics cache; evaluate's --cache-dir"),
+    }
+
+    fid_every_n_epochs: NonNegativeInt = 0
+    num_samples: Annotated[int, Range(ge=2)] = 10000
+    batch_size: PositiveInt = 250
     feature: str = "inception"
     fid_weights_path: str | None = None
     antialias: bool = False
     real_split: Literal["train", "val", "test"] = "test"
-    real_num_samples: int | None = None
+    real_count: Annotated[int, Range(ge=2)] | None = None
     sample_options: dict = field(default_factory=dict)
-    stats_cache_dir: str | None = DEFAULT_STATS_CACHE_DIR
+    cache_dir: str | None = DEFAULT_STATS_CACHE_DIR
     report: bool = True
 
     def __post_init__(self) -> None:
-        if self.fid_every_n_epochs < 0:
-            raise ConfigError(f"eval.fid_every_n_epochs must be 0 (off) or more, got {self.fid_every_n_epochs}")
-        if self.fid_num_samples < 2:
-            raise ConfigError(f"eval.fid_num_samples must be at least 2, got {self.fid_num_samples}")
-        if self.fid_batch_size < 1:
-            raise ConfigError(f"eval.fid_batch_size must be at least 1, got {self.fid_batch_size}")
-        if self.real_num_samples is not None and self.real_num_samples < 2:
-            raise ConfigError(f"eval.real_num_samples must be at least 2 (or null for the whole split), got {self.real_num_samples}")
         try:
             parse_feature_spec(self.feature)
         except ConfigError as exc:
@@ -413,4 +414,5 @@ def check_trainer(given: dict[str, Any]) -> dict[str, Any]:
 
 def _dataclass_section(raw: dict, key: str, cls: type):
     given = _section(raw, key, required=False)
+    check_renamed(key, key, cls, given)
     return cls(**check_arguments(key, cls, given))

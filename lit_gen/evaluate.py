@@ -3,7 +3,7 @@
     python -m lit_gen.evaluate --ckpt runs/vae_digits/<id>/checkpoints/last.ckpt --num-samples 10000 \\
         --feature classifier:weights/digits_classifier.pt
     python -m lit_gen.evaluate --ckpt runs/ddpm_cifar/<id>/checkpoints/last.ckpt --num-samples 50000 \\
-        --sampler ddim --steps 100 --fid-weights weights/weights-inception-2015-12-05-6726825d.pth
+        --sampler ddim --steps 100 --fid-weights-path weights/weights-inception-2015-12-05-6726825d.pth
 
 The model is rebuilt from the checkpoint alone; its dataset from the run's ``config.yaml`` (beside
 ``checkpoints/``) or ``--data``. Samples are drawn in batches from one seeded generator, features
@@ -176,7 +176,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     add_sampler_arguments(parser)
     features = parser.add_argument_group("features")
     features.add_argument("--feature", default="inception", help="inception (default) | classifier:PATH")
-    features.add_argument("--fid-weights", default=None, help="Inception weights file "
+    features.add_argument("--fid-weights-path", default=None, help="Inception weights file "
                           "(weights-inception-2015-12-05-6726825d.pth from torch-fidelity's GitHub release)")
     features.add_argument("--antialias", action="store_true",
                           help="antialiased resize to 299 (differs from the original TF FID; off by default)")
@@ -213,7 +213,7 @@ def main(argv: list[str]) -> int:
     model_name(read_checkpoint(args.ckpt), args.ckpt)
     if args.bpd:
         return _bits_per_dim(args, device)
-    extractor = build_extractor(args.feature, fid_weights_path=args.fid_weights, antialias=args.antialias, device=device)
+    extractor = build_extractor(args.feature, fid_weights_path=args.fid_weights_path, antialias=args.antialias, device=device)
     from lit_gen.checkpoints import load_model
     from lit_gen.metrics.reference import datamodule_for_checkpoint, run_dir_of
 

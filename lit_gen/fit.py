@@ -154,7 +154,7 @@ def main(argv: list[str]) -> int:
         from lit_gen.callbacks.fid import FIDCallback
 
         # Before MetricsFile (the last entry), so each epoch's row in metrics.jsonl carries that epoch's FID.
-        callbacks.insert(-1, FIDCallback.from_settings(cfg.eval, seed=cfg.seed, record_path=run.path / "fid.jsonl"))
+        callbacks.insert(-1, FIDCallback(cfg.eval, seed=cfg.seed, record_path=run.path / "fid.jsonl"))
     # Under srun: on SLURM's USR1 save last.ckpt at a step boundary and requeue the job.
     requeue = SlurmRequeue.from_environment(environ, run.last_checkpoint)
     if requeue is not None:

@@ -1,11 +1,19 @@
 """Values checked against constructor signatures: the check behind every config section.
 
 A constructor's annotated arguments are its config schema: ``check_arguments`` accepts only its
-keys, converts values to the annotated types (lists to tuples, ints to floats), fills defaults,
-and raises ``ConfigError`` naming the key, the value and what was expected. A given value holding
+keys, converts values to the annotated types (lists to tuples, ints to floats), enforces the rules
+declared beside them (``Annotated[float, Range(gt=0)]``, see ``lit_gen.rules``), fills defaults,
+and raises ``ConfigError`` naming the key, the value and what was expected: the one place a
+user's value is checked. A given value holding
 NaN or an infinity anywhere (a float, an item of a list, a value in a mapping) is refused whatever
 the annotation: no setting of lit_gen or Lightning means anything with one, and a NaN compares
 false with every bound, so range checks further down would let it through.
+
+A constructor that takes ``**kwargs`` and hands them to its base class's constructor extends its
+schema with the base's arguments, so a family states only its own arguments (the optimizer's live
+in ``GenerativeModule``, the loader's in ``ImageDataModule``). Where a class wants other defaults
+for the arguments it forwards, it lists them in ``ARGUMENT_DEFAULTS`` and forwards with
+``forward(cls, kwargs)``.
 """
 
 from __future__ import annotations
@@ -23,22 +31,76 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from lit_gen.errors import ConfigError
 from lit_gen.registry import did_you_mean
+from lit_gen.rules import Range
+
+
+def _own_parameters(klass: type) -> tuple[dict[str, inspect.Parameter], bool]:
+    """The named arguments of ``klass.__init__`` and whether it takes ``**kwargs``."""
+    signature = inspect.signature(klass.__init__)
+    named = {name: p for name, p in signature.parameters.items()
+             if name != "self" and p.kind not in (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)}
+    return named, any(p.kind is inspect.Parameter.VAR_KEYWORD for p in signature.parameters.values())
+
+
+def schema_classes(cls: type) -> list[type]:
+    """``cls`` and the base classes its constructor forwards ``**kwargs`` to, nearest first."""
+    out: list[type] = []
+    for klass in cls.__mro__:
+        if klass is object or "__init__" not in vars(klass):
+            continue
+        out.append(klass)
+        if not _own_parameters(klass)[1]:
+            break
+    return out or [cls]
 
 
 def parameters(cls: type) -> dict[str, inspect.Parameter]:
-    signature = inspect.signature(cls.__init__)
-    return {
-        name: p
-        for name, p in signature.parameters.items()
-        if name != "self" and p.kind not in (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)
-    }
+    """Every argument a config may give ``cls``: its constructor's, then those of the bases it forwards to.
+
+    A parameter's default is the one of the nearest class that states it, in its signature or in
+    its ``ARGUMENT_DEFAULTS``.
+    """
+    out: dict[str, inspect.Parameter] = {}
+    overrides: dict[str, Any] = {}
+    last = schema_classes(cls)[-1]
+    for klass in cls.__mro__[:cls.__mro__.index(last) + 1]:
+        for name, value in vars(klass).get("ARGUMENT_DEFAULTS", {}).items():
+            overrides.setdefault(name, value)
+        if "__init__" not in vars(klass):
+            continue
+        for name, param in _own_parameters(klass)[0].items():
+            if name in out:
+                continue
+            if name in overrides:
+                param = param.replace(default=overrides[name])
+            out[name] = param
+            overrides.setdefault(name, param.default)  # a nearer signature default hides farther overrides
+    unknown = {name for klass in cls.__mro__ for name in vars(klass).get("ARGUMENT_DEFAULTS", {})} - set(out)
+    assert not unknown, f"{cls.__name__}: ARGUMENT_DEFAULTS names no argument of its constructor chain: {sorted(unknown)}"
+    return out
+
+
+def forward(cls: type, given: dict[str, Any]) -> dict[str, Any]:
+    """What ``cls.__init__`` passes to its base: ``given`` over the defaults ``cls`` states for forwarded arguments."""
+    own = _own_parameters(cls)[0]
+    defaults = {name: p.default for name, p in parameters(cls).items()
+                if name not in own and p.default is not inspect.Parameter.empty}
+    return {**defaults, **given}
 
 
 def type_hints(func) -> dict[str, Any]:
     try:
-        return typing.get_type_hints(func)
+        return typing.get_type_hints(func, include_extras=True)
     except Exception:  # annotations we cannot resolve are not checked, only the key names are
         return {}
+
+
+def schema_hints(cls: type) -> dict[str, Any]:
+    """The annotations of every argument in ``parameters(cls)``, nearest class first."""
+    out: dict[str, Any] = {}
+    for klass in reversed(schema_classes(cls)):
+        out.update(type_hints(klass.__init__))
+    return out
 
 
 def check_arguments(section: str, cls: type, given: dict[str, Any]) -> dict[str, Any]:
@@ -48,7 +110,7 @@ def check_arguments(section: str, cls: type, given: dict[str, Any]) -> dict[str,
     types (lists to tuples, ints to floats).
     """
     params = parameters(cls)
-    hints = type_hints(cls.__init__)
+    hints = schema_hints(cls)
     for key in given:
         if key not in params:
             raise ConfigError(
@@ -89,8 +151,9 @@ def check_renamed(section: str, owner: str, cls: type, given: dict[str, Any]) ->
     for old, renamed in renamed_arguments(cls).items():
         if old in given:
             # An error, not a silent alias: the old word may mean something else in another family.
+            whose = f" for {owner}" if owner != section else ""
             raise ConfigError(
-                f"{section}.{old} was renamed to {section}.{renamed.new} for {owner} ({renamed.meaning}); "
+                f"{section}.{old} was renamed to {section}.{renamed.new}{whose} ({renamed.meaning}); "
                 f"write {section}.{renamed.new}: {given[old]!r} instead"
             )
 
@@ -107,7 +170,7 @@ def upgrade_arguments(cls: type, saved: dict[str, Any]) -> dict[str, Any]:
 
 
 def _default(cls: type, key: str, param: inspect.Parameter) -> Any:
-    if dataclasses.is_dataclass(cls):
+    if dataclasses.is_dataclass(cls) and key in cls.__dataclass_fields__:
         spec = cls.__dataclass_fields__[key]
         if spec.default_factory is not dataclasses.MISSING:
             return spec.default_factory()
@@ -117,6 +180,10 @@ def _default(cls: type, key: str, param: inspect.Parameter) -> Any:
 
 class _Mismatch(Exception):
     pass
+
+
+class _RuleMismatch(_Mismatch):
+    """The value has the right type but breaks a declared rule: reported as it is, even inside a union."""
 
 
 def coerce(path: str, value: Any, annotation: Any, strict: bool = True, finite: bool = True) -> Any:
@@ -150,6 +217,11 @@ def check_finite(path: str, value: Any) -> None:
 
 def _describe(annotation: Any) -> str:
     origin = typing.get_origin(annotation)
+    if origin is typing.Annotated:
+        base, *rules = typing.get_args(annotation)
+        text = _describe(base)
+        article = {"int": "an integer", "float": "a number"}.get(text, text)
+        return " ".join([article, *(str(r) for r in rules if isinstance(r, Range))])
     if origin is Literal:
         return "one of " + ", ".join(repr(a) for a in typing.get_args(annotation))
     if isinstance(annotation, type):
@@ -162,6 +234,12 @@ def _coerce(value: Any, annotation: Any, strict: bool) -> Any:
         return plain(value)
     origin = typing.get_origin(annotation)
     args = typing.get_args(annotation)
+    if origin is typing.Annotated:
+        converted = _coerce(value, args[0], strict)
+        for rule in args[1:]:
+            if isinstance(rule, Range) and not rule.holds(converted):
+                raise _RuleMismatch(_describe(annotation))
+        return converted
     if origin in (typing.Union, types.UnionType):
         if value is None and type(None) in args:
             return None
@@ -170,6 +248,9 @@ def _coerce(value: Any, annotation: Any, strict: bool) -> Any:
                 continue
             try:
                 return _coerce(value, option, strict)
+            except _RuleMismatch as exc:
+                nullable = " (or null)" if type(None) in args else ""
+                raise _RuleMismatch(f"{exc}{nullable}") from None
             except _Mismatch:
                 continue
         raise _Mismatch(" or ".join(_describe(a) if a is not type(None) else "null" for a in args))
@@ -205,10 +286,15 @@ def _coerce(value: Any, annotation: Any, strict: bool) -> Any:
         if origin is tuple and args and args[-1] is not Ellipsis:
             if len(value) != len(args):
                 raise _Mismatch(f"a list of {len(args)} values")
-            items = [_coerce(v, a, strict) for v, a in zip(value, args)]
+            types_ = list(args)
         else:
-            item_type = args[0] if args else Any
-            items = [_coerce(v, item_type, strict) for v in value]
+            types_ = [args[0] if args else Any] * len(value)
+        items = []
+        for i, (item, item_type) in enumerate(zip(value, types_)):
+            try:
+                items.append(_coerce(item, item_type, strict))
+            except _RuleMismatch as exc:
+                raise _RuleMismatch(f"{exc} at item {i}") from None
         return tuple(items) if (origin is tuple or annotation is tuple) else items
     if origin is dict or annotation is dict:
         if not isinstance(value, dict):

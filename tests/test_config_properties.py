@@ -44,7 +44,7 @@ VALID = {
     "trainer.max_epochs": st.integers(1, 10**6),
     "trainer.gradient_clip_val": st.floats(0.0, 1e6),
     "run.num_samples": st.integers(1, 1024),
-    "eval.fid_num_samples": st.integers(2, 10**6),
+    "eval.num_samples": st.integers(2, 10**6),
     "seed": st.integers(0, 2**31),
 }
 
@@ -58,7 +58,7 @@ def test_a_valid_override_arrives_as_the_value_set(case):
     assert got == value and type(got) is type(value), (args, got)
 
 
-NUMERIC_KEYS = sorted(VALID) + ["model.gaussian_std", "run.max_nonfinite_steps", "eval.fid_batch_size",
+NUMERIC_KEYS = sorted(VALID) + ["model.gaussian_std", "run.max_nonfinite_steps", "eval.batch_size",
                                 "trainer.limit_train_batches", "logger.log_every_n_steps"]
 NON_FINITE = st.sampled_from(["nan", "inf", "-inf", "1e999", "-1e999", "NaN", "Infinity"])
 

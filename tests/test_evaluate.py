@@ -76,7 +76,7 @@ def test_a_checkpoint_without_its_run_folder_needs_data(setup, tmp_path, capsys)
 def test_the_cli_refuses_inception_fid_without_weights_in_one_line(setup, cli, tmp_path):
     run, _ = setup
     result = cli("lit_gen.evaluate", "--ckpt", str(run / "checkpoints" / "last.ckpt"), "--num-samples", "10",
-                 "--fid-weights", str(tmp_path / "missing.pth"))
+                 "--fid-weights-path", str(tmp_path / "missing.pth"))
     assert result.returncode == EXIT_USER_ERROR
     assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
-    assert INCEPTION_WEIGHTS_URL in result.stderr and "--fid-weights PATH" in result.stderr
+    assert INCEPTION_WEIGHTS_URL in result.stderr and "--fid-weights-path PATH" in result.stderr

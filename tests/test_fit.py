@@ -74,8 +74,8 @@ def fit_exit(args, capsys):
     "extra, message",
     [
         (["model.betaa=1"], "model.betaa: unknown key for VAE"),
-        (["model.beta=-1"], "beta must be >= 0"),
-        (["model.lr=-0.001"], "model (vae): lr must be positive, got -0.001"),
+        (["model.beta=-1"], "model.beta: expected a number >= 0, got -1"),
+        (["model.lr=-0.001"], "model.lr: expected a number > 0, got -0.001"),
         (["data.name=mnist", "data.root=/nonexistent"], "/nonexistent"),
         (["trainer.max_epochs=many"], "trainer.max_epochs"),
     ],

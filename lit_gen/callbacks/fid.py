@@ -20,9 +20,10 @@ from pathlib import Path
 import lightning as L
 import torch
 
+from lit_gen.config import EvalSettings
 from lit_gen.errors import EvaluationError
 from lit_gen.lightning_adapter import is_wandb_logger
-from lit_gen.metrics.protocol import DEFAULT_STATS_CACHE_DIR, FIDRecord, metric_label
+from lit_gen.metrics.protocol import FIDRecord, metric_label
 
 log = logging.getLogger(__name__)
 
@@ -35,52 +36,25 @@ class FIDCallback(L.Callback):
     record is appended to ``record_path`` (``fid.jsonl`` in the run folder) by rank 0.
 
     Args:
-        every_n_epochs (int): evaluate after every N-th training epoch (0 disables the callback).
-        num_samples (int, default 10000): generated images, split across DDP ranks.
-        feature (str, default "inception"): "inception" or "classifier:<path>".
-        fid_weights_path (str | None, default None): Inception weights file (None: torch's hub cache).
-        antialias (bool, default False): antialiased resize for Inception (the TF protocol has none).
-        real_split ("train" | "val" | "test", default "test"): reference images.
-        real_num_samples (int | None, default None): reference image count (None: the whole split).
-        batch_size (int, default 250): images per ``sample()`` call.
-        sample_options (dict | None): keyword arguments for ``sample()`` (DDPM: sampler, steps, ...).
+        settings (``lit_gen.config.EvalSettings``): the config's ``eval:`` section, whole (the
+            checked values and their names: ``fid_every_n_epochs``, ``num_samples``, ``batch_size``,
+            ``feature``, ``fid_weights_path``, ``antialias``, ``real_split``, ``real_count``,
+            ``sample_options``, ``cache_dir``).
         seed (int, default 0): seed of the sampling generators (combined with the rank).
-        cache_dir (str | None): where real statistics are cached (None: not cached).
         record_path (str | None): JSON-lines file for the protocol records.
     """
 
-    def __init__(self, every_n_epochs: int, num_samples: int = 10000, feature: str = "inception",
-                 fid_weights_path: str | None = None, antialias: bool = False, real_split: str = "test",
-                 real_num_samples: int | None = None, batch_size: int = 250, sample_options: dict | None = None,
-                 seed: int = 0, cache_dir: str | Path | None = DEFAULT_STATS_CACHE_DIR,
-                 record_path: str | Path | None = None) -> None:
-        if every_n_epochs < 0 or num_samples < 2 or batch_size < 1:
-            raise ValueError(f"FIDCallback: every_n_epochs >= 0, num_samples >= 2 and batch_size >= 1 are needed, got "
-                             f"{every_n_epochs}, {num_samples}, {batch_size}")
-        self.every_n_epochs = every_n_epochs
-        self.num_samples = num_samples
-        self.feature = feature
-        self.fid_weights_path = fid_weights_path
-        self.antialias = antialias
-        self.real_split = real_split
-        self.real_num_samples = real_num_samples
-        self.batch_size = batch_size
-        self.sample_options = dict(sample_options or {})
+    def __init__(self, settings: EvalSettings, seed: int = 0, record_path: str | Path | None = None) -> None:
+        self.settings = settings
         self.seed = seed
-        self.cache_dir = cache_dir
         self.record_path = Path(record_path) if record_path else None
         self._extractor = None
         self._reference = None
         self.last_record: FIDRecord | None = None
 
-    @classmethod
-    def from_settings(cls, settings, seed: int, record_path: str | Path | None = None) -> "FIDCallback":
-        """Build from the config's ``eval:`` section (``lit_gen.config.EvalSettings``)."""
-        return cls(settings.fid_every_n_epochs, num_samples=settings.fid_num_samples, feature=settings.feature,
-                   fid_weights_path=settings.fid_weights_path, antialias=settings.antialias,
-                   real_split=settings.real_split, real_num_samples=settings.real_num_samples,
-                   batch_size=settings.fid_batch_size, sample_options=settings.sample_options, seed=seed,
-                   cache_dir=settings.stats_cache_dir, record_path=record_path)
+    @property
+    def every_n_epochs(self) -> int:
+        return self.settings.fid_every_n_epochs
 
     # ------------------------------------------------------------------ Lightning hooks
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
@@ -90,10 +64,10 @@ class FIDCallback(L.Callback):
         from lit_gen.metrics.sampling import check_sample_options
 
         # Fail at the start of training, not after the first epoch: missing weights, wrong options.
-        check_sample_options(pl_module, self.sample_options)
+        check_sample_options(pl_module, self.settings.sample_options)
         with torch.random.fork_rng(devices=[]):  # building networks draws initial weights
-            self._extractor = build_extractor(self.feature, fid_weights_path=self.fid_weights_path,
-                                              antialias=self.antialias)
+            self._extractor = build_extractor(self.settings.feature, fid_weights_path=self.settings.fid_weights_path,
+                                              antialias=self.settings.antialias)
 
     @property
     def metric_key(self) -> str:
@@ -127,9 +101,9 @@ class FIDCallback(L.Callback):
             raise EvaluationError("FIDCallback needs trainer.fit(model, datamodule=...) to find the real images")
 
         def compute():
-            return reference_statistics(datamodule, data_name_of(datamodule), self.real_split, self._extractor,
-                                        count=self.real_num_samples, batch_size=self.batch_size,
-                                        cache_dir=self.cache_dir, device=device)
+            return reference_statistics(datamodule, data_name_of(datamodule), self.settings.real_split, self._extractor,
+                                        count=self.settings.real_count, batch_size=self.settings.batch_size,
+                                        cache_dir=self.settings.cache_dir, device=device)
 
         # Rank 0 computes (or reads) and writes the cache; the others then read it.
         if trainer.is_global_zero:
@@ -163,24 +137,24 @@ class FIDCallback(L.Callback):
             self._reference = self._reference_stats(trainer, device)
         metric = FrechetDistance(extractor, self._reference.stats).to(device)
         rank, world = trainer.global_rank, trainer.world_size
-        share = share_of(self.num_samples, rank, world)
+        share = share_of(self.settings.num_samples, rank, world)
         generator = torch.Generator().manual_seed(rank_seed(self.seed, rank))
         if share > 0:
-            for images in generate_batches(pl_module, share, self.batch_size, generator, self.sample_options):
+            for images in generate_batches(pl_module, share, self.settings.batch_size, generator, self.settings.sample_options):
                 metric.update_features(extractor.extract(images).features, real=False)
         value = float(metric.compute())  # torchmetrics sums every rank's statistics first
-        settings = sample_settings(pl_module, self.sample_options)
+        settings = sample_settings(pl_module, self.settings.sample_options)
         reference = self._reference
         return FIDRecord(
             metric=metric_label("FID", extractor.suffix), value=value, feature_extractor=extractor.name,
-            feature_spec=self.feature, feature_weights_path=extractor.weights_path,
+            feature_spec=self.settings.feature, feature_weights_path=extractor.weights_path,
             feature_weights_sha256=extractor.weights_sha256, feature_dim=extractor.num_features,
             feature_preprocessing=extractor.preprocessing, real_dataset=reference.key["dataset"],
-            real_split=self.real_split, real_count=reference.stats.count, real_image_size=reference.key["image_size"],
+            real_split=self.settings.real_split, real_count=reference.stats.count, real_image_size=reference.key["image_size"],
             real_stats_cache=str(reference.path) if reference.path else None, real_stats_reused=reference.reused,
             generated_count=metric.computed_fake_count, sampler=settings["sampler"],
             steps=settings["steps"], eta=settings["eta"], guidance=settings["guidance"], weights=settings["weights"],
-            sample_options={k: v for k, v in self.sample_options.items()}, seed=self.seed, batch_size=self.batch_size,
+            sample_options={k: v for k, v in self.settings.sample_options.items()}, seed=self.seed, batch_size=self.settings.batch_size,
             checkpoint=None, global_step=trainer.global_step, epoch=trainer.current_epoch, device=str(device),
             **feature_provenance(extractor), train_images=train_images_of(trainer.datamodule, reference.key["dataset"]),
             seconds=round(time.perf_counter() - started, 2),

@@ -29,8 +29,7 @@ class NonFiniteGuard(L.Callback):
     """
 
     def __init__(self, max_consecutive: int = 20) -> None:
-        if max_consecutive < 1:
-            raise ValueError(f"run.max_nonfinite_steps must be at least 1, got {max_consecutive}")
+        assert max_consecutive >= 1, max_consecutive  # run.max_nonfinite_steps, checked by the config
         self.max_consecutive = max_consecutive
         self.consecutive = 0
         self.skipped = 0

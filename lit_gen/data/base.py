@@ -19,6 +19,7 @@ from torchdata.stateful_dataloader import StatefulDataLoader
 
 from lit_gen.data.transforms import resize_uint8, to_signed_unit
 from lit_gen.errors import DataError
+from lit_gen.rules import Fraction, NonNegativeInt, PositiveInt
 
 logger = logging.getLogger(__name__)
 
@@ -111,6 +112,10 @@ def split_indices(n: int, val_fraction: float, seed: int) -> tuple[Tensor, Tenso
 class ImageDataModule(L.LightningDataModule):
     """Shared batching and splitting for image datasets.
 
+    Its arguments are declared here once: a dataset's module takes ``**loader`` and passes it on
+    with ``lit_gen.signatures.forward`` (other defaults in its ``ARGUMENT_DEFAULTS``), so the
+    config's ``data.batch_size`` and the rest reach every dataset by the same name.
+
     Args:
         root (str, default "data"): folder that holds the dataset (the config fills it from
             ``LIT_GEN_DATA`` when the YAML leaves it unset).
@@ -135,24 +140,19 @@ class ImageDataModule(L.LightningDataModule):
     def __init__(
         self,
         root: str = "data",
-        batch_size: int = 64,
-        num_workers: int = 0,
+        batch_size: PositiveInt = 64,
+        num_workers: NonNegativeInt = 0,
         pin_memory: bool = False,
         persistent_workers: bool = False,
-        val_fraction: float = 0.1,
+        val_fraction: Fraction = 0.1,
         seed: int = 0,
-        image_size: int | None = None,
+        image_size: PositiveInt | None = None,
         hflip: bool = False,
     ) -> None:
         super().__init__()
-        if batch_size < 1:
-            raise DataError(f"data.batch_size must be at least 1, got {batch_size}")
-        if num_workers < 0:
-            raise DataError(f"data.num_workers must be 0 or more, got {num_workers}")
-        if image_size is not None and image_size < 1:
-            raise DataError(f"data.image_size must be positive, got {image_size}")
-        if not 0.0 <= val_fraction < 1.0:
-            raise DataError(f"data.val_fraction must be in [0, 1), got {val_fraction}")
+        # The config checks the rules above where it reads them; a Python caller gets an assertion.
+        assert batch_size >= 1 and num_workers >= 0 and 0.0 <= val_fraction < 1.0, (batch_size, num_workers, val_fraction)
+        assert image_size is None or image_size >= 1, image_size
         self.root = Path(root)
         self.batch_size = batch_size
         self.num_workers = num_workers

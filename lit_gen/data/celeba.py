@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import ClassVar
 
 import torch
 from PIL import Image
@@ -19,6 +20,8 @@ from torch.utils.data import Dataset
 from lit_gen.data.base import ImageDataModule
 from lit_gen.data.transforms import center_crop_resize, to_signed_unit
 from lit_gen.errors import DataError
+from lit_gen.rules import PositiveInt
+from lit_gen.signatures import forward
 
 IMAGE_FOLDER = "img_align_celeba"
 PARTITION_FILE = "list_eval_partition.txt"
@@ -110,25 +113,15 @@ class CelebADataModule(ImageDataModule):
     # The default output side; the aligned photos themselves are 178x218.
     native_image_size = 64
     num_classes = None
+    #: The loader argument CelebA sets otherwise than ``ImageDataModule``.
+    ARGUMENT_DEFAULTS: ClassVar[dict] = {"image_size": 64}
 
     def __init__(
         self,
-        root: str = "data",
-        batch_size: int = 64,
-        num_workers: int = 0,
-        pin_memory: bool = False,
-        persistent_workers: bool = False,
-        val_fraction: float = 0.1,
-        seed: int = 0,
-        image_size: int | None = 64,
-        hflip: bool = False,
-        crop_size: int = 140,
+        crop_size: PositiveInt = 140,
+        **loader,
     ) -> None:
-        super().__init__(root=root, batch_size=batch_size, num_workers=num_workers, pin_memory=pin_memory,
-                         persistent_workers=persistent_workers, val_fraction=val_fraction, seed=seed,
-                         image_size=image_size, hflip=hflip)
-        if crop_size < 1:
-            raise DataError(f"data.crop_size must be positive, got {crop_size}")
+        super().__init__(**forward(CelebADataModule, loader))
         self.crop_size = crop_size
 
     @property

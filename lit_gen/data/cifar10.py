@@ -17,6 +17,7 @@ from torch.utils.data import Dataset
 
 from lit_gen.data.base import ImageDataModule, UInt8ImageDataset, download_with_torchvision, split_indices
 from lit_gen.errors import DataError
+from lit_gen.signatures import forward
 
 TRAIN_FILES = tuple(f"data_batch_{i}" for i in range(1, 6))
 TEST_FILE = "test_batch"
@@ -113,20 +114,10 @@ class CIFAR10DataModule(ImageDataModule):
 
     def __init__(
         self,
-        root: str = "data",
-        batch_size: int = 64,
-        num_workers: int = 0,
-        pin_memory: bool = False,
-        persistent_workers: bool = False,
-        val_fraction: float = 0.1,
-        seed: int = 0,
-        image_size: int | None = None,
-        hflip: bool = False,
         download: bool = False,
+        **loader,
     ) -> None:
-        super().__init__(root=root, batch_size=batch_size, num_workers=num_workers, pin_memory=pin_memory,
-                         persistent_workers=persistent_workers, val_fraction=val_fraction, seed=seed,
-                         image_size=image_size, hflip=hflip)
+        super().__init__(**forward(CIFAR10DataModule, loader))
         self.download = download
 
     @property

@@ -14,9 +14,9 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from lit_gen.errors import DataError
 
 from lit_gen.data.base import ImageDataModule, UInt8ImageDataset, split_indices
+from lit_gen.signatures import forward
 
 #: Share of the 1,797 images held out as the test split, always the same images.
 TEST_FRACTION = 0.15
@@ -84,22 +84,10 @@ class DigitsDataModule(ImageDataModule):
 
     def __init__(
         self,
-        root: str = "data",
-        batch_size: int = 64,
-        num_workers: int = 0,
-        pin_memory: bool = False,
-        persistent_workers: bool = False,
-        val_fraction: float = 0.1,
-        seed: int = 0,
-        image_size: int | None = None,
-        hflip: bool = False,
         train_split: Literal["train", "all"] = "train",
+        **loader,
     ) -> None:
-        super().__init__(root=root, batch_size=batch_size, num_workers=num_workers, pin_memory=pin_memory,
-                         persistent_workers=persistent_workers, val_fraction=val_fraction, seed=seed,
-                         image_size=image_size, hflip=hflip)
-        if train_split not in ("train", "all"):
-            raise DataError(f"data.train_split must be 'train' (1,374 of the digits) or 'all' (all 1,797), got {train_split!r}")
+        super().__init__(**forward(DigitsDataModule, loader))
         self.train_split = train_split
 
     def load_splits(self) -> dict[str, Dataset]:

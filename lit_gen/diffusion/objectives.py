@@ -92,7 +92,7 @@ def min_snr_weight(snr: Tensor, gamma: float, prediction: Prediction) -> Tensor:
         return clipped
     if prediction == "v":
         return clipped / (snr + 1)
-    raise ValueError(f"unknown prediction {prediction!r}")
+    raise AssertionError(f"unknown prediction {prediction!r}")  # the config allows only PREDICTIONS
 
 
 class VPObjective:

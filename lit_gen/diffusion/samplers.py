@@ -114,8 +114,7 @@ def sample_loop(
     if eta < 0:
         raise ValueError(f"eta must be >= 0 (0 = deterministic DDIM, 1 = ancestral), got {eta}")
     if isinstance(schedule, NoiseSchedule):
-        if prediction not in PREDICTIONS:
-            raise ValueError(f"unknown prediction {prediction!r}; choose one of {PREDICTIONS}")
+        assert prediction in PREDICTIONS, prediction  # a model's setting, checked where its config is read
         objective = VPObjective(schedule, prediction)
     else:
         objective = schedule

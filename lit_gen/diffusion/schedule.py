@@ -206,7 +206,7 @@ class NoiseSchedule(nn.Module):
             return x0
         if prediction == "v":
             return self.velocity(x0, t, noise)
-        raise ValueError(f"unknown prediction {prediction!r}; choose one of {PREDICTIONS}")
+        raise AssertionError(f"unknown prediction {prediction!r}")  # the config allows only PREDICTIONS
 
     # ------------------------------------------------------------------ conversions
     def predict_x0(self, x_t: Tensor, t: Tensor, pred: Tensor, prediction: Prediction) -> Tensor:
@@ -219,7 +219,7 @@ class NoiseSchedule(nn.Module):
         if prediction == "v":
             return (extract(self.sqrt_alphas_cumprod, t, x_t.shape) * x_t
                     - extract(self.sqrt_one_minus_alphas_cumprod, t, x_t.shape) * pred)
-        raise ValueError(f"unknown prediction {prediction!r}; choose one of {PREDICTIONS}")
+        raise AssertionError(f"unknown prediction {prediction!r}")  # the config allows only PREDICTIONS
 
     def predict_eps(self, x_t: Tensor, t: Tensor, x0: Tensor) -> Tensor:
         """The noise implied by x_t and an x_0 estimate: (x_t / sqrt(ab) - x0) / sqrt(1 / ab - 1)."""

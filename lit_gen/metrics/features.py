@@ -143,7 +143,7 @@ def missing_weights_message(searched: list[Path]) -> str:
         f"Inception FID weights not found (looked at: {where}). This machine cannot download them. Download "
         f"{INCEPTION_WEIGHTS_URL} (torch-fidelity's release of the TF FID Inception weights) on a machine with "
         f"internet, copy the file here (e.g. weights/{INCEPTION_WEIGHTS_FILE}) and point at it with "
-        f"--fid-weights PATH (python -m lit_gen.evaluate) or eval.fid_weights_path=PATH in the config, or put it "
+        f"--fid-weights-path PATH (python -m lit_gen.evaluate) or eval.fid_weights_path=PATH in the config, or put it "
         f"in {searched[0].parent}. Offline alternative: --feature classifier:weights/digits_classifier.pt "
         f"(python -m lit_gen.metrics.classifier trains one; its values are labelled FID-<dataset>-classifier)."
     )

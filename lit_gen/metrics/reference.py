@@ -11,7 +11,6 @@ Also here: finding the datamodule a checkpoint was trained on (its run's ``confi
 from __future__ import annotations
 
 import hashlib
-import inspect
 import json
 import logging
 import os
@@ -27,7 +26,7 @@ from lit_gen.errors import EvaluationError
 from lit_gen.metrics.features import FeatureExtractor
 from lit_gen.metrics.fid import FeatureMoments, GaussianStats
 from lit_gen.metrics.protocol import DEFAULT_STATS_CACHE_DIR
-from lit_gen.signatures import check_arguments
+from lit_gen.signatures import check_arguments, parameters
 
 log = logging.getLogger(__name__)
 
@@ -101,8 +100,8 @@ def data_name_of(datamodule) -> str:
 def data_identity(datamodule, split: str) -> dict:
     """Constructor arguments of the datamodule that change the images of ``split`` (plain values only)."""
     out = {}
-    for name in inspect.signature(type(datamodule).__init__).parameters:
-        if name == "self" or name in _LOADING_ARGS or (split == "test" and name in _SPLIT_ARGS):
+    for name in parameters(type(datamodule)):
+        if name in _LOADING_ARGS or (split == "test" and name in _SPLIT_ARGS):
             continue
         value = getattr(datamodule, name, None)
         if isinstance(value, (bool, int, float, str, type(None))):

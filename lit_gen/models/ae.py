@@ -9,16 +9,19 @@ image.
 from __future__ import annotations
 
 import logging
-from typing import Literal
+from typing import ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from lit_gen.errors import ConfigError
 from lit_gen.models.base import GenerativeModule, LossOutput, to_model_range
 from lit_gen.nn.conv import ConvDecoder, ConvEncoder, check_downsampling
 from lit_gen.nn.mlp import mlp
 from lit_gen.nn.noise import randn
+from lit_gen.rules import NonNegativeFloat, PositiveInt
+from lit_gen.signatures import forward
 
 log = logging.getLogger(__name__)
 
@@ -36,8 +39,7 @@ def build_codec(
 
     The decoder returns logits: the model picks the output non-linearity (sigmoid, Bernoulli...).
     """
-    if latent_dim < 1:
-        raise ValueError(f"latent_dim must be at least 1, got {latent_dim}")
+    assert latent_dim >= 1, latent_dim
     if architecture == "mlp":
         pixels = channels * image_size * image_size
         encoder = nn.Sequential(nn.Flatten(), mlp([pixels, *hidden_dims, latent_dim * encoder_out_factor]))
@@ -45,7 +47,7 @@ def build_codec(
                                 nn.Unflatten(1, (channels, image_size, image_size)))
         return encoder, decoder, (latent_dim,)
     if not conv_channels:
-        raise ValueError("architecture='conv' needs at least one entry in conv_channels")
+        raise ConfigError("model.conv_channels: architecture 'conv' needs at least one width")
     check_downsampling(image_size, len(conv_channels))
     side = image_size // 2 ** len(conv_channels)
     encoder = ConvEncoder(channels, conv_channels, latent_dim * encoder_out_factor)
@@ -70,21 +72,20 @@ class Autoencoder(GenerativeModule):
     is the family that fixes this.
     """
 
+    #: This family's defaults for the optimizer arguments it forwards to ``GenerativeModule``.
+    ARGUMENT_DEFAULTS: ClassVar[dict] = {"lr": 1e-3}
+
     def __init__(
         self,
-        channels: int = 1,
-        image_size: int = 28,
+        channels: PositiveInt = 1,
+        image_size: PositiveInt = 28,
         architecture: Literal["mlp", "conv"] = "mlp",
-        hidden_dims: tuple[int, ...] = (128, 64, 12),
-        latent_dim: int = 3,
-        conv_channels: tuple[int, ...] = (32, 64),
-        lr: float = 1e-3,
-        weight_decay: float = 0.0,
-        betas: tuple[float, float] = (0.9, 0.999),
-        warmup_steps: int = 0,
-        lr_schedule: Literal["constant", "cosine"] = "constant",
+        hidden_dims: tuple[PositiveInt, ...] = (128, 64, 12),
+        latent_dim: PositiveInt = 3,
+        conv_channels: tuple[PositiveInt, ...] = (32, 64),
+        **optimizer,
     ) -> None:
-        super().__init__(lr=lr, weight_decay=weight_decay, betas=betas, warmup_steps=warmup_steps, lr_schedule=lr_schedule)
+        super().__init__(**forward(Autoencoder, optimizer))
         self.save_hyperparameters()
         self.encoder, self.decoder, self.latent_shape = build_codec(
             architecture, channels, image_size, tuple(hidden_dims), tuple(conv_channels), latent_dim
@@ -140,29 +141,18 @@ class DenoisingAutoencoder(Autoencoder):
             zero each pixel with probability ``noise_level``.
         noise_level (float, default 0.3): standard deviation (gaussian) or drop probability (mask),
             on the [0, 1] pixel scale.
-        Other arguments: see ``Autoencoder``.
+        Other arguments: those of ``Autoencoder`` (passed on to it).
     """
 
     def __init__(
         self,
-        channels: int = 1,
-        image_size: int = 28,
-        architecture: Literal["mlp", "conv"] = "mlp",
-        hidden_dims: tuple[int, ...] = (128, 64, 12),
-        latent_dim: int = 3,
-        conv_channels: tuple[int, ...] = (32, 64),
         noise: Literal["gaussian", "mask"] = "gaussian",
-        noise_level: float = 0.3,
-        lr: float = 1e-3,
-        weight_decay: float = 0.0,
-        betas: tuple[float, float] = (0.9, 0.999),
-        warmup_steps: int = 0,
-        lr_schedule: Literal["constant", "cosine"] = "constant",
+        noise_level: NonNegativeFloat = 0.3,
+        **autoencoder,
     ) -> None:
-        if noise_level < 0 or (noise == "mask" and noise_level >= 1):
-            raise ValueError(f"noise_level must be >= 0 (and < 1 for mask noise), got {noise_level}")
-        super().__init__(channels, image_size, architecture, hidden_dims, latent_dim, conv_channels,
-                         lr, weight_decay, betas, warmup_steps, lr_schedule)
+        if noise == "mask" and noise_level >= 1:
+            raise ConfigError(f"model.noise_level must be < 1 for mask noise (a drop probability), got {noise_level}")
+        super().__init__(**forward(DenoisingAutoencoder, autoencoder))
         self.save_hyperparameters()
         self.noise = noise
         self.noise_level = noise_level

@@ -8,6 +8,7 @@ a checkpoint alone rebuilds its model.
 
 from __future__ import annotations
 
+import inspect
 import math
 from typing import Literal, NamedTuple
 
@@ -19,6 +20,8 @@ import lit_gen
 from lit_gen.errors import ConfigError
 from lit_gen.lightning_adapter import attached_trainer, gradients_are_local, should_update_logs
 from lit_gen.models.running_means import RunningMeans
+from lit_gen.rules import Fraction, NonNegativeFloat, NonNegativeInt, PositiveFloat
+from lit_gen.signatures import parameters
 
 
 class LossOutput(NamedTuple):
@@ -53,8 +56,12 @@ def to_model_range(x: Tensor) -> Tensor:
 class GenerativeModule(L.LightningModule):
     """Base of every lit_gen model.
 
+    Its arguments are the optimizer's, the one place they are declared: a family's constructor takes
+    ``**optimizer`` and passes it on with ``lit_gen.signatures.forward``, stating its own defaults in
+    ``ARGUMENT_DEFAULTS`` (the config schema includes them: ``model.lr`` etc.).
+
     Args:
-        lr (float): peak learning rate of AdamW.
+        lr (float, > 0): peak learning rate of AdamW (each family gives a default).
         weight_decay (float, default 0.0): AdamW weight decay.
         betas (tuple[float, float], default (0.9, 0.999)): AdamW betas.
         warmup_steps (int, default 0): linear learning-rate warm-up from 0 over this many steps.
@@ -83,21 +90,15 @@ class GenerativeModule(L.LightningModule):
     def __init__(
         self,
         *,
-        lr: float,
-        weight_decay: float = 0.0,
-        betas: tuple[float, float] = (0.9, 0.999),
-        warmup_steps: int = 0,
+        lr: PositiveFloat,
+        weight_decay: NonNegativeFloat = 0.0,
+        betas: tuple[Fraction, Fraction] = (0.9, 0.999),
+        warmup_steps: NonNegativeInt = 0,
         lr_schedule: Literal["constant", "cosine"] = "constant",
     ) -> None:
         super().__init__()
-        if not lr > 0:
-            raise ValueError(f"lr must be positive, got {lr}")
-        if weight_decay < 0:
-            raise ValueError(f"weight_decay must be >= 0, got {weight_decay}")
-        if warmup_steps < 0:
-            raise ValueError(f"warmup_steps must be >= 0, got {warmup_steps}")
-        if len(betas) != 2 or not all(0.0 <= b < 1.0 for b in betas):
-            raise ValueError(f"betas must be two numbers in [0, 1), got {tuple(betas)}")
+        # Checked by the config (the rules above); here only what a Python caller could get wrong silently.
+        assert lr > 0 and weight_decay >= 0 and warmup_steps >= 0 and len(betas) == 2, (lr, weight_decay, betas)
         self.lr = lr
         self.weight_decay = weight_decay
         self.betas = tuple(betas)
@@ -114,6 +115,22 @@ class GenerativeModule(L.LightningModule):
         self._step_norm: tuple[torch.optim.Optimizer, Tensor] | None = None
         self._epoch_means = {"train": RunningMeans(), "val": RunningMeans()}
         self._epoch_logged: int | None = None
+
+    def save_hyperparameters(self, *args, ignore=None, frame=None, logger: bool = True) -> None:
+        """Lightning's, plus the defaults of arguments forwarded through ``**kwargs``.
+
+        Lightning stores a forwarded argument only when the caller gave it; the checkpoint then keeps
+        every argument anyway, so it rebuilds the same model if a family's defaults change later.
+        """
+        super().save_hyperparameters(*args, ignore=ignore, frame=frame or inspect.currentframe().f_back, logger=logger)
+        if args:
+            return
+        skipped = set([ignore] if isinstance(ignore, str) else ignore or [])
+        for name, param in parameters(type(self)).items():
+            if name not in self._hparams and name not in skipped and param.default is not inspect.Parameter.empty:
+                self._hparams[name] = param.default
+                if hasattr(self, "_hparams_initial"):
+                    self._hparams_initial[name] = param.default
 
     # ------------------------------------------------------------------ to implement per family
     def loss(self, batch) -> LossOutput:

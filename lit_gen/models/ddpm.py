@@ -12,7 +12,7 @@ ODE with the EMA weights. The math lives in ``lit_gen.diffusion``; the U-Net nev
 from __future__ import annotations
 
 import logging
-from typing import Literal
+from typing import Annotated, ClassVar, Literal
 
 import torch
 import torch.distributed as dist
@@ -20,15 +20,16 @@ from torch import Tensor
 
 from lit_gen import registry
 from lit_gen.diffusion.guidance import guided
-from lit_gen.diffusion.objectives import OBJECTIVES, EDMObjective, FlowObjective, VPObjective
+from lit_gen.diffusion.objectives import EDMObjective, FlowObjective, VPObjective
 from lit_gen.diffusion.samplers import SAMPLERS, sample_loop
-from lit_gen.diffusion.schedule import PREDICTIONS, SPACINGS, NoiseSchedule
+from lit_gen.diffusion.schedule import SPACINGS, NoiseSchedule, Prediction
 from lit_gen.errors import ConfigError
 from lit_gen.models.base import GenerativeModule, LossOutput, to_unit_range
 from lit_gen.nn import noise
 from lit_gen.nn.ema import EMA
 from lit_gen.nn.unet import UNet
-from lit_gen.signatures import plain, upgrade_arguments
+from lit_gen.rules import Fraction, PositiveFloat, PositiveInt, Range
+from lit_gen.signatures import forward, plain, upgrade_arguments
 
 log = logging.getLogger(__name__)
 
@@ -86,57 +87,44 @@ class DDPM(GenerativeModule):
             "constant"): optimizer settings, see ``GenerativeModule``.
     """
 
+    #: This family's defaults for the optimizer arguments it forwards to ``GenerativeModule``.
+    ARGUMENT_DEFAULTS: ClassVar[dict] = {"lr": 2e-4}
+
     def __init__(
         self,
-        channels: int = 3,
-        image_size: int = 32,
-        base_channels: int = 128,
-        channel_mults: tuple[int, ...] = (1, 2, 2, 2),
-        num_res_blocks: int = 2,
-        attention_resolutions: tuple[int, ...] = (16,),
-        dropout: float = 0.1,
-        norm_groups: int = 32,
-        timesteps: int = 1000,
+        channels: PositiveInt = 3,
+        image_size: PositiveInt = 32,
+        base_channels: PositiveInt = 128,
+        channel_mults: tuple[PositiveInt, ...] = (1, 2, 2, 2),
+        num_res_blocks: PositiveInt = 2,
+        attention_resolutions: tuple[PositiveInt, ...] = (16,),
+        dropout: Fraction = 0.1,
+        norm_groups: PositiveInt = 32,
+        timesteps: PositiveInt = 1000,
         beta_schedule: Literal["linear", "cosine"] = "linear",
-        beta_start: float = 1e-4,
-        beta_end: float = 0.02,
-        prediction: Literal["eps", "x0", "v"] = "eps",
+        beta_start: Annotated[float, Range(gt=0, lt=1)] = 1e-4,
+        beta_end: Annotated[float, Range(gt=0, lt=1)] = 0.02,
+        prediction: Prediction = "eps",
         objective: Literal["ddpm", "edm", "flow"] = "ddpm",
-        min_snr_gamma: float | None = None,
-        sigma_data: float = 0.5,
-        num_classes: int | None = None,
-        label_dropout: float = 0.1,
-        ema_decay: float = 0.9999,
+        min_snr_gamma: PositiveFloat | None = None,
+        sigma_data: PositiveFloat = 0.5,
+        num_classes: PositiveInt | None = None,
+        label_dropout: Fraction = 0.1,
+        ema_decay: Fraction = 0.9999,
         ema_warmup: bool = True,
         first_stage: str | None = None,
         first_stage_spec: dict | None = None,
-        lr: float = 2e-4,
-        weight_decay: float = 0.0,
-        betas: tuple[float, float] = (0.9, 0.999),
-        warmup_steps: int = 0,
-        lr_schedule: Literal["constant", "cosine"] = "constant",
+        **optimizer,
     ) -> None:
-        super().__init__(lr=lr, weight_decay=weight_decay, betas=betas, warmup_steps=warmup_steps, lr_schedule=lr_schedule)
+        super().__init__(**forward(DDPM, optimizer))
         self.save_hyperparameters()
-        if prediction not in PREDICTIONS:
-            raise ConfigError(f"model.prediction: unknown value {prediction!r}; choose one of {', '.join(PREDICTIONS)}")
-        if objective not in OBJECTIVES:
-            raise ConfigError(f"model.objective: unknown value {objective!r}; choose one of {', '.join(OBJECTIVES)}")
         if objective != "ddpm" and prediction != "eps":
             raise ConfigError(f"model.prediction={prediction} applies to objective ddpm; objective {objective} trains "
                               f"its own target ({'the preconditioned F' if objective == 'edm' else 'the velocity'}): "
                               "leave prediction at eps")
-        if min_snr_gamma is not None and (objective != "ddpm" or not min_snr_gamma > 0):
-            raise ConfigError(f"model.min_snr_gamma={min_snr_gamma}: min-SNR weighting needs objective ddpm and a "
-                              "gamma > 0 (Hang et al. use 5); edm and flow have their own weighting, leave it null")
-        if not sigma_data > 0:
-            raise ConfigError(f"model.sigma_data must be > 0 (the data's standard deviation), got {sigma_data}")
-        if num_classes is not None and num_classes < 1:
-            raise ConfigError(f"model.num_classes must be at least 1 (or null for an unconditional model), got {num_classes}")
-        if not 0.0 <= label_dropout < 1.0:
-            raise ConfigError(f"model.label_dropout must be in [0, 1), got {label_dropout}")
-        if not 0.0 <= ema_decay < 1.0:
-            raise ConfigError(f"model.ema_decay must be in [0, 1) (0 disables the EMA), got {ema_decay}")
+        if min_snr_gamma is not None and objective != "ddpm":
+            raise ConfigError(f"model.min_snr_gamma={min_snr_gamma}: min-SNR weighting needs objective ddpm (Hang et al. "
+                              "use 5); edm and flow have their own weighting, leave it null")
         self.prediction = prediction
         self.num_classes = num_classes
         self.label_dropout = label_dropout

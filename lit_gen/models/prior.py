@@ -15,7 +15,7 @@ stage from that spec and its own weights.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
@@ -26,7 +26,8 @@ from lit_gen.errors import CheckpointError, ConfigError
 from lit_gen.models.base import GenerativeModule, LossOutput, to_unit_range
 from lit_gen.nn import noise
 from lit_gen.nn.transformer import CodeTransformer
-from lit_gen.signatures import upgrade_arguments
+from lit_gen.rules import Fraction, PositiveInt
+from lit_gen.signatures import forward, upgrade_arguments
 
 #: Families whose checkpoints can serve as a first stage.
 FIRST_STAGES = ("vqvae", "vqgan")
@@ -73,32 +74,25 @@ class CodePrior(GenerativeModule):
     the loss). ``sample(n, labels=, generator=, temperature=1.0, top_k=None)`` returns images in [0, 1].
     """
 
+    #: This family's defaults for the optimizer arguments it forwards to ``GenerativeModule``.
+    ARGUMENT_DEFAULTS: ClassVar[dict] = {"lr": 3e-4, "betas": (0.9, 0.95)}
+
     def __init__(
         self,
         first_stage: str,
-        channels: int | None = None,
-        image_size: int | None = None,
-        n_layer: int = 4,
-        n_head: int = 4,
-        n_embd: int = 128,
-        dropout: float = 0.0,
-        num_classes: int | None = None,
+        channels: PositiveInt | None = None,
+        image_size: PositiveInt | None = None,
+        n_layer: PositiveInt = 4,
+        n_head: PositiveInt = 4,
+        n_embd: PositiveInt = 128,
+        dropout: Fraction = 0.0,
+        num_classes: PositiveInt | None = None,
         first_stage_spec: dict | None = None,
-        lr: float = 3e-4,
-        weight_decay: float = 0.0,
-        betas: tuple[float, float] = (0.9, 0.95),
-        warmup_steps: int = 0,
-        lr_schedule: Literal["constant", "cosine"] = "constant",
+        **optimizer,
     ) -> None:
-        super().__init__(lr=lr, weight_decay=weight_decay, betas=betas, warmup_steps=warmup_steps, lr_schedule=lr_schedule)
-        if n_layer < 1 or n_head < 1 or n_embd < 1:
-            raise ConfigError(f"model.n_layer, n_head and n_embd must be positive, got {n_layer}, {n_head}, {n_embd}")
+        super().__init__(**forward(CodePrior, optimizer))
         if n_embd % n_head != 0:
             raise ConfigError(f"model.n_embd ({n_embd}) must be divisible by model.n_head ({n_head})")
-        if not 0.0 <= dropout < 1.0:
-            raise ConfigError(f"model.dropout must be in [0, 1), got {dropout}")
-        if num_classes is not None and num_classes < 1:
-            raise ConfigError(f"model.num_classes must be positive or null, got {num_classes}")
         self.save_hyperparameters()
         if first_stage_spec is None:
             raise ConfigError(f"model.first_stage: {first_stage} has not been read: a model never opens files itself. "

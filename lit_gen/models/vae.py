@@ -14,7 +14,7 @@ the discretized convention of ``lit_gen.likelihood`` (bits/dim comparable with o
 from __future__ import annotations
 
 import math
-from typing import Literal, NamedTuple
+from typing import ClassVar, Literal, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -24,6 +24,8 @@ from lit_gen.likelihood import discretized_gaussian_log_likelihood, gaussian_log
 from lit_gen.models.ae import build_codec
 from lit_gen.models.base import GenerativeModule, LossOutput, to_model_range
 from lit_gen.nn.noise import randn
+from lit_gen.rules import NonNegativeFloat, PositiveFloat, PositiveInt
+from lit_gen.signatures import forward
 
 
 def gaussian_kl(mu: Tensor, logvar: Tensor) -> Tensor:
@@ -64,28 +66,24 @@ class VAE(GenerativeModule):
     ``-(recon + kl)`` whatever beta is, so runs with different betas compare on one scale.
     """
 
+    #: This family's defaults for the optimizer arguments it forwards to ``GenerativeModule``.
+    ARGUMENT_DEFAULTS: ClassVar[dict] = {"lr": 1e-3}
+
     def __init__(
         self,
-        channels: int = 1,
-        image_size: int = 28,
+        channels: PositiveInt = 1,
+        image_size: PositiveInt = 28,
         architecture: Literal["mlp", "conv"] = "mlp",
-        hidden_dims: tuple[int, ...] = (512, 256),
-        latent_dim: int = 16,
-        conv_channels: tuple[int, ...] = (32, 64),
+        hidden_dims: tuple[PositiveInt, ...] = (512, 256),
+        latent_dim: PositiveInt = 16,
+        conv_channels: tuple[PositiveInt, ...] = (32, 64),
         likelihood: Literal["bernoulli", "gaussian"] = "bernoulli",
-        gaussian_std: float | None = None,
-        beta: float = 1.0,
-        lr: float = 1e-3,
-        weight_decay: float = 0.0,
-        betas: tuple[float, float] = (0.9, 0.999),
-        warmup_steps: int = 0,
-        lr_schedule: Literal["constant", "cosine"] = "constant",
+        gaussian_std: PositiveFloat | None = None,
+        beta: NonNegativeFloat = 1.0,
+        **optimizer,
     ) -> None:
-        super().__init__(lr=lr, weight_decay=weight_decay, betas=betas, warmup_steps=warmup_steps, lr_schedule=lr_schedule)
-        if beta < 0:
-            raise ValueError(f"beta must be >= 0, got {beta}")
-        if gaussian_std is not None and gaussian_std <= 0:
-            raise ValueError(f"gaussian_std must be positive (or null to learn it), got {gaussian_std}")
+        super().__init__(**forward(VAE, optimizer))
+        assert beta >= 0 and (gaussian_std is None or gaussian_std > 0), (beta, gaussian_std)  # the config's rules
         self.save_hyperparameters()
         self.encoder, self.decoder, self.latent_shape = build_codec(
             architecture, channels, image_size, tuple(hidden_dims), tuple(conv_channels), latent_dim, encoder_out_factor=2

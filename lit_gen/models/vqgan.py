@@ -26,7 +26,7 @@ gradients by the one mechanism of ``GenerativeModule`` (see ``VQGAN._step``).
 from __future__ import annotations
 
 import logging
-from typing import Literal
+from typing import ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
@@ -38,6 +38,8 @@ from lit_gen.models.base import LossOutput
 from lit_gen.models.vqvae import VQVAE
 from lit_gen.nn.discriminator import PatchDiscriminator, patch_output_size
 from lit_gen.nn.perceptual import MIN_IMAGE_SIZE, PerceptualLoss
+from lit_gen.rules import NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt
+from lit_gen.signatures import forward
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +65,7 @@ class VQGAN(VQVAE):
 
     Args:
         channels, image_size, hidden_channels, num_res_blocks, num_downsamples, num_codes, code_dim,
-        beta, codebook_ema_decay, dead_code_steps, restart_dead_codes: the autoencoder, as in ``VQVAE``
+        beta, codebook_ema_decay, dead_code_steps, restart_dead_codes: the autoencoder, passed on to ``VQVAE``
             (defaults here: 3 channels, 64 px, width 128, 3 halvings to an 8x8 grid, 1024 codes).
         recon_loss ("l1" | "l2", default "l1"): pixel reconstruction loss (mean per pixel).
         perceptual_weight (float, default 1.0): weight w_p of the LPIPS term; 0 never builds LPIPS
@@ -92,51 +94,28 @@ class VQGAN(VQVAE):
     skip their optimizer step (on every DDP rank) with a warning instead of corrupting the weights.
     """
 
+    #: VQGAN's defaults for the arguments it passes on to ``VQVAE`` (and its optimizer's).
+    ARGUMENT_DEFAULTS: ClassVar[dict] = {"channels": 3, "image_size": 64, "hidden_channels": 128, "num_downsamples": 3,
+                                         "num_codes": 1024, "lr": 1e-4, "betas": (0.5, 0.9)}
+
     def __init__(
         self,
-        channels: int = 3,
-        image_size: int = 64,
-        hidden_channels: int = 128,
-        num_res_blocks: int = 2,
-        num_downsamples: int = 3,
-        num_codes: int = 1024,
-        code_dim: int = 64,
-        beta: float = 0.25,
-        codebook_ema_decay: float | None = None,
-        dead_code_steps: int = 100,
-        restart_dead_codes: bool = False,
         recon_loss: Literal["l1", "l2"] = "l1",
-        perceptual_weight: float = 1.0,
+        perceptual_weight: NonNegativeFloat = 1.0,
         perceptual_net: Literal["vgg", "alex"] = "vgg",
         perceptual_weights_path: str | None = None,
-        disc_start: int = 10000,
-        disc_weight: float = 0.8,
-        max_disc_lambda: float = 1e4,
-        disc_layers: int = 3,
-        disc_channels: int = 64,
-        disc_lr: float | None = None,
-        grad_clip: float | None = 1.0,
-        disc_grad_clip: float | None = 1.0,
-        lr: float = 1e-4,
-        weight_decay: float = 0.0,
-        betas: tuple[float, float] = (0.5, 0.9),
-        warmup_steps: int = 0,
-        lr_schedule: Literal["constant", "cosine"] = "constant",
+        disc_start: NonNegativeInt = 10000,
+        disc_weight: NonNegativeFloat = 0.8,
+        max_disc_lambda: PositiveFloat = 1e4,
+        disc_layers: PositiveInt = 3,
+        disc_channels: PositiveInt = 64,
+        disc_lr: PositiveFloat | None = None,
+        grad_clip: PositiveFloat | None = 1.0,
+        disc_grad_clip: PositiveFloat | None = 1.0,
+        **vqvae,
     ) -> None:
-        super().__init__(
-            channels=channels, image_size=image_size, hidden_channels=hidden_channels,
-            num_res_blocks=num_res_blocks, num_downsamples=num_downsamples, num_codes=num_codes,
-            code_dim=code_dim, beta=beta, codebook_ema_decay=codebook_ema_decay, dead_code_steps=dead_code_steps,
-            restart_dead_codes=restart_dead_codes, lr=lr, weight_decay=weight_decay, betas=betas,
-            warmup_steps=warmup_steps, lr_schedule=lr_schedule,
-        )
-        if recon_loss not in ("l1", "l2"):
-            raise ConfigError(f"model.recon_loss must be 'l1' or 'l2', got {recon_loss!r}")
-        if perceptual_weight < 0 or disc_weight < 0:
-            raise ConfigError(f"model.perceptual_weight and model.disc_weight must be >= 0, "
-                              f"got {perceptual_weight} and {disc_weight}")
-        if disc_start < 0:
-            raise ConfigError(f"model.disc_start must be >= 0, got {disc_start}")
+        super().__init__(**forward(VQGAN, vqvae))
+        image_size, channels = self.image_size, self.channels
         if perceptual_weight > 0 and image_size < MIN_IMAGE_SIZE[perceptual_net]:
             raise ConfigError(
                 f"LPIPS-{perceptual_net} needs images of at least {MIN_IMAGE_SIZE[perceptual_net]} px, "
@@ -147,9 +126,6 @@ class VQGAN(VQVAE):
                 f"model.disc_layers={disc_layers} leaves no logit map for {image_size} px images; "
                 f"use fewer layers (at most {max((n for n in range(1, 8) if patch_output_size(image_size, n) >= 1), default=0)})"
             )
-        for name, value in (("grad_clip", grad_clip), ("disc_grad_clip", disc_grad_clip), ("disc_lr", disc_lr)):
-            if value is not None and value <= 0:
-                raise ConfigError(f"model.{name} must be positive or null, got {value}")
         self.save_hyperparameters()
         self.automatic_optimization = False
         self.recon_loss = recon_loss
@@ -159,7 +135,7 @@ class VQGAN(VQVAE):
         self.disc_start = disc_start
         self.disc_weight = disc_weight
         self.max_disc_lambda = max_disc_lambda
-        self.disc_lr = disc_lr if disc_lr is not None else lr
+        self.disc_lr = disc_lr if disc_lr is not None else self.lr
         self.grad_clip = grad_clip
         self.disc_grad_clip = disc_grad_clip
         self.discriminator = PatchDiscriminator(channels, disc_channels, disc_layers)

@@ -14,7 +14,7 @@ here decodes uniformly drawn codes, the baseline a prior must beat.
 from __future__ import annotations
 
 import logging
-from typing import ClassVar, Literal
+from typing import Annotated, ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
@@ -25,7 +25,8 @@ from lit_gen.models.base import GenerativeModule, LossOutput, to_unit_range
 from lit_gen.nn import noise
 from lit_gen.nn.conv_blocks import ConvDecoder, ConvEncoder
 from lit_gen.nn.quantizer import Quantized, VectorQuantizer
-from lit_gen.signatures import Renamed
+from lit_gen.rules import NonNegativeFloat, NonNegativeInt, PositiveInt, Range
+from lit_gen.signatures import Renamed, forward
 
 log = logging.getLogger(__name__)
 
@@ -62,37 +63,30 @@ class VQVAE(GenerativeModule):
         "ema_decay": Renamed("codebook_ema_decay", "the codebook EMA; ema_decay is the weight EMA of ddpm only"),
     }
 
+    #: This family's defaults for the optimizer arguments it forwards to ``GenerativeModule``.
+    ARGUMENT_DEFAULTS: ClassVar[dict] = {"lr": 2e-4}
+
     def __init__(
         self,
-        channels: int = 1,
-        image_size: int = 28,
-        hidden_channels: int = 64,
-        num_res_blocks: int = 2,
-        num_downsamples: int = 2,
-        num_codes: int = 512,
-        code_dim: int = 64,
-        beta: float = 0.25,
-        codebook_ema_decay: float | None = None,
-        dead_code_steps: int = 100,
+        channels: PositiveInt = 1,
+        image_size: PositiveInt = 28,
+        hidden_channels: PositiveInt = 64,
+        num_res_blocks: NonNegativeInt = 2,
+        num_downsamples: NonNegativeInt = 2,
+        num_codes: Annotated[int, Range(ge=2)] = 512,
+        code_dim: PositiveInt = 64,
+        beta: NonNegativeFloat = 0.25,
+        codebook_ema_decay: Annotated[float, Range(gt=0, lt=1)] | None = None,
+        dead_code_steps: PositiveInt = 100,
         restart_dead_codes: bool = False,
-        lr: float = 2e-4,
-        weight_decay: float = 0.0,
-        betas: tuple[float, float] = (0.9, 0.999),
-        warmup_steps: int = 0,
-        lr_schedule: Literal["constant", "cosine"] = "constant",
+        **optimizer,
     ) -> None:
-        super().__init__(lr=lr, weight_decay=weight_decay, betas=betas, warmup_steps=warmup_steps, lr_schedule=lr_schedule)
-        if num_downsamples < 0:
-            raise ConfigError(f"model.num_downsamples must be >= 0, got {num_downsamples}")
+        super().__init__(**forward(VQVAE, optimizer))
         if image_size % (2 ** num_downsamples) != 0:
             raise ConfigError(
                 f"model.image_size {image_size} is not divisible by 2 ** num_downsamples = {2 ** num_downsamples}; "
                 f"lower num_downsamples or set data.image_size to a multiple of {2 ** num_downsamples}"
             )
-        for name, value in (("channels", channels), ("hidden_channels", hidden_channels), ("num_codes", num_codes),
-                            ("code_dim", code_dim)):
-            if value < 1:
-                raise ConfigError(f"model.{name} must be positive, got {value}")
         self.save_hyperparameters()
         self.channels = channels
         self.image_size = image_size

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
+from lit_gen.nn.layers import group_norm
+
 
 def _norm(channels: int) -> nn.GroupNorm:
-    groups = next(g for g in (8, 4, 2, 1) if channels % g == 0)
-    return nn.GroupNorm(groups, channels)
+    return group_norm(channels, max_groups=8)
 
 
 def check_downsampling(image_size: int, levels: int) -> None:

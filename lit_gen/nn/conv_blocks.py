@@ -1,36 +1,22 @@
 """Residual convolutional encoder and decoder of the VQ families (VQ-VAE, VQ-GAN).
 
 The encoder halves the resolution ``num_downsamples`` times with stride-2 convolutions between
-stacks of pre-activation residual blocks; the decoder mirrors it with nearest-neighbour upsampling.
-The width stays ``hidden_channels`` at every level: small, and enough for 8-64 pixel images.
+stacks of pre-activation residual blocks (the shared ``lit_gen.nn.layers.ResBlock``); the decoder
+mirrors it with nearest-neighbour upsampling. The width stays ``hidden_channels`` at every level: small, and enough for 8-64 pixel images.
 """
 
 from __future__ import annotations
 
-import math
-
 from torch import Tensor, nn
 
-from lit_gen.nn.layers import Downsample, Upsample
+from lit_gen.nn.layers import Downsample, ResBlock, Upsample, group_norm
+
+#: GroupNorm epsilon of the VQ codecs (taming-transformers' value).
+EPS = 1e-6
 
 
-def group_norm(channels: int) -> nn.GroupNorm:
-    """GroupNorm with up to 32 groups that divide ``channels`` (works for tiny test widths too)."""
-    return nn.GroupNorm(math.gcd(channels, 32), channels, eps=1e-6)
-
-
-class ResidualBlock(nn.Module):
-    """``x + conv(act(norm(conv(act(norm(x))))))`` at constant width and resolution."""
-
-    def __init__(self, channels: int) -> None:
-        super().__init__()
-        self.body = nn.Sequential(
-            group_norm(channels), nn.SiLU(), nn.Conv2d(channels, channels, 3, padding=1),
-            group_norm(channels), nn.SiLU(), nn.Conv2d(channels, channels, 3, padding=1),
-        )
-
-    def forward(self, x: Tensor) -> Tensor:
-        return x + self.body(x)
+def norm(channels: int) -> nn.GroupNorm:
+    return group_norm(channels, 32, EPS)
 
 
 class ConvEncoder(nn.Module):
@@ -49,10 +35,10 @@ class ConvEncoder(nn.Module):
         super().__init__()
         layers: list[nn.Module] = [nn.Conv2d(in_channels, hidden_channels, 3, padding=1)]
         for _ in range(num_downsamples):
-            layers += [ResidualBlock(hidden_channels) for _ in range(num_res_blocks)]
+            layers += [ResBlock(hidden_channels, eps=EPS) for _ in range(num_res_blocks)]
             layers.append(Downsample(hidden_channels))
-        layers += [ResidualBlock(hidden_channels) for _ in range(num_res_blocks)]
-        layers += [group_norm(hidden_channels), nn.SiLU(), nn.Conv2d(hidden_channels, out_channels, 3, padding=1)]
+        layers += [ResBlock(hidden_channels, eps=EPS) for _ in range(num_res_blocks)]
+        layers += [norm(hidden_channels), nn.SiLU(), nn.Conv2d(hidden_channels, out_channels, 3, padding=1)]
         self.layers = nn.Sequential(*layers)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -70,11 +56,11 @@ class ConvDecoder(nn.Module):
                  num_res_blocks: int, num_downsamples: int) -> None:
         super().__init__()
         layers: list[nn.Module] = [nn.Conv2d(in_channels, hidden_channels, 3, padding=1)]
-        layers += [ResidualBlock(hidden_channels) for _ in range(num_res_blocks)]
+        layers += [ResBlock(hidden_channels, eps=EPS) for _ in range(num_res_blocks)]
         for _ in range(num_downsamples):
             layers.append(Upsample(hidden_channels))
-            layers += [ResidualBlock(hidden_channels) for _ in range(num_res_blocks)]
-        layers += [group_norm(hidden_channels), nn.SiLU()]
+            layers += [ResBlock(hidden_channels, eps=EPS) for _ in range(num_res_blocks)]
+        layers += [norm(hidden_channels), nn.SiLU()]
         self.layers = nn.Sequential(*layers)
         self.last_layer = nn.Conv2d(hidden_channels, out_channels, 3, padding=1)
 

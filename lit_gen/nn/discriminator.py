@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from lit_gen.nn.conv_blocks import group_norm
+from lit_gen.nn.conv_blocks import norm
 
 
 def patch_output_size(image_size: int, num_layers: int) -> int:
@@ -38,8 +38,7 @@ class PatchDiscriminator(nn.Module):
 
     def __init__(self, in_channels: int, hidden_channels: int = 64, num_layers: int = 3) -> None:
         super().__init__()
-        if num_layers < 1:
-            raise ValueError(f"num_layers must be at least 1, got {num_layers}")
+        assert num_layers >= 1, num_layers  # model.disc_layers, checked by the config
         layers: list[nn.Module] = [
             nn.Conv2d(in_channels, hidden_channels, 4, stride=2, padding=1), nn.LeakyReLU(0.2),
         ]
@@ -49,7 +48,7 @@ class PatchDiscriminator(nn.Module):
             new_width = hidden_channels * min(2 ** i, 8)
             layers += [
                 nn.Conv2d(width, new_width, 4, stride=stride, padding=1, bias=False),
-                group_norm(new_width), nn.LeakyReLU(0.2),
+                norm(new_width), nn.LeakyReLU(0.2),
             ]
             width = new_width
         layers.append(nn.Conv2d(width, 1, 4, stride=1, padding=1))

@@ -28,8 +28,7 @@ class EMA(nn.Module):
 
     def __init__(self, model: nn.Module, decay: float = 0.9999, warmup: bool = True) -> None:
         super().__init__()
-        if not 0.0 <= decay < 1.0:
-            raise ValueError(f"EMA decay must be in [0, 1), got {decay}")
+        assert 0.0 <= decay < 1.0, decay  # model.ema_decay, checked by the config
         self.decay = decay
         self.warmup = warmup
         # It follows the parent's train/eval mode like any submodule (Lightning warns about modules

@@ -61,8 +61,7 @@ class ClassEmbedding(nn.Module):
 
     def __init__(self, num_classes: int, dim: int) -> None:
         super().__init__()
-        if num_classes < 1:
-            raise ValueError(f"num_classes must be at least 1, got {num_classes}")
+        assert num_classes >= 1, num_classes  # model.num_classes, checked by the config
         self.num_classes = num_classes
         self.embedding = nn.Embedding(num_classes + 1, dim)
 

@@ -1,9 +1,83 @@
-"""Resolution changes shared by the U-Net and the VQ encoders / decoders."""
+"""Building blocks shared by the U-Net, the convolutional codecs and the discriminator.
+
+One GroupNorm rule (``group_norm``), one residual block (``ResBlock``) and the resolution changes.
+"""
 
 from __future__ import annotations
 
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+
+def norm_groups(channels: int, max_groups: int) -> int:
+    """The largest group count <= ``max_groups`` that divides ``channels`` (GroupNorm needs one).
+
+    For the power-of-two widths of every shipped config this is ``min(channels, max_groups)``; odd
+    test widths still get a valid (smaller) count instead of an error.
+    """
+    groups = max(1, min(max_groups, channels))
+    while channels % groups:
+        groups -= 1
+    return groups
+
+
+def group_norm(channels: int, max_groups: int = 32, eps: float = 1e-5) -> nn.GroupNorm:
+    """GroupNorm over ``channels`` with ``norm_groups(channels, max_groups)`` groups: the one rule of lit_gen."""
+    return nn.GroupNorm(norm_groups(channels, max_groups), channels, eps=eps)
+
+
+def zero_init(module: nn.Module) -> nn.Module:
+    """Zero every parameter of ``module`` (Ho et al.: a residual branch's last layer, so the block starts as the identity)."""
+    for p in module.parameters():
+        nn.init.zeros_(p)
+    return module
+
+
+class ResBlock(nn.Module):
+    """``skip(x) + conv2(dropout(act(norm2(conv1(act(norm1(x))) + emb))))``: the residual block of every network.
+
+    Args:
+        in_channels (int): input width.
+        out_channels (int | None): output width (None: ``in_channels``); a 1x1 convolution matches
+            the skip path when they differ.
+        emb_dim (int | None): width of a conditioning vector (the U-Net's timestep and class
+            embedding) added after the first convolution; None: no conditioning.
+        dropout (float): dropout before the second convolution.
+        max_groups (int), eps (float): the GroupNorms (see ``group_norm``).
+        zero_last (bool): start the second convolution at zero, so the block starts as the identity.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int | None = None, *, emb_dim: int | None = None,
+                 dropout: float = 0.0, max_groups: int = 32, eps: float = 1e-5, zero_last: bool = False) -> None:
+        super().__init__()
+        out_channels = out_channels or in_channels
+        self.norm1 = group_norm(in_channels, max_groups, eps)
+        self.conv1 = nn.Conv2d(in_channels, out_channels, 3, padding=1)
+        self.emb_proj = nn.Linear(emb_dim, out_channels) if emb_dim is not None else None
+        self.norm2 = group_norm(out_channels, max_groups, eps)
+        self.dropout = nn.Dropout(dropout)
+        conv2 = nn.Conv2d(out_channels, out_channels, 3, padding=1)
+        self.conv2 = zero_init(conv2) if zero_last else conv2
+        self.skip = nn.Conv2d(in_channels, out_channels, 1) if in_channels != out_channels else nn.Identity()
+        self.register_load_state_dict_pre_hook(_rename_sequential_body)
+
+    def forward(self, x: Tensor, emb: Tensor | None = None) -> Tensor:
+        h = self.conv1(F.silu(self.norm1(x)))
+        if self.emb_proj is not None:
+            h = h + self.emb_proj(F.silu(emb))[:, :, None, None]  # (B, C, 1, 1) broadcast over pixels
+        h = self.conv2(self.dropout(F.silu(self.norm2(h))))
+        return self.skip(x) + h
+
+
+#: The VQ codecs' residual block was an ``nn.Sequential`` named ``body``: (norm, act, conv, norm, act, conv).
+_SEQUENTIAL_NAMES = {"body.0.": "norm1.", "body.2.": "conv1.", "body.3.": "norm2.", "body.5.": "conv2."}
+
+
+def _rename_sequential_body(module, state_dict, prefix, *_) -> None:
+    """Checkpoints written before the VQ codecs shared ``ResBlock`` load under the current names."""
+    for old, new in _SEQUENTIAL_NAMES.items():
+        for key in [k for k in state_dict if k.startswith(prefix + old)]:
+            state_dict[prefix + new + key[len(prefix + old):]] = state_dict.pop(key)
 
 
 class Downsample(nn.Module):

@@ -104,16 +104,9 @@ class VectorQuantizer(nn.Module):
         restart_dead_codes: bool = False,
     ) -> None:
         super().__init__()
-        if num_codes < 2:
-            raise ValueError(f"num_codes must be at least 2, got {num_codes}")
-        if code_dim < 1:
-            raise ValueError(f"code_dim must be positive, got {code_dim}")
-        if beta < 0:
-            raise ValueError(f"beta must be non-negative, got {beta}")
-        if codebook_ema_decay is not None and not 0.0 < codebook_ema_decay < 1.0:
-            raise ValueError(f"codebook_ema_decay must be in (0, 1) or None, got {codebook_ema_decay}")
-        if dead_code_steps < 1:
-            raise ValueError(f"dead_code_steps must be at least 1, got {dead_code_steps}")
+        # The config checks these where it reads them (the rules beside VQVAE's arguments).
+        assert num_codes >= 2 and code_dim >= 1 and beta >= 0 and dead_code_steps >= 1, (num_codes, code_dim, beta)
+        assert codebook_ema_decay is None or 0.0 < codebook_ema_decay < 1.0, codebook_ema_decay
         self.num_codes = num_codes
         self.code_dim = code_dim
         self.beta = beta

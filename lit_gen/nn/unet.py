@@ -13,42 +13,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from lit_gen.nn.embeddings import ClassEmbedding, TimestepEmbedding
-from lit_gen.nn.layers import Downsample, Upsample
-
-
-def norm_groups(channels: int, max_groups: int) -> int:
-    """The largest group count <= ``max_groups`` that divides ``channels`` (GroupNorm needs one)."""
-    groups = max(1, min(max_groups, channels))
-    while channels % groups:
-        groups -= 1
-    return groups
-
-
-def _zero(module: nn.Module) -> nn.Module:
-    # Ho et al. zero the last layer of each residual branch so every block starts as the identity.
-    for p in module.parameters():
-        nn.init.zeros_(p)
-    return module
-
-
-class ResBlock(nn.Module):
-    """GroupNorm-SiLU-conv, add the projected embedding, GroupNorm-SiLU-dropout-conv, plus a skip."""
-
-    def __init__(self, in_channels: int, out_channels: int, emb_dim: int, dropout: float, groups: int) -> None:
-        super().__init__()
-        self.norm1 = nn.GroupNorm(norm_groups(in_channels, groups), in_channels)
-        self.conv1 = nn.Conv2d(in_channels, out_channels, 3, padding=1)
-        self.emb_proj = nn.Linear(emb_dim, out_channels)
-        self.norm2 = nn.GroupNorm(norm_groups(out_channels, groups), out_channels)
-        self.dropout = nn.Dropout(dropout)
-        self.conv2 = _zero(nn.Conv2d(out_channels, out_channels, 3, padding=1))
-        self.skip = nn.Conv2d(in_channels, out_channels, 1) if in_channels != out_channels else nn.Identity()
-
-    def forward(self, x: Tensor, emb: Tensor) -> Tensor:
-        h = self.conv1(F.silu(self.norm1(x)))
-        h = h + self.emb_proj(F.silu(emb))[:, :, None, None]  # (B, C, 1, 1) broadcast over pixels
-        h = self.conv2(self.dropout(F.silu(self.norm2(h))))
-        return self.skip(x) + h
+from lit_gen.nn.layers import Downsample, ResBlock, Upsample, group_norm, zero_init
 
 
 class SelfAttention(nn.Module):
@@ -56,9 +21,9 @@ class SelfAttention(nn.Module):
 
     def __init__(self, channels: int, groups: int) -> None:
         super().__init__()
-        self.norm = nn.GroupNorm(norm_groups(channels, groups), channels)
+        self.norm = group_norm(channels, groups)
         self.qkv = nn.Conv2d(channels, 3 * channels, 1)
-        self.proj = _zero(nn.Conv2d(channels, channels, 1))
+        self.proj = zero_init(nn.Conv2d(channels, channels, 1))
 
     def forward(self, x: Tensor) -> Tensor:
         b, c, h, w = x.shape
@@ -129,8 +94,11 @@ class UNet(nn.Module):
         self.class_embed = ClassEmbedding(num_classes, emb_dim) if num_classes is not None else None
         self.conv_in = nn.Conv2d(in_channels, base_channels, 3, padding=1)
 
+        def res_block(c_in: int, c_out: int) -> ResBlock:
+            return ResBlock(c_in, c_out, emb_dim=emb_dim, dropout=dropout, max_groups=groups, zero_last=True)
+
         def block(c_in: int, c_out: int, res: int) -> list[nn.Module]:
-            layers: list[nn.Module] = [ResBlock(c_in, c_out, emb_dim, dropout, groups)]
+            layers: list[nn.Module] = [res_block(c_in, c_out)]
             if res in attention_resolutions:
                 layers.append(SelfAttention(c_out, groups))
             return layers
@@ -148,9 +116,7 @@ class UNet(nn.Module):
                 self.down.append(EmbedSequential(Downsample(ch)))
                 skip_channels.append(ch)
 
-        self.mid = EmbedSequential(
-            ResBlock(ch, ch, emb_dim, dropout, groups), SelfAttention(ch, groups), ResBlock(ch, ch, emb_dim, dropout, groups)
-        )
+        self.mid = EmbedSequential(res_block(ch, ch), SelfAttention(ch, groups), res_block(ch, ch))
 
         # Upward path: each entry consumes one skip connection, so each level has one extra block.
         self.up = nn.ModuleList()
@@ -164,21 +130,15 @@ class UNet(nn.Module):
         assert not skip_channels, "every skip connection must be consumed"
 
         self.out = nn.Sequential(
-            nn.GroupNorm(norm_groups(ch, groups), ch), nn.SiLU(), _zero(nn.Conv2d(ch, self.out_channels, 3, padding=1))
+            group_norm(ch, groups), nn.SiLU(), zero_init(nn.Conv2d(ch, self.out_channels, 3, padding=1))
         )
 
     @staticmethod
     def _validate(in_channels, base_channels, channel_mults, num_res_blocks, dropout, image_size, groups) -> None:
-        if in_channels < 1 or base_channels < 1:
-            raise ValueError(f"in_channels and base_channels must be positive, got {in_channels} and {base_channels}")
-        if not channel_mults or any(m < 1 for m in channel_mults):
-            raise ValueError(f"channel_mults must be a non-empty tuple of positive ints, got {channel_mults}")
-        if num_res_blocks < 1:
-            raise ValueError(f"num_res_blocks must be at least 1, got {num_res_blocks}")
-        if not 0.0 <= dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {dropout}")
-        if groups < 1:
-            raise ValueError(f"groups must be at least 1, got {groups}")
+        # Single values are checked by the config (the rules beside DDPM's arguments); only their combinations here.
+        assert in_channels >= 1 and base_channels >= 1 and num_res_blocks >= 1 and groups >= 1 and 0.0 <= dropout < 1.0
+        if not channel_mults:
+            raise ValueError("channel_mults must name at least one level, got an empty list")
         factor = 2 ** (len(channel_mults) - 1)
         if image_size < 1 or image_size % factor:
             working = ", ".join(str(factor * k) for k in range(1, 5))

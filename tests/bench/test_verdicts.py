@@ -5,7 +5,7 @@ import math
 import pytest
 
 from bench.common import Target
-from bench.stats import paired_median_ratio, ratio_of_means, verdict
+from bench.stats import paired_log_ratio, paired_median_ratio, ratio_of_means, verdict
 
 
 def test_clear_win_is_met():
@@ -116,3 +116,20 @@ def test_absolute_targets_over_repeated_measurements():
     assert growth.estimate == pytest.approx(-12.666, abs=1e-2)
     assert verdict(growth, "<=", 50.0).outcome == "met"
     assert verdict(difference_of_means([1200.0, 1210.0, 1190.0], [1000.0, 1005.0, 995.0]), "<=", 50.0).outcome == "missed"
+
+
+def test_paired_log_ratio_is_the_geometric_mean_with_a_t_interval_on_the_logs():
+    # Ratios 1.0, 1.1, 1.2 on three checkpoints: mean log ratio and its t interval (2 degrees of freedom).
+    a, b = [10.0, 22.0, 36.0], [10.0, 20.0, 30.0]
+    logs = [math.log(1.0), math.log(1.1), math.log(1.2)]
+    centre = sum(logs) / 3
+    sd = math.sqrt(sum((x - centre) ** 2 for x in logs) / 2)
+    interval = paired_log_ratio(a, b)
+    assert interval.estimate == pytest.approx(math.exp(centre))
+    assert interval.high == pytest.approx(math.exp(centre + 4.302653 * sd / math.sqrt(3)), rel=1e-5)
+    assert verdict(interval, "<=", 1.1).outcome == "inconclusive"
+    # The checkpoints' own quality (10, 20, 30) cancels: steady ratios resolve a 10% bound.
+    steady = paired_log_ratio([10.2, 20.4, 30.3], [10.0, 20.0, 30.0])
+    assert verdict(steady, "<=", 1.1).outcome == "met"
+    assert verdict(paired_log_ratio([13.0, 26.5, 39.0], [10.0, 20.0, 30.0]), "<=", 1.1).outcome == "missed"
+    assert paired_log_ratio([1.0, 2.0], [1.0, 2.0]).low is None  # two pairs: no interval

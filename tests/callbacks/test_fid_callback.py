@@ -12,7 +12,7 @@ import torch
 from lit_gen.callbacks.fid import FIDCallback
 from lit_gen.callbacks.metrics_file import MetricsFile
 from lit_gen.callbacks.step_seed import StepSeed
-from lit_gen.config import load_config
+from lit_gen.config import EvalSettings, load_config
 from lit_gen.data.digits import DigitsDataModule
 from lit_gen.errors import ConfigError, EvaluationError
 from lit_gen.evaluate import evaluate_model
@@ -52,8 +52,8 @@ def same_weights(a: dict, b: dict) -> bool:
 @pytest.mark.parametrize("step_seed", [True, False], ids=["step-seed", "no-step-seed"])
 def test_fid_callback_leaves_the_training_trajectory_bitwise_unchanged(classifier, tmp_path, step_seed):
     baseline, _ = train([], step_seed)
-    fid = FIDCallback(1, num_samples=60, feature=f"classifier:{classifier}", batch_size=25,
-                      cache_dir=tmp_path / "cache", record_path=tmp_path / "fid.jsonl", seed=3)
+    fid = FIDCallback(EvalSettings(fid_every_n_epochs=1, num_samples=60, feature=f"classifier:{classifier}", batch_size=25,
+                                   cache_dir=str(tmp_path / "cache")), record_path=tmp_path / "fid.jsonl", seed=3)
     with_fid, trainer = train([fid], step_seed)
     assert same_weights(baseline, with_fid)
     assert "val/fid_digits_classifier" in trainer.callback_metrics  # never under Inception's val/fid key
@@ -64,8 +64,8 @@ def test_fid_callback_leaves_the_training_trajectory_bitwise_unchanged(classifie
 
 
 def test_each_measurement_is_recorded_with_its_full_protocol(classifier, tmp_path):
-    fid = FIDCallback(1, num_samples=60, feature=f"classifier:{classifier}", batch_size=25,
-                      cache_dir=tmp_path / "cache", record_path=tmp_path / "fid.jsonl", seed=3)
+    fid = FIDCallback(EvalSettings(fid_every_n_epochs=1, num_samples=60, feature=f"classifier:{classifier}", batch_size=25,
+                                   cache_dir=str(tmp_path / "cache")), record_path=tmp_path / "fid.jsonl", seed=3)
     # In lit_gen.fit's order: FID before MetricsFile, so each epoch's row carries that epoch's FID.
     _, trainer = train([fid, MetricsFile(tmp_path / "metrics.jsonl")], step_seed=True)
     rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
@@ -93,8 +93,8 @@ def test_each_measurement_is_recorded_with_its_full_protocol(classifier, tmp_pat
 
 
 def test_sampler_options_a_family_does_not_take_fail_before_training(classifier, tmp_path):
-    fid = FIDCallback(1, num_samples=10, feature=f"classifier:{classifier}", sample_options={"steps": 10},
-                      cache_dir=tmp_path)
+    fid = FIDCallback(EvalSettings(fid_every_n_epochs=1, num_samples=10, feature=f"classifier:{classifier}",
+                                   sample_options={"steps": 10}, cache_dir=str(tmp_path)))
     with pytest.raises(EvaluationError, match="VAE.sample\\(\\) does not take steps"):
         train([fid], step_seed=True)
 
@@ -110,17 +110,23 @@ def test_eval_config_section_builds_the_callback(tmp_path):
     config.write_text(textwrap.dedent("""
         model: {name: vae, latent_dim: 4}
         data: {name: digits}
-        eval: {fid_every_n_epochs: 2, fid_num_samples: 500, feature: "classifier:weights/d.pt", real_split: val}
+        eval: {fid_every_n_epochs: 2, num_samples: 500, feature: "classifier:weights/d.pt", real_split: val}
     """))
     cfg = load_config(config)
     assert cfg.eval.fid_every_n_epochs == 2 and cfg.eval.antialias is False and cfg.to_dict()["eval"]["real_split"] == "val"
-    callback = FIDCallback.from_settings(cfg.eval, seed=cfg.seed, record_path=tmp_path / "fid.jsonl")
-    assert (callback.every_n_epochs, callback.num_samples, callback.real_split) == (2, 500, "val")
+    callback = FIDCallback(cfg.eval, seed=cfg.seed, record_path=tmp_path / "fid.jsonl")
+    assert callback.settings is cfg.eval  # the section, whole: one name per setting
+    assert (callback.every_n_epochs, callback.settings.num_samples, callback.settings.real_split) == (2, 500, "val")
     assert load_config(config).eval.report is True
 
     for override, message in (
         ("eval.feature=inceptionv3", "eval.feature 'inceptionv3': expected 'inception'"),
-        ("eval.fid_num_samples=1", "eval.fid_num_samples must be at least 2"),
+        ("eval.num_samples=1", "eval.num_samples: expected an integer >= 2, got 1"),
+        ("eval.real_count=1", "eval.real_count: expected an integer >= 2 (or null), got 1"),
+        ("eval.fid_num_samples=500", "eval.fid_num_samples was renamed to eval.num_samples"),
+        ("eval.real_num_samples=500", "eval.real_num_samples was renamed to eval.real_count"),
+        ("eval.stats_cache_dir=x", "eval.stats_cache_dir was renamed to eval.cache_dir"),
+        ("eval.fid_batch_size=5", "eval.fid_batch_size was renamed to eval.batch_size"),
         ("eval.real_split=training", "eval.real_split: expected one of"),
         ("eval.fid_weight_path=x", "eval.fid_weight_path: unknown key"),
     ):

@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from lit_gen.data.base import ImageDataModule, UInt8ImageDataset, split_indices
-from lit_gen.errors import DataError
+from lit_gen.errors import ConfigError, DataError
+from lit_gen.signatures import check_arguments
 
 
 class ToyDataModule(ImageDataModule):
@@ -68,8 +69,10 @@ def test_uint8_dataset_rejects_float_images_and_label_mismatch():
     [({"batch_size": 0}, "data.batch_size"), ({"val_fraction": 1.0}, "data.val_fraction"),
      ({"image_size": 0}, "data.image_size"), ({"num_workers": -1}, "data.num_workers")],
 )
-def test_constructor_rejects_bad_values_naming_the_key(kwargs, key):
-    with pytest.raises(DataError, match=key):
+def test_the_config_rejects_bad_values_naming_the_key(kwargs, key):
+    with pytest.raises(ConfigError, match=key):
+        check_arguments("data", ToyDataModule, kwargs)
+    with pytest.raises(AssertionError):  # built in Python, past the config
         ToyDataModule(**kwargs)
 
 

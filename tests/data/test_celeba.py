@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from lit_gen.data.celeba import CelebADataModule
-from lit_gen.errors import DataError
+from lit_gen.errors import ConfigError, DataError
+from lit_gen.signatures import check_arguments
 from tests.fakes import celeba_center_color, write_fake_celeba
 
 # JPEG is lossy: a decoded solid square stays within a few grey levels of its colour.
@@ -107,5 +108,5 @@ def test_crop_larger_than_the_photo_is_explained(tmp_path, names):
     dm = CelebADataModule(root=str(tmp_path), crop_size=200, image_size=8)
     with pytest.raises(DataError, match=r"000001\.jpg: the image is 178x218, smaller than data\.crop_size=200"):
         dm.dataset("train")[0]
-    with pytest.raises(DataError, match="data.crop_size must be positive"):
-        CelebADataModule(crop_size=0)
+    with pytest.raises(ConfigError, match=r"data.crop_size: expected an integer >= 1, got 0"):
+        check_arguments("data", CelebADataModule, {"crop_size": 0})

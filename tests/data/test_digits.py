@@ -70,10 +70,11 @@ def test_train_split_all_trains_on_every_digit():
 def test_train_split_rejects_other_values():
     import pytest
 
-    from lit_gen.errors import DataError
+    from lit_gen.errors import ConfigError
+    from lit_gen.signatures import check_arguments
 
-    with pytest.raises(DataError, match="train_split.*'all'"):
-        DigitsDataModule(train_split="everything")
+    with pytest.raises(ConfigError, match="data.train_split: expected one of 'train', 'all'"):
+        check_arguments("data", DigitsDataModule, {"train_split": "everything"})
 
 
 def test_train_split_is_a_config_option():

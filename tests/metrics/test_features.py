@@ -29,7 +29,7 @@ def test_missing_weights_file_fails_fast_naming_file_url_and_flags(tmp_path):
         build_extractor("inception", fid_weights_path=missing)
     assert time.perf_counter() - started < 5  # no download attempt to hang on
     message = str(error.value)
-    for expected in (str(missing), INCEPTION_WEIGHTS_URL, "torch-fidelity", "--fid-weights PATH",
+    for expected in (str(missing), INCEPTION_WEIGHTS_URL, "torch-fidelity", "--fid-weights-path PATH",
                      "eval.fid_weights_path", "classifier:"):
         assert expected in message
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from lit_gen.errors import ConfigError
 from lit_gen.models.ae import Autoencoder, DenoisingAutoencoder
 
 
@@ -74,8 +75,9 @@ def test_mask_noise_drops_the_configured_fraction():
 
 
 def test_denoiser_rejects_impossible_noise_levels():
-    with pytest.raises(ValueError, match="noise_level"):
+    with pytest.raises(ConfigError, match="model.noise_level must be < 1 for mask noise"):
         DenoisingAutoencoder(channels=1, image_size=8, noise="mask", noise_level=1.5)
+    DenoisingAutoencoder(channels=1, image_size=8, noise="gaussian", noise_level=1.5)  # a std may exceed 1
 
 
 def test_sample_shape_range_and_determinism():

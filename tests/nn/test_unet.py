@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch import nn
 
-from lit_gen.nn.unet import UNet, norm_groups
+from lit_gen.nn.unet import UNet
 
 
 def randomised(net: UNet, seed: int = 0) -> UNet:
@@ -78,13 +78,6 @@ def test_bad_image_size_names_the_sizes_that_work():
 def test_unreachable_attention_resolution_is_rejected():
     with pytest.raises(ValueError, match=r"attention_resolutions \[3\].*resolutions are \[8, 4\]"):
         tiny(attention_resolutions=(3,))
-
-
-def test_norm_groups_divide_the_width():
-    assert norm_groups(128, 32) == 32
-    assert norm_groups(12, 32) == 12
-    assert norm_groups(48, 32) == 24
-    assert 20 % norm_groups(20, 8) == 0
 
 
 def test_ho_et_al_cifar10_architecture_has_35_7m_parameters():
