@@ -33,7 +33,8 @@ Arms:
 - ``diffusers_grid_best``: the same loop with the best setting of a small grid (learning rate x
   EMA max decay, recorded with every FID), run under the same budget with seed 0. The best
   setting then runs the other seeds; its seed-0 run is the grid's, which favours the peer
-  (selected on that very run), i.e. it can only make lit_gen's verdict harder.
+  (selected on that very run), i.e. it can only make lit_gen's verdict harder. When the best
+  learning rate is the grid's largest, the grid is extended one step up (at the best EMA) first.
 - ``ddpm_pytorch_recipe`` / ``ddpm_pytorch_grid_best`` (when installed): denoising-diffusion-pytorch's
   ``Unet`` (its own layout: linear attention, full attention at the innermost level; the width
   closest to lit_gen's parameter count, both counts recorded) in its ``GaussianDiffusion``, trained
@@ -544,6 +545,15 @@ def main(argv: list[str] | None = None) -> None:
         grid_runs = [run(f"{peer}_grid_lr{lr:g}_ema{ema:g}", peer, 0, grid_settings(peer, lr, ema, plan[peer]))
                      for lr, ema in grids[peer]]
         best[peer] = min(grid_runs, key=lambda r: r["fid"])
+        lrs = sorted({lr for lr, _ in grids[peer]})
+        if best[peer]["settings"]["lr"] == lrs[-1]:
+            # The best learning rate is the grid's largest: one more step up, so the peer's best is not cut off.
+            higher = lrs[-1] * lrs[-1] / lrs[-2] if len(lrs) > 1 else lrs[-1] * 3
+            ema = best[peer]["settings"].get("ema_max_decay", best[peer]["settings"].get("ema_decay"))
+            grid_runs.append(run(f"{peer}_grid_lr{higher:g}_ema{ema:g}", peer, 0, grid_settings(peer, higher, ema, plan[peer])))
+            best[peer] = min(grid_runs, key=lambda r: r["fid"])
+            rec.notes.append(f"{peer}: the grid's best learning rate was its largest ({lrs[-1]:g}); the grid was "
+                             f"extended to {higher:g} (EMA {ema:g}) before choosing")
         rec.numbers["grid"][peer] = [{"lr": r["settings"]["lr"], "ema": r["settings"].get("ema_max_decay", r["settings"].get("ema_decay")),
                                       "fid": r["fid"]} for r in grid_runs]
         rec.numbers["grid_best"][peer] = best[peer]["settings"]
@@ -561,6 +571,8 @@ def main(argv: list[str] | None = None) -> None:
     for arm, results in arms.items():
         for r in results:
             rec.add_fid_value(arm, r["seed"], r["fid"], protocol_for(protocol, r.get("overrides")), feature)
+    if any(protocol_for(protocol, overrides) != protocol for overrides in lit_arms.values()):
+        rec.fid_varies = ("sampler", "eta")  # a continuous objective's 50 steps run as Euler: shown per row
     fids = {arm: [r["fid"] for r in results] for arm, results in arms.items()}
     summary = {arm: {"mean": round(mean_sd(v)[0], 3), "sd": round(mean_sd(v)[1], 3), "n": len(v),
                      "steps_done": [r["steps_done"] for r in arms[arm]], "train_seconds": [r["train_seconds"] for r in arms[arm]]}

@@ -73,7 +73,7 @@ class RunSettings:
 
     output_dir: str = "runs"
     sample_every_n_epochs: NonNegativeInt = 1
-    num_samples: PositiveInt = 64
+    num_samples: NonNegativeInt = 64
     sample_options: dict = field(default_factory=dict)
     checkpoint_every_n_steps: NonNegativeInt = 0
     monitor: str = "val/loss"

@@ -30,7 +30,7 @@ def test_a_range_says_what_it_allows_and_refuses_nan():
 @pytest.mark.parametrize("value, annotation, message", [
     (-1.0, PositiveFloat, "expected a number > 0, got -1.0"),
     (0, PositiveInt, "expected an integer >= 1, got 0"),
-    (0, PositiveInt | None, "expected an integer >= 1 (or null), got 0"),
+    (0, PositiveInt | None, r"expected an integer >= 1 \(or null\), got 0"),
     ([0.9, 1.5], tuple[Fraction, Fraction], r"expected a number in \[0, 1\) at item 1, got \[0.9, 1.5\]"),
     ("x", PositiveInt, "expected an integer, got 'x'"),
 ])
@@ -150,3 +150,17 @@ def test_a_model_built_in_python_stores_every_argument_even_forwarded_defaults()
     assert (saved["lr"], saved["betas"], saved["num_codes"], saved["channels"]) == (1e-4, (0.5, 0.9), 1024, 3)
     again = vqgan(**saved)
     assert dict(again.hparams) == saved
+
+
+def test_the_autoencoder_families_share_one_codec_signature():
+    from lit_gen.models.ae import CodecModule
+
+    codec = set(_own_parameters(CodecModule)[0])
+    for name in ("ae", "dae", "vae"):
+        cls = registry.resolve("model", name)
+        assert not set(_own_parameters(cls)[0]) & codec, cls.__name__
+        assert codec <= set(parameters(cls))
+    vae = parameters(registry.resolve("model", "vae"))
+    assert (vae["hidden_dims"].default, vae["latent_dim"].default, vae["lr"].default) == ((512, 256), 16, 1e-3)
+    ae = parameters(registry.resolve("model", "ae"))
+    assert (ae["hidden_dims"].default, ae["latent_dim"].default) == ((128, 64, 12), 3)

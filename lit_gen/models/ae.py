@@ -55,25 +55,25 @@ def build_codec(
     return encoder, decoder, (latent_dim, side, side)
 
 
-class Autoencoder(GenerativeModule):
-    """Deterministic autoencoder trained on pixel MSE.
+class CodecModule(GenerativeModule):
+    """The encoder and decoder of the autoencoder families (AE, DAE, VAE), their arguments declared once.
 
     Args:
         channels (int): image channels (filled from the dataset by the config).
         image_size (int): image side length (filled from the dataset by the config).
         architecture ("mlp" | "conv", default "mlp"): fully connected or convolutional codec.
         hidden_dims (tuple[int, ...], default (128, 64, 12)): MLP widths between the pixels and the code.
-        latent_dim (int, default 3): size of the code (MLP) or its channels (conv).
+        latent_dim (int, default 3): size of the code (MLP) or its channels (conv, a spatial latent).
         conv_channels (tuple[int, ...], default (32, 64)): conv widths, one stride-2 level each.
         lr (float, default 1e-3), weight_decay, betas, warmup_steps, lr_schedule: see ``GenerativeModule``.
 
-    ``sample()`` decodes codes drawn from a Gaussian fitted to the training codes (running mean and
-    standard deviation): a plain autoencoder has no prior, so these samples are often poor; the VAE
-    is the family that fixes this.
+    A family takes ``**codec`` and passes it on with ``forward``, its own defaults in
+    ``ARGUMENT_DEFAULTS``; ``ENCODER_OUTPUTS`` values per code element leave the encoder (2 for a
+    VAE's mean and log-variance).
     """
 
-    #: This family's defaults for the optimizer arguments it forwards to ``GenerativeModule``.
     ARGUMENT_DEFAULTS: ClassVar[dict] = {"lr": 1e-3}
+    ENCODER_OUTPUTS: ClassVar[int] = 1
 
     def __init__(
         self,
@@ -85,11 +85,29 @@ class Autoencoder(GenerativeModule):
         conv_channels: tuple[PositiveInt, ...] = (32, 64),
         **optimizer,
     ) -> None:
-        super().__init__(**forward(Autoencoder, optimizer))
-        self.save_hyperparameters()
+        super().__init__(**forward(CodecModule, optimizer))
         self.encoder, self.decoder, self.latent_shape = build_codec(
-            architecture, channels, image_size, tuple(hidden_dims), tuple(conv_channels), latent_dim
+            architecture, channels, image_size, tuple(hidden_dims), tuple(conv_channels), latent_dim,
+            encoder_out_factor=self.ENCODER_OUTPUTS,
         )
+
+
+class Autoencoder(CodecModule):
+    """Deterministic autoencoder trained on pixel MSE.
+
+    Args:
+        channels, image_size, architecture, hidden_dims, latent_dim, conv_channels, and the optimizer's:
+            the codec's, as in ``CodecModule`` (the defaults are this family's: an MLP
+            784 -> 128 -> 64 -> 12 -> 3 on MNIST, lr 1e-3).
+
+    ``sample()`` decodes codes drawn from a Gaussian fitted to the training codes (running mean and
+    standard deviation): a plain autoencoder has no prior, so these samples are often poor; the VAE
+    is the family that fixes this.
+    """
+
+    def __init__(self, **codec) -> None:
+        super().__init__(**forward(Autoencoder, codec))
+        self.save_hyperparameters()
         # Running statistics of the codes, the only "prior" a plain autoencoder has.
         self.register_buffer("code_mean", torch.zeros(self.latent_shape))
         self.register_buffer("code_std", torch.ones(self.latent_shape))

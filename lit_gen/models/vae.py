@@ -21,10 +21,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from lit_gen.likelihood import discretized_gaussian_log_likelihood, gaussian_log_density, importance_weighted_bounds
-from lit_gen.models.ae import build_codec
-from lit_gen.models.base import GenerativeModule, LossOutput, to_model_range
+from lit_gen.models.ae import CodecModule
+from lit_gen.models.base import LossOutput, to_model_range
 from lit_gen.nn.noise import randn
-from lit_gen.rules import NonNegativeFloat, PositiveFloat, PositiveInt
+from lit_gen.rules import NonNegativeFloat, PositiveFloat
 from lit_gen.signatures import forward
 
 
@@ -45,16 +45,13 @@ class LikelihoodBounds(NamedTuple):
     samples: int
 
 
-class VAE(GenerativeModule):
+class VAE(CodecModule):
     """Variational autoencoder with a Bernoulli or Gaussian likelihood.
 
     Args:
-        channels (int): image channels (filled from the dataset by the config).
-        image_size (int): image side length (filled from the dataset by the config).
-        architecture ("mlp" | "conv", default "mlp"): fully connected or convolutional codec.
-        hidden_dims (tuple[int, ...], default (512, 256)): MLP widths between the pixels and the code.
-        latent_dim (int, default 16): size of the code (MLP) or its channels (conv, spatial latent).
-        conv_channels (tuple[int, ...], default (32, 64)): conv widths, one stride-2 level each.
+        channels, image_size, architecture, hidden_dims (default (512, 256)), latent_dim (default 16),
+            conv_channels: the codec's, as in ``lit_gen.models.ae.CodecModule``; the encoder emits
+            a mean and a log-variance per latent element.
         likelihood ("bernoulli" | "gaussian", default "bernoulli"): p(x|z) on pixels in [0, 1].
             Bernoulli suits near-binary images (MNIST); Gaussian suits natural images.
         gaussian_std (float | None, default None): fixed standard deviation of the Gaussian
@@ -66,28 +63,20 @@ class VAE(GenerativeModule):
     ``-(recon + kl)`` whatever beta is, so runs with different betas compare on one scale.
     """
 
-    #: This family's defaults for the optimizer arguments it forwards to ``GenerativeModule``.
-    ARGUMENT_DEFAULTS: ClassVar[dict] = {"lr": 1e-3}
+    #: The VAE's defaults for the codec arguments it passes on to ``CodecModule``.
+    ARGUMENT_DEFAULTS: ClassVar[dict] = {"hidden_dims": (512, 256), "latent_dim": 16}
+    ENCODER_OUTPUTS: ClassVar[int] = 2
 
     def __init__(
         self,
-        channels: PositiveInt = 1,
-        image_size: PositiveInt = 28,
-        architecture: Literal["mlp", "conv"] = "mlp",
-        hidden_dims: tuple[PositiveInt, ...] = (512, 256),
-        latent_dim: PositiveInt = 16,
-        conv_channels: tuple[PositiveInt, ...] = (32, 64),
         likelihood: Literal["bernoulli", "gaussian"] = "bernoulli",
         gaussian_std: PositiveFloat | None = None,
         beta: NonNegativeFloat = 1.0,
-        **optimizer,
+        **codec,
     ) -> None:
-        super().__init__(**forward(VAE, optimizer))
+        super().__init__(**forward(VAE, codec))
         assert beta >= 0 and (gaussian_std is None or gaussian_std > 0), (beta, gaussian_std)  # the config's rules
         self.save_hyperparameters()
-        self.encoder, self.decoder, self.latent_shape = build_codec(
-            architecture, channels, image_size, tuple(hidden_dims), tuple(conv_channels), latent_dim, encoder_out_factor=2
-        )
         self.likelihood = likelihood
         self.beta = beta
         self.gaussian_std = gaussian_std

@@ -14,7 +14,7 @@ here decodes uniformly drawn codes, the baseline a prior must beat.
 from __future__ import annotations
 
 import logging
-from typing import Annotated, ClassVar, Literal
+from typing import Annotated, ClassVar
 
 import torch
 import torch.nn.functional as F

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import textwrap
 
 import lightning as L
@@ -130,5 +131,5 @@ def test_eval_config_section_builds_the_callback(tmp_path):
         ("eval.real_split=training", "eval.real_split: expected one of"),
         ("eval.fid_weight_path=x", "eval.fid_weight_path: unknown key"),
     ):
-        with pytest.raises(ConfigError, match=message.replace("(", "\\(")):
+        with pytest.raises(ConfigError, match=re.escape(message)):
             load_config(config, [override])

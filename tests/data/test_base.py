@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from lit_gen.data.base import ImageDataModule, UInt8ImageDataset, split_indices
-from lit_gen.errors import ConfigError, DataError
+from lit_gen.errors import ConfigError
 from lit_gen.signatures import check_arguments
 
 
