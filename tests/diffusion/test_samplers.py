@@ -125,13 +125,18 @@ def test_clip_x0_keeps_pixels_in_range():
         ({"spacing": "quadratic"}, "unknown timestep spacing"),
         ({"steps": T + 1}, rf"steps must be in \[1, {T}\]"),
         ({"eta": -0.1}, "eta must be >= 0"),
-        ({"prediction": "score"}, "unknown prediction"),
         ({"x_T": torch.zeros(1, 1, 2, 2)}, "x_T has shape"),
     ],
 )
 def test_bad_sampler_arguments_raise(kwargs, message):
     with pytest.raises(ValueError, match=message):
         sample_loop(toy_model, NoiseSchedule(T), (2, 1, 2, 2), generator=g(0), **kwargs)
+
+
+def test_an_unknown_prediction_is_an_assertion_below_the_config():
+    # model.prediction is a Literal the config checks; sample_loop only asserts it (tests/test_rules.py).
+    with pytest.raises(AssertionError, match="score"):
+        sample_loop(toy_model, NoiseSchedule(T), (2, 1, 2, 2), generator=g(0), prediction="score")
 
 
 # ---------------------------------------------------------------------------------- DDIM's eps, timestep spacing

@@ -11,6 +11,7 @@ from lit_gen.data.digits import load_digits_uint8
 from lit_gen.errors import ConfigError
 from lit_gen.models.ae import Autoencoder
 from lit_gen.models.ddpm import DDPM
+from lit_gen.signatures import check_arguments
 
 TINY = dict(channels=1, image_size=8, base_channels=16, channel_mults=(1, 2), num_res_blocks=1,
             attention_resolutions=(), dropout=0.0, norm_groups=8, timesteps=100)
@@ -247,21 +248,31 @@ def test_continuous_objectives_refuse_the_ancestral_sampler_and_spacing():
     "kwargs, message",
     [
         ({"image_size": 10, "channel_mults": (1, 2, 2)}, "image_size 10 is not divisible by 4"),
-        ({"objective": "score"}, "model.objective"),
         ({"objective": "edm", "prediction": "v"}, "applies to objective ddpm"),
         ({"objective": "flow", "min_snr_gamma": 5.0}, "model.min_snr_gamma"),
-        ({"min_snr_gamma": 0.0}, "model.min_snr_gamma"),
-        ({"objective": "edm", "sigma_data": 0.0}, "model.sigma_data"),
-        ({"prediction": "score"}, "model.prediction"),
-        ({"label_dropout": 1.0}, "model.label_dropout"),
-        ({"ema_decay": 1.0}, "model.ema_decay"),
         ({"beta_start": 0.1}, "beta_start < beta_end"),
-        ({"num_classes": 0}, "model.num_classes"),
     ],
 )
-def test_bad_constructor_arguments_raise_config_errors(kwargs, message):
+def test_bad_combinations_of_arguments_raise_config_errors(kwargs, message):
     with pytest.raises(ConfigError, match=message):
         DDPM(**{**TINY, **kwargs})
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"objective": "score"}, "model.objective: expected one of 'ddpm', 'edm', 'flow'"),
+        ({"min_snr_gamma": 0.0}, "model.min_snr_gamma: expected a number > 0"),
+        ({"objective": "edm", "sigma_data": 0.0}, "model.sigma_data: expected a number > 0"),
+        ({"prediction": "score"}, "model.prediction: expected one of 'eps', 'x0', 'v'"),
+        ({"label_dropout": 1.0}, r"model.label_dropout: expected a number in \[0, 1\)"),
+        ({"ema_decay": 1.0}, r"model.ema_decay: expected a number in \[0, 1\)"),
+        ({"num_classes": 0}, "model.num_classes: expected an integer >= 1"),
+    ],
+)
+def test_bad_single_values_are_config_errors_where_the_config_is_read(kwargs, message):
+    with pytest.raises(ConfigError, match=message):
+        check_arguments("model", DDPM, {**TINY, **kwargs})
 
 
 # ---------------------------------------------------------------------------------- Lightning and checkpoints
