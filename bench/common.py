@@ -448,7 +448,9 @@ def digits_classifier(path: str | Path | None = None) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     log.info("training the digits domain classifier -> %s", path)
     # A fixed seed and every option spelled out: the file records this command, and FID records quote it.
-    result = subprocess.run(python_command("-m", "lit_gen.metrics.classifier", "--data", "digits", "--out", str(path),
+    # It runs from the repository root, so a path inside the checkout is given relative to it (portable records).
+    out = path.resolve().relative_to(REPO) if path.resolve().is_relative_to(REPO) else path
+    result = subprocess.run(python_command("-m", "lit_gen.metrics.classifier", "--data", "digits", "--out", str(out),
                                            "--seed", str(CLASSIFIER_SEED), "--device", "cpu"),
                             cwd=REPO, env=child_env(), capture_output=True, text=True)
     if result.returncode != 0 or not path.is_file():
