@@ -400,9 +400,14 @@ def run_worker(spec: dict, timeout: float) -> dict:
 
 
 def protocol_for(protocol: dict, overrides: list[str] | None) -> dict:
-    """The sampling protocol of one arm: a continuous objective's 50-step DDIM request runs as Euler (no eta)."""
-    continuous = any(o.replace(" ", "") in ("model.objective=edm", "model.objective=flow") for o in overrides or [])
-    return {**protocol, "sampler": "euler", "eta": None} if continuous else protocol
+    """The sampling protocol of one arm, as ``lit_gen.sample`` would record it for the config with ``overrides``:
+    a continuous objective's 50-step DDIM request runs as Euler (no eta)."""
+    from lit_gen.config import load_config
+    from lit_gen.diffusion.samplers import sampler_that_runs
+
+    objective = load_config(REPO / CONFIG, list(overrides or [])).model["objective"]
+    sampler = sampler_that_runs(protocol["sampler"], discrete=objective == "ddpm")
+    return protocol if sampler == protocol["sampler"] else {**protocol, "sampler": sampler, "eta": None}
 
 
 def score(samples_path: str, extractor, reference) -> float:

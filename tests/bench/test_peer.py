@@ -55,3 +55,4 @@ def test_a_continuous_objective_arm_records_the_euler_sampler_it_ran():
     assert peer.protocol_for(protocol, ["model.objective=flow"]) == {"sampler": "euler", "steps": 50, "eta": None}
     assert peer.protocol_for(protocol, ["model.lr=1e-3"]) == protocol
     assert peer.protocol_for(protocol, None) == protocol
+    assert peer.protocol_for(protocol, ["model.objective='edm'"])["sampler"] == "euler"  # read as the config reads it
