@@ -31,9 +31,12 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from bench.stats import Interval, Verdict, verdict
+
+if TYPE_CHECKING:
+    import torch
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "bench" / "results"
@@ -480,6 +483,19 @@ def feature_of(classifier_path: str | Path) -> dict[str, Any]:
     found = classifier_provenance(classifier_path)
     return {"feature_weights_path": str(classifier_path), "feature_test_accuracy": found["test_accuracy"],
             "feature_build_command": found["command"]}
+
+
+#: Images per ``sample()`` call in the FID benchmarks: with one generator the draws depend on it, so
+#: records that share it (bench.diffusers_peer, bench.few_step) draw the same images for the same seed.
+SAMPLE_CHUNK = 250
+
+
+def sample_in_chunks(model, n: int, seed: int, chunk: int = SAMPLE_CHUNK, **options) -> torch.Tensor:
+    """``n`` samples of ``model.sample(**options)`` from one generator seeded ``seed``, ``chunk`` per call."""
+    import torch
+
+    generator = torch.Generator().manual_seed(seed)
+    return torch.cat([model.sample(min(chunk, n - s), generator=generator, **options) for s in range(0, n, chunk)])
 
 
 def digits_fid_protocol(extractor, real_split: str, real_count: int, datamodule, model=None, *,

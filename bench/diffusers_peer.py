@@ -69,7 +69,7 @@ from typing import Any
 import torch
 
 from bench.common import (CACHE, REPO, Recorder, base_parser, child_env, digits_classifier, digits_fid_protocol, feature_of,
-                          load_average, setup)
+                          load_average, sample_in_chunks, setup)
 from bench.stats import mean_sd, ratio_of_means
 
 CONFIG = "configs/ddpm_digits.yaml"
@@ -350,10 +350,8 @@ def run_lit_gen(spec: dict) -> tuple[torch.Tensor, dict]:
         raise SystemExit(f"lit_gen.fit failed (exit {code})")
     summary = json.loads(next(workdir.rglob("summary.json")).read_text())
     model = load_model(next(workdir.rglob("last.ckpt")), map_location="cpu").eval()
-    generator = torch.Generator().manual_seed(spec["sample_seed"])
     started = time.perf_counter()
-    samples = torch.cat([model.sample(min(250, spec["num_samples"] - s), generator=generator, sampler="ddim", steps=50)
-                         for s in range(0, spec["num_samples"], 250)])
+    samples = sample_in_chunks(model, spec["num_samples"], spec["sample_seed"], sampler="ddim", steps=50)
     return samples, {"steps_done": summary["global_step"], "train_seconds": round(seconds, 1),
                      "sample_seconds": round(time.perf_counter() - started, 1), "parameters": summary["parameters"]}
 

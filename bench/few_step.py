@@ -10,7 +10,7 @@ and with every few-step sampler at 10 network evaluations or fewer: DPM-Solver++
 Heun 5 steps (9 evaluations: the last step is Euler), Euler 10 steps (Karras spacing);
 for objective ddpm also the 50-step DDIM as other libraries run it: with the network's own eps
 (``--no-recompute-eps``, diffusers' default) and with their "leading" and "trailing" spacings.
-The sampling seed is the peer bench's (1000 + training seed, batches of 250), so each reference FID
+The sampling seed is the peer bench's (1000 + training seed, ``sample_in_chunks``), so each reference FID
 repeats that record's value for the same checkpoint.
 
 FID on the digits classifier's features against all 1,797 digits at the run's resolution, N samples
@@ -21,12 +21,14 @@ per checkpoint. Target, by the interval rule of ``bench/stats.py``: FID(few-step
 
 from __future__ import annotations
 
+import math
 import time
 from pathlib import Path
 
 import torch
 
-from bench.common import CACHE, Recorder, base_parser, digits_classifier, digits_fid_protocol, feature_of, setup
+from bench.common import (CACHE, SAMPLE_CHUNK, Recorder, base_parser, digits_classifier, digits_fid_protocol, feature_of,
+                          sample_in_chunks, setup)
 from bench.stats import mean_sd, paired_log_ratio
 
 #: (name, sampler, steps, options): the reference first. Network evaluations are counted, not assumed.
@@ -39,7 +41,6 @@ DDIM_VARIANTS = (("ddim-50 network eps", "ddim", 50, {"recompute_eps": False}),
                  ("ddim-50 trailing", "ddim", 50, {"spacing": "trailing"}))
 MAX_EVALUATIONS = 10
 BOUND = 1.1
-CHUNK = 250
 
 
 def checkpoints(runs: Path, arm: str) -> dict[int, Path]:
@@ -58,16 +59,13 @@ def draw(model, n: int, seed: int, sampler: str, steps: int, options: dict) -> t
     calls = []
     network = model.ema.averaged if model.ema is not None else model.unet  # sample() uses the EMA weights
     hook = network.register_forward_hook(lambda *_: calls.append(1))
-    generator = torch.Generator().manual_seed(seed)
     started = time.perf_counter()
     try:
-        chunks = [model.sample(min(CHUNK, n - s), generator=generator, sampler=sampler, steps=steps, **options)
-                  for s in range(0, n, CHUNK)]
+        images = sample_in_chunks(model, n, seed, sampler=sampler, steps=steps, **options)
     finally:
         hook.remove()
     seconds = time.perf_counter() - started
-    images = torch.cat(chunks)
-    return (images.clamp(0, 1) * 255).round() / 255.0, seconds, len(calls) / len(chunks)
+    return (images.clamp(0, 1) * 255).round() / 255.0, seconds, len(calls) / math.ceil(n / SAMPLE_CHUNK)
 
 
 def main(argv: list[str] | None = None) -> None:
