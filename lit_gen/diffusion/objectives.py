@@ -31,6 +31,8 @@ from lit_gen.diffusion.schedule import NoiseSchedule, Prediction, Spacing, space
 
 Objective = Literal["ddpm", "edm", "flow"]
 OBJECTIVES = ("ddpm", "edm", "flow")
+FlowTimeSampling = Literal["logit_normal", "uniform"]
+FLOW_TIME_SAMPLINGS = ("logit_normal", "uniform")
 ModelFn = Callable[[Tensor, Tensor], Tensor]
 
 # The U-Net's sinusoidal time embedding was built for timesteps 0 .. 999; continuous objectives
@@ -207,19 +209,26 @@ class FlowObjective:
 
     The network predicts the velocity dx_t/dt = eps - x0; training draws t = sigmoid(n), n ~ N(0, 1),
     the logit-normal density of Esser et al. 2024 ("Scaling rectified flow transformers", section 3.1),
-    which spends more of training at the intermediate t where the velocity is hardest to predict.
+    which spends more of training at the intermediate t where the velocity is hardest to predict
+    (``time_sampling="uniform"``: t ~ U(0, 1), Liu et al.'s and Lipman et al.'s choice).
     Sampling walks evenly spaced t from 1 (pure noise) down; the network is told TIME_SCALE * t.
     """
 
     name = "flow"
 
+    def __init__(self, time_sampling: FlowTimeSampling = "logit_normal") -> None:
+        assert time_sampling in FLOW_TIME_SAMPLINGS, time_sampling
+        self.time_sampling = time_sampling
+
     def training_example(self, x0: Tensor) -> TrainingExample:
-        n = torch.randn(x0.shape[0], device=x0.device)
-        t = torch.sigmoid(n)
+        if self.time_sampling == "logit_normal":
+            n = torch.randn(x0.shape[0], device=x0.device)
+            t, quantile = torch.sigmoid(n), torch.special.ndtr(n)
+        else:
+            t = quantile = torch.rand(x0.shape[0], device=x0.device)
         eps = torch.randn_like(x0)
         tt = t.view((-1,) + (1,) * (x0.ndim - 1))
-        return TrainingExample((1 - tt) * x0 + tt * eps, TIME_SCALE * t, eps - x0, torch.ones_like(t),
-                               _quartile(torch.special.ndtr(n)))
+        return TrainingExample((1 - tt) * x0 + tt * eps, TIME_SCALE * t, eps - x0, torch.ones_like(t), _quartile(quantile))
 
     def levels(self, steps: int, spacing: Spacing | None = None) -> list[Level]:
         """t = 1, 1 - 1/steps, ..., 1/steps: evenly spaced, noisiest first (the last step goes to t = 0)."""

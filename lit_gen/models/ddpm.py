@@ -20,7 +20,7 @@ from torch import Tensor
 
 from lit_gen import registry
 from lit_gen.diffusion.guidance import guided
-from lit_gen.diffusion.objectives import EDMObjective, FlowObjective, VPObjective
+from lit_gen.diffusion.objectives import EDMObjective, FlowObjective, FlowTimeSampling, VPObjective
 from lit_gen.diffusion.samplers import SAMPLERS, sample_loop
 from lit_gen.diffusion.schedule import SPACINGS, NoiseSchedule, Prediction
 from lit_gen.errors import ConfigError
@@ -51,6 +51,8 @@ class DDPM(GenerativeModule):
         attention_resolutions (tuple[int, ...], default (16,)): side lengths with self-attention.
         dropout (float, default 0.1): dropout inside residual blocks.
         norm_groups (int, default 32): most GroupNorm groups per layer (fewer where a width needs it).
+        attention_heads (int, default 1): heads of every U-Net self-attention layer; must divide the
+            attended widths. The weights do not depend on it.
         timesteps (int, default 1000): diffusion steps T.
         beta_schedule ("linear" | "cosine", default "linear"): Ho et al.'s linear betas or Nichol &
             Dhariwal's cosine alpha-bar.
@@ -65,6 +67,8 @@ class DDPM(GenerativeModule):
             continuous objectives sample with the ODE samplers ("ddim" means "euler" for them).
         min_snr_gamma (float | None, default None): weight the "ddpm" loss by min-SNR-gamma (Hang et
             al. 2023 use 5) for the chosen ``prediction``; None keeps Ho et al.'s unweighted loss.
+        flow_time_sampling ("logit_normal" | "uniform", default "logit_normal"): how objective "flow"
+            draws t in training: Esser et al. 2024's logit-normal, or uniform as in Liu et al. 2022.
         sigma_data (float, default 0.5): the data's standard deviation for objective "edm" (0.5
             for pixels in [-1, 1]; latent diffusion scales latents to unit variance, so use 1.0 there).
         num_classes (int | None, default None): classes to condition on; None is unconditional.
@@ -100,6 +104,7 @@ class DDPM(GenerativeModule):
         attention_resolutions: tuple[PositiveInt, ...] = (16,),
         dropout: Fraction = 0.1,
         norm_groups: PositiveInt = 32,
+        attention_heads: PositiveInt = 1,
         timesteps: PositiveInt = 1000,
         beta_schedule: Literal["linear", "cosine"] = "linear",
         beta_start: Annotated[float, Range(gt=0, lt=1)] = 1e-4,
@@ -107,6 +112,7 @@ class DDPM(GenerativeModule):
         prediction: Prediction = "eps",
         objective: Literal["ddpm", "edm", "flow"] = "ddpm",
         min_snr_gamma: PositiveFloat | None = None,
+        flow_time_sampling: FlowTimeSampling = "logit_normal",
         sigma_data: PositiveFloat = 0.5,
         num_classes: PositiveInt | None = None,
         label_dropout: Fraction = 0.1,
@@ -125,6 +131,9 @@ class DDPM(GenerativeModule):
         if min_snr_gamma is not None and objective != "ddpm":
             raise ConfigError(f"model.min_snr_gamma={min_snr_gamma}: min-SNR weighting needs objective ddpm (Hang et al. "
                               "use 5); edm and flow have their own weighting, leave it null")
+        if flow_time_sampling != "logit_normal" and objective != "flow":
+            raise ConfigError(f"model.flow_time_sampling={flow_time_sampling} applies to objective flow; objective "
+                              f"{objective} draws its own noise levels: leave it at logit_normal")
         self.prediction = prediction
         self.num_classes = num_classes
         self.label_dropout = label_dropout
@@ -148,6 +157,7 @@ class DDPM(GenerativeModule):
                 in_channels=shape[0], base_channels=base_channels, channel_mults=tuple(channel_mults),
                 num_res_blocks=num_res_blocks, attention_resolutions=tuple(attention_resolutions),
                 dropout=dropout, image_size=shape[1], num_classes=num_classes, groups=norm_groups,
+                attention_heads=attention_heads,
             )
             self.schedule = NoiseSchedule(timesteps, beta_schedule, beta_start, beta_end)
         except ValueError as exc:
@@ -157,7 +167,7 @@ class DDPM(GenerativeModule):
         if objective == "edm":
             self.objective = EDMObjective(sigma_data)
         elif objective == "flow":
-            self.objective = FlowObjective()
+            self.objective = FlowObjective(flow_time_sampling)
         else:
             self.objective = VPObjective(self.schedule, prediction, min_snr_gamma)
 

@@ -8,6 +8,8 @@ concatenates the matching downward activations. The network knows nothing of noi
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -17,18 +19,22 @@ from lit_gen.nn.layers import Downsample, ResBlock, Upsample, group_norm, zero_i
 
 
 class SelfAttention(nn.Module):
-    """Single-head self-attention over all pixels, with a residual connection."""
+    """Multi-head self-attention over all pixels, with a residual connection (``heads`` splits the channels;
+    the weights do not depend on it, so one checkpoint runs with any head count that divides them)."""
 
-    def __init__(self, channels: int, groups: int) -> None:
+    def __init__(self, channels: int, groups: int, heads: int = 1) -> None:
         super().__init__()
+        assert channels % heads == 0, (channels, heads)
+        self.heads = heads
         self.norm = group_norm(channels, groups)
         self.qkv = nn.Conv2d(channels, 3 * channels, 1)
         self.proj = zero_init(nn.Conv2d(channels, channels, 1))
 
     def forward(self, x: Tensor) -> Tensor:
         b, c, h, w = x.shape
-        q, k, v = self.qkv(self.norm(x)).reshape(b, 3, c, h * w).transpose(-1, -2).unbind(1)  # each (B, HW, C)
-        out = F.scaled_dot_product_attention(q, k, v)  # (B, HW, C)
+        # (B, 3, heads, C / heads, HW) -> q, k, v each (B, heads, HW, C / heads)
+        q, k, v = self.qkv(self.norm(x)).reshape(b, 3, self.heads, c // self.heads, h * w).transpose(-1, -2).unbind(1)
+        out = F.scaled_dot_product_attention(q, k, v)
         return x + self.proj(out.transpose(-1, -2).reshape(b, c, h, w))
 
 
@@ -57,6 +63,8 @@ class UNet(nn.Module):
     :param num_classes: number of classes for class conditioning; None for an unconditional net.
         A conditional net also accepts the null label ``num_classes`` (used by classifier-free guidance).
     :param groups: the most GroupNorm groups per layer; fewer are used where the width needs it.
+    :param attention_heads: heads of every self-attention layer; must divide the width of each level
+        that has attention (and of the middle block).
     """
 
     def __init__(
@@ -71,6 +79,7 @@ class UNet(nn.Module):
         image_size: int = 32,
         num_classes: int | None = None,
         groups: int = 32,
+        attention_heads: int = 1,
     ) -> None:
         super().__init__()
         channel_mults = tuple(channel_mults)
@@ -83,6 +92,12 @@ class UNet(nn.Module):
                 f"attention_resolutions {unknown} are not reached by this U-Net; with image_size={image_size} "
                 f"and channel_mults={channel_mults} the resolutions are {resolutions}"
             )
+        attended = {base_channels * m for m, r in zip(channel_mults, resolutions) if r in attention_resolutions}
+        attended.add(base_channels * channel_mults[-1])  # the middle block always attends
+        uneven = sorted(w for w in attended if w % attention_heads)
+        if uneven:
+            raise ValueError(f"attention_heads={attention_heads} does not divide the attended widths {uneven}; "
+                             f"use a divisor of {math.gcd(*attended)}")
         self.in_channels = in_channels
         self.out_channels = out_channels or in_channels
         self.image_size = image_size
@@ -100,7 +115,7 @@ class UNet(nn.Module):
         def block(c_in: int, c_out: int, res: int) -> list[nn.Module]:
             layers: list[nn.Module] = [res_block(c_in, c_out)]
             if res in attention_resolutions:
-                layers.append(SelfAttention(c_out, groups))
+                layers.append(SelfAttention(c_out, groups, attention_heads))
             return layers
 
         # Downward path: every entry's output is kept as a skip connection for the upward path.
@@ -116,7 +131,7 @@ class UNet(nn.Module):
                 self.down.append(EmbedSequential(Downsample(ch)))
                 skip_channels.append(ch)
 
-        self.mid = EmbedSequential(res_block(ch, ch), SelfAttention(ch, groups), res_block(ch, ch))
+        self.mid = EmbedSequential(res_block(ch, ch), SelfAttention(ch, groups, attention_heads), res_block(ch, ch))
 
         # Upward path: each entry consumes one skip connection, so each level has one extra block.
         self.up = nn.ModuleList()

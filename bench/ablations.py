@@ -1,0 +1,208 @@
+"""Training-side ablations of the 16x16 digits recipe: one setting changed per arm, paired over training seeds.
+
+    python -m bench.ablations                              # every arm, 830 steps, 3 seeds, 1000 samples each
+    python -m bench.ablations --arms no_warmup constant_lr # the recipe and these arms
+    python -m bench.ablations --arm wd=model.weight_decay=0.01   # one more arm of your own (repeatable)
+    python -m bench.ablations --jobs 2 --threads 1         # two runs side by side (step-matched, see below)
+    python -m bench.ablations --quick                      # 100 steps, 200 samples: a smoke run
+
+The recipe is ``configs/ddpm_digits16.yaml`` (rectified flow, 3 U-Net levels, all 1,797 digits, batch 64,
+lr 2e-3 with 100 warm-up steps and a cosine decay, clipping at 1, EMA 0.999 with warm-up), run through
+``lit_gen.fit`` as a user runs it. Every arm trains for the same number of optimizer steps: 830, what
+240 s of the whole fit gave the recipe on 2 threads in ``diffusers_peer_16.json``. Matching steps rather
+than seconds compares what a step learns, and keeps the result independent of the machine's load, so
+``--jobs 2`` may run two single-thread runs side by side; each arm's seconds per step are recorded,
+since some (attention heads, GroupNorm groups) also change a step's cost.
+
+Samples: Heun, 5 steps (8 network evaluations; ``bench/results/few_step.json`` found it within the
+50-step Euler FID on these checkpoints), EMA weights, sampling seed 1000 + training seed. FID on the
+digits classifier's features against all 1,797 digits at 16x16.
+
+Verdict per arm: the geometric mean of FID(arm) / FID(recipe) over training seeds, paired by seed (the
+same seed gives both the same initial weights where the architecture is the same, and the same data
+order), with a 95% t interval (``bench.stats.paired_log_ratio``): "better" when the whole interval lies
+below 1, "worse" when above, otherwise "not resolved" (the measurement cannot tell).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import torch
+
+from bench.common import (CACHE, REPO, Recorder, base_parser, child_env, digits_classifier, digits_fid_protocol, feature_of,
+                          load_average, sample_in_chunks, setup)
+from bench.stats import mean_sd, paired_log_ratio
+
+CONFIG = "configs/ddpm_digits16.yaml"
+STEPS = 830
+SAMPLER = {"sampler": "heun", "steps": 5}
+#: Each arm: the one change to the recipe, as config overrides. The issue's list: warm-up and schedule, AdamW
+#: settings, clipping, GroupNorm groups, attention heads, loss weighting (for flow: how t is drawn), and the
+#: learning rate around the recipe's.
+ARMS: dict[str, list[str]] = {
+    "recipe": [],
+    "no_warmup": ["model.warmup_steps=0"],
+    "constant_lr": ["model.lr_schedule=constant"],
+    "adam_beta2_0.99": ["model.betas=[0.9, 0.99]"],
+    "no_clipping": ["trainer.gradient_clip_val=null"],
+    "norm_groups_8": ["model.norm_groups=8"],
+    "attention_heads_4": ["model.attention_heads=4"],
+    "uniform_t": ["model.flow_time_sampling=uniform"],
+    "lr_4e-3": ["model.lr=4.0e-3"],
+}
+
+
+def parse_arm(text: str) -> tuple[str, list[str]]:
+    """``NAME=KEY=VALUE[;KEY=VALUE]`` (``--arm``) -> (NAME, overrides)."""
+    name, sep, rest = text.partition("=")
+    overrides = [o.strip() for o in rest.split(";") if o.strip()]
+    if not sep or not name or not overrides or any("=" not in o for o in overrides):
+        raise SystemExit(f"--arm {text!r}: expected NAME=KEY=VALUE[;KEY=VALUE], e.g. wd=model.weight_decay=0.01")
+    return name, overrides
+
+
+# ----------------------------------------------------------------------------------- one run (a worker process)
+def worker(spec: dict) -> dict:
+    from lit_gen import fit
+    from lit_gen.checkpoints import load_model
+
+    torch.set_num_threads(spec["threads"])
+    workdir = Path(spec["dir"])
+    argv = ["--config", str(REPO / CONFIG), "--run-id", f"seed{spec['seed']}", "--resume", "never",
+            f"seed={spec['seed']}", *spec["overrides"], f"trainer.max_steps={spec['steps']}", "trainer.max_epochs=-1",
+            f"run.output_dir={workdir}", "trainer.accelerator=cpu"]
+    started = time.perf_counter()
+    if fit.main(argv) != 0:
+        raise SystemExit("lit_gen.fit failed")
+    seconds = time.perf_counter() - started
+    summary = json.loads(next(workdir.rglob("summary.json")).read_text())
+    model = load_model(next(workdir.rglob("last.ckpt")), map_location="cpu").eval()
+    samples = sample_in_chunks(model, spec["num_samples"], 1000 + spec["seed"], **SAMPLER)
+    path = workdir / "samples.pt"
+    torch.save((samples.clamp(0, 1) * 255).round().to(torch.uint8), path)
+    return {"steps_done": summary["global_step"], "fit_seconds": round(seconds, 1),
+            "seconds_per_step": round(seconds / max(1, summary["global_step"]), 4), "samples": str(path)}
+
+
+def run_worker(spec: dict) -> dict:
+    command = [sys.executable, "-m", "bench.ablations", "--worker-spec", json.dumps(spec)]
+    result = subprocess.run(command, cwd=REPO, env=child_env(OMP_NUM_THREADS=str(spec["threads"]), WANDB_MODE="offline"),
+                            capture_output=True, text=True, timeout=3600)
+    lines = [line for line in result.stdout.splitlines() if line.startswith("RESULT ")]
+    if result.returncode != 0 or not lines:
+        raise SystemExit(f"the {spec['arm']} seed {spec['seed']} run failed:\n{result.stderr[-3000:]}")
+    return json.loads(lines[-1][len("RESULT "):])
+
+
+# ----------------------------------------------------------------------------------- the driver
+def main(argv: list[str] | None = None) -> None:
+    parser = base_parser(__doc__.split("\n\n")[0])
+    parser.add_argument("--arms", nargs="+", choices=[a for a in ARMS if a != "recipe"], default=None,
+                        help="arms to run besides the recipe (default: all)")
+    parser.add_argument("--arm", action="append", default=[], metavar="NAME=KEY=VALUE[;KEY=VALUE]",
+                        help="one more arm with these config overrides (repeatable)")
+    parser.add_argument("--seeds", type=int, default=3, help="training seeds per arm (default 3; the interval needs 3)")
+    parser.add_argument("--steps", type=int, default=None, help=f"optimizer steps per run (default {STEPS}, quick 100)")
+    parser.add_argument("--num-samples", type=int, default=None, help="samples per run (default 1000, quick 200)")
+    parser.add_argument("--threads", type=int, default=2, help="torch threads per run (default 2)")
+    parser.add_argument("--jobs", type=int, default=1, help="runs side by side (default 1; steps are matched, not time)")
+    parser.add_argument("--keep", default=str(CACHE / "ablations"), help="folder for the runs' checkpoints and samples")
+    parser.add_argument("--worker-spec", default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.worker_spec:
+        print("RESULT " + json.dumps(worker(json.loads(args.worker_spec))), flush=True)
+        return
+    setup()
+    if args.seeds < 1 or args.jobs < 1 or args.threads < 1:
+        raise SystemExit("--seeds, --jobs and --threads must be at least 1")
+    arms = {"recipe": []}
+    arms.update({name: ARMS[name] for name in (args.arms or [a for a in ARMS if a != "recipe"])})
+    arms.update(dict(parse_arm(text) for text in args.arm))
+    steps = args.steps or (100 if args.quick else STEPS)
+    num_samples = args.num_samples or (200 if args.quick else 1000)
+
+    from lit_gen.data.digits import DigitsDataModule
+    from lit_gen.metrics.features import ClassifierFeatures
+    from lit_gen.metrics.fid import FeatureMoments, frechet_distance_of
+    from lit_gen.metrics.reference import reference_statistics
+
+    rec = Recorder("ablations", f"training-side ablations of {CONFIG} at {steps} steps, FID paired over {args.seeds} seeds")
+    classifier = digits_classifier()
+    extractor = ClassifierFeatures.from_file(classifier)
+    feature = feature_of(classifier)
+    data = DigitsDataModule(train_split="all", image_size=16)
+    reference = reference_statistics(data, "digits", "train", extractor, cache_dir=None).stats
+    protocol = digits_fid_protocol(extractor, "train", reference.count, data, sampler=SAMPLER["sampler"],
+                                   steps=SAMPLER["steps"], generated_count=num_samples)
+
+    workdir = Path(args.keep)
+    if workdir.exists():
+        shutil.rmtree(workdir)
+    # Seed-major order, alternating direction, so slow drift of the machine touches every arm alike.
+    order = [(arm, seed) for seed in range(args.seeds) for arm in (list(arms) if seed % 2 == 0 else list(arms)[::-1])]
+
+    def one(arm: str, seed: int) -> dict:
+        folder = workdir / arm / f"seed{seed}"
+        folder.mkdir(parents=True, exist_ok=True)
+        spec = {"arm": arm, "seed": seed, "overrides": arms[arm], "steps": steps, "num_samples": num_samples,
+                "threads": args.threads, "dir": str(folder)}
+        load = load_average()
+        result = run_worker(spec)
+        images = torch.load(result["samples"], weights_only=True).float() / 255.0
+        moments = FeatureMoments(extractor.num_features)
+        for chunk in images.split(500):
+            moments.update(extractor.extract(chunk).features)
+        fid = frechet_distance_of(reference, moments.stats())
+        print(f"  {arm} seed {seed}: FID {fid:.2f} ({result['steps_done']} steps, {result['seconds_per_step']:.3f} s/step, "
+              f"load {load})", flush=True)
+        return {"arm": arm, "seed": seed, "fid": round(fid, 3), "load_average_before": load, **result}
+
+    with ThreadPoolExecutor(max_workers=args.jobs) as pool:
+        runs = list(pool.map(lambda job: one(*job), order))
+
+    fids = {arm: {r["seed"]: r["fid"] for r in runs if r["arm"] == arm} for arm in arms}
+    seeds = list(range(args.seeds))
+    for r in runs:
+        rec.add_fid_value(r["arm"], r["seed"], r["fid"], protocol, feature)
+    summary, ratios = {}, {}
+    for arm in arms:
+        values = [fids[arm][s] for s in seeds]
+        mean, sd = mean_sd(values)
+        per_step = [r["seconds_per_step"] for r in runs if r["arm"] == arm]
+        summary[arm] = {"overrides": arms[arm], "fid_mean": round(mean, 3), "fid_sd": round(sd, 3), "fids": values,
+                        "seconds_per_step_median": round(sorted(per_step)[len(per_step) // 2], 4)}
+        line = f"{mean:.2f} ± {sd:.2f}"
+        if arm != "recipe":
+            interval = paired_log_ratio(values, [fids["recipe"][s] for s in seeds])
+            ratios[arm] = interval.as_dict()
+            if interval.low is None:
+                effect = "not resolved (too few seeds)"
+            elif interval.high < 1:
+                effect = "better"
+            elif interval.low > 1:
+                effect = "worse"
+            else:
+                effect = "not resolved"
+            summary[arm]["effect"] = effect
+            line += f"; x{interval.estimate:.2f} the recipe" + (
+                f" [{interval.low:.2f}, {interval.high:.2f}]" if interval.low is not None else "") + f": {effect}"
+        rec.headline[f"{arm} ({'; '.join(arms[arm]) or CONFIG})"] = line
+    rec.numbers.update(config=CONFIG, steps=steps, seeds=args.seeds, num_samples=num_samples, threads=args.threads,
+                       jobs=args.jobs, sampler=SAMPLER, arms=summary, ratios_to_recipe=ratios, runs=runs)
+    if args.jobs > 1:
+        rec.notes.append(f"{args.jobs} runs went side by side: the steps are matched, so only the seconds per step "
+                         "(recorded, not compared) feel it")
+    path = rec.write(args.out)
+    rec.report(path)
+
+
+if __name__ == "__main__":
+    main()
