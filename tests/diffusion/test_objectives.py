@@ -90,6 +90,19 @@ def test_edm_draws_log_normal_sigmas_and_flow_logit_normal_times():
     assert torch.bincount(example.quartile, minlength=4).float().div(len(t)).sub(0.25).abs().max() < 0.01
 
 
+def test_flow_uniform_time_sampling_draws_t_uniformly():
+    x0 = torch.zeros(40_000, 1, 1, 1)
+    torch.manual_seed(0)
+    t = FlowObjective("uniform").training_example(x0).time / 1000
+    t_logit_normal = FlowObjective("logit_normal").training_example(x0).time / 1000
+    # U(0, 1): a tenth of the draws below 0.1; logit-normal puts only Phi(logit 0.1) = 1.4% there.
+    assert (t < 0.1).float().mean().item() == pytest.approx(0.1, abs=0.01)
+    assert (t_logit_normal < 0.1).float().mean().item() == pytest.approx(0.014, abs=0.004)
+    assert t.mean().item() == pytest.approx(0.5, abs=0.01) and t.var().item() == pytest.approx(1 / 12, abs=0.003)
+    example = FlowObjective("uniform").training_example(torch.zeros(40_000, 1, 1, 1))
+    assert torch.bincount(example.quartile, minlength=4).float().div(40_000).sub(0.25).abs().max() < 0.01
+
+
 @pytest.mark.parametrize("prediction", ["eps", "x0", "v"])
 def test_min_snr_weights_make_every_prediction_the_same_clipped_x0_loss(prediction):
     # Hang et al. 2023: each weight turns its prediction's error into min(SNR, gamma) ||x0 - x0_hat||^2.

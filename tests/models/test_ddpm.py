@@ -250,6 +250,8 @@ def test_continuous_objectives_refuse_the_ancestral_sampler_and_spacing():
         ({"image_size": 10, "channel_mults": (1, 2, 2)}, "image_size 10 is not divisible by 4"),
         ({"objective": "edm", "prediction": "v"}, "applies to objective ddpm"),
         ({"objective": "flow", "min_snr_gamma": 5.0}, "model.min_snr_gamma"),
+        ({"flow_time_sampling": "uniform"}, "model.flow_time_sampling=uniform applies to objective flow"),
+        ({"attention_heads": 3}, "attention_heads=3 does not divide"),
         ({"beta_start": 0.1}, "beta_start < beta_end"),
     ],
 )
@@ -268,6 +270,8 @@ def test_bad_combinations_of_arguments_raise_config_errors(kwargs, message):
         ({"label_dropout": 1.0}, r"model.label_dropout: expected a number in \[0, 1\)"),
         ({"ema_decay": 1.0}, r"model.ema_decay: expected a number in \[0, 1\)"),
         ({"num_classes": 0}, "model.num_classes: expected an integer >= 1"),
+        ({"attention_heads": 0}, "model.attention_heads: expected an integer >= 1"),
+        ({"objective": "flow", "flow_time_sampling": "beta"}, "model.flow_time_sampling: expected one of"),
     ],
 )
 def test_bad_single_values_are_config_errors_where_the_config_is_read(kwargs, message):
@@ -355,7 +359,7 @@ def test_checkpoints_from_before_the_objectives_still_load(tmp_path):
     model = DDPM(**TINY, ema_decay=0.9)
     fit(model, images, labels, steps=1).save_checkpoint(tmp_path / "new.ckpt")
     saved = torch.load(tmp_path / "new.ckpt", weights_only=True)
-    for key in ("objective", "min_snr_gamma", "sigma_data"):
+    for key in ("objective", "min_snr_gamma", "sigma_data", "attention_heads", "flow_time_sampling"):
         del saved["hyper_parameters"][key]
     torch.save(saved, tmp_path / "old.ckpt")
     restored = load_model(tmp_path / "old.ckpt")

@@ -101,3 +101,28 @@ def test_dropout_is_active_only_in_training():
     a = net(x, t)
     assert not torch.allclose(a, net(x, t))
     assert isinstance(net.down[0][0].dropout, nn.Dropout)
+
+
+def test_attention_heads_split_the_channels_and_keep_the_weights():
+    from lit_gen.nn.unet import SelfAttention
+
+    torch.manual_seed(0)
+    one, four = SelfAttention(8, 4, heads=1), SelfAttention(8, 4, heads=4)
+    four.load_state_dict(randomised(one).state_dict())  # same parameters whatever the head count
+    x = torch.randn(2, 8, 4, 4)
+    # Four heads by hand: each attends with its own 2 channels of q, k and v.
+    q, k, v = one.qkv(one.norm(x)).reshape(2, 3, 8, 16).unbind(1)  # each (B, C, HW)
+    heads = []
+    for h in range(4):
+        qh, kh, vh = (z[:, 2 * h:2 * h + 2].transpose(1, 2) for z in (q, k, v))  # (B, HW, 2)
+        weights = torch.softmax(qh @ kh.transpose(1, 2) / 2**0.5, dim=-1)
+        heads.append((weights @ vh).transpose(1, 2))
+    expected = x + one.proj(torch.cat(heads, dim=1).reshape(2, 8, 4, 4))
+    torch.testing.assert_close(four(x), expected, rtol=1e-5, atol=1e-5)
+    assert not torch.allclose(one(x), four(x))
+
+
+def test_attention_heads_must_divide_the_attended_widths():
+    tiny(attention_heads=8)  # widths 8 (attended at 4x4) and 16 (middle)
+    with pytest.raises(ValueError, match="attention_heads=3 does not divide the attended widths"):
+        tiny(attention_heads=3)
