@@ -17,7 +17,7 @@ from torch import Tensor, nn
 
 from lit_gen.errors import ConfigError
 from lit_gen.models.base import GenerativeModule, LossOutput, to_model_range
-from lit_gen.nn.conv import ConvDecoder, ConvEncoder, check_downsampling
+from lit_gen.nn.codec import ConvDecoder, ConvEncoder, check_downsampling
 from lit_gen.nn.mlp import mlp
 from lit_gen.nn.noise import randn
 from lit_gen.rules import NonNegativeFloat, PositiveInt
@@ -34,6 +34,7 @@ def build_codec(
     conv_channels: tuple[int, ...],
     latent_dim: int,
     encoder_out_factor: int = 1,
+    num_res_blocks: int = 1,
 ) -> tuple[nn.Module, nn.Module, tuple[int, ...]]:
     """An (encoder, decoder, latent_shape) triple; the encoder emits ``encoder_out_factor * latent`` values.
 
@@ -48,10 +49,15 @@ def build_codec(
         return encoder, decoder, (latent_dim,)
     if not conv_channels:
         raise ConfigError("model.conv_channels: architecture 'conv' needs at least one width")
-    check_downsampling(image_size, len(conv_channels))
+    try:
+        check_downsampling(image_size, len(conv_channels))
+    except ValueError as exc:
+        raise ConfigError(f"model.conv_channels={list(conv_channels)}: {exc} (one halving per entry)") from None
     side = image_size // 2 ** len(conv_channels)
-    encoder = ConvEncoder(channels, conv_channels, latent_dim * encoder_out_factor)
-    decoder = ConvDecoder(latent_dim, conv_channels, channels)
+    # Full resolution keeps the first width; each entry is the width after one halving.
+    widths = (conv_channels[0], *conv_channels)
+    encoder = ConvEncoder(channels, widths, latent_dim * encoder_out_factor, num_res_blocks)
+    decoder = ConvDecoder(latent_dim, widths, channels, num_res_blocks)
     return encoder, decoder, (latent_dim, side, side)
 
 
@@ -64,7 +70,9 @@ class CodecModule(GenerativeModule):
         architecture ("mlp" | "conv", default "mlp"): fully connected or convolutional codec.
         hidden_dims (tuple[int, ...], default (128, 64, 12)): MLP widths between the pixels and the code.
         latent_dim (int, default 3): size of the code (MLP) or its channels (conv, a spatial latent).
-        conv_channels (tuple[int, ...], default (32, 64)): conv widths, one stride-2 level each.
+        conv_channels (tuple[int, ...], default (32, 64)): conv widths, one stride-2 halving each
+            (the codec of ``lit_gen.nn.codec``, shared with the VQ families).
+        num_res_blocks (int, default 1): residual blocks per resolution level of the conv codec.
         lr (float, default 1e-3), weight_decay, betas, warmup_steps, lr_schedule: see ``GenerativeModule``.
 
     A family takes ``**codec`` and passes it on with ``forward``, its own defaults in
@@ -83,12 +91,13 @@ class CodecModule(GenerativeModule):
         hidden_dims: tuple[PositiveInt, ...] = (128, 64, 12),
         latent_dim: PositiveInt = 3,
         conv_channels: tuple[PositiveInt, ...] = (32, 64),
+        num_res_blocks: PositiveInt = 1,
         **optimizer,
     ) -> None:
         super().__init__(**forward(CodecModule, optimizer))
         self.encoder, self.decoder, self.latent_shape = build_codec(
             architecture, channels, image_size, tuple(hidden_dims), tuple(conv_channels), latent_dim,
-            encoder_out_factor=self.ENCODER_OUTPUTS,
+            encoder_out_factor=self.ENCODER_OUTPUTS, num_res_blocks=num_res_blocks,
         )
 
 
@@ -96,7 +105,8 @@ class Autoencoder(CodecModule):
     """Deterministic autoencoder trained on pixel MSE.
 
     Args:
-        channels, image_size, architecture, hidden_dims, latent_dim, conv_channels, and the optimizer's:
+        channels, image_size, architecture, hidden_dims, latent_dim, conv_channels, num_res_blocks, and the
+            optimizer's:
             the codec's, as in ``CodecModule`` (the defaults are this family's: an MLP
             784 -> 128 -> 64 -> 12 -> 3 on MNIST, lr 1e-3).
 

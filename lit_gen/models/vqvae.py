@@ -23,7 +23,7 @@ from torch import Tensor, nn
 from lit_gen.errors import ConfigError
 from lit_gen.models.base import GenerativeModule, LossOutput, to_unit_range
 from lit_gen.nn import noise
-from lit_gen.nn.conv_blocks import ConvDecoder, ConvEncoder
+from lit_gen.nn.codec import ConvDecoder, ConvEncoder
 from lit_gen.nn.quantizer import Quantized, VectorQuantizer
 from lit_gen.rules import NonNegativeFloat, NonNegativeInt, PositiveInt, Range
 from lit_gen.signatures import Renamed, forward
@@ -95,12 +95,13 @@ class VQVAE(GenerativeModule):
         #: (h, w) of the code grid; a prior models h * w codes in raster order.
         self.code_shape = (side, side)
 
-        self.encoder = ConvEncoder(channels, hidden_channels, hidden_channels, num_res_blocks, num_downsamples)
+        widths = (hidden_channels,) * (num_downsamples + 1)  # one width at every level
+        self.encoder = ConvEncoder(channels, widths, hidden_channels, num_res_blocks)
         self.pre_quant = nn.Conv2d(hidden_channels, code_dim, 1)
         self.quantizer = VectorQuantizer(num_codes, code_dim, beta=beta, codebook_ema_decay=codebook_ema_decay,
                                          dead_code_steps=dead_code_steps, restart_dead_codes=restart_dead_codes)
         self.post_quant = nn.Conv2d(code_dim, hidden_channels, 1)
-        self.decoder = ConvDecoder(hidden_channels, hidden_channels, channels, num_res_blocks, num_downsamples)
+        self.decoder = ConvDecoder(hidden_channels, widths, channels, num_res_blocks)
         self._warned_no_prior = False
 
     # ------------------------------------------------------------------ the autoencoder

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from lit_gen.nn.conv_blocks import norm
+from lit_gen.nn.codec import norm
 
 
 def patch_output_size(image_size: int, num_layers: int) -> int:

@@ -46,7 +46,7 @@ def test_conv_code_is_spatial(digits_batch):
 
 
 def test_bad_image_size_for_conv_is_explained():
-    with pytest.raises(ValueError, match="image_size=10 cannot be halved 2 times"):
+    with pytest.raises(ConfigError, match=r"model.conv_channels=\[8, 16\]: image_size=10 cannot be halved 2 times"):
         Autoencoder(channels=1, image_size=10, architecture="conv", conv_channels=(8, 16))
 
 

@@ -6,8 +6,7 @@ import torch
 from torch import nn
 
 from lit_gen.models.vqvae import VQVAE
-from lit_gen.nn.conv import ConvEncoder as PlainEncoder
-from lit_gen.nn.conv_blocks import ConvEncoder
+from lit_gen.nn.codec import ConvEncoder
 from lit_gen.nn.discriminator import PatchDiscriminator
 from lit_gen.nn.layers import ResBlock, group_norm, norm_groups
 from lit_gen.nn.unet import UNet
@@ -23,15 +22,15 @@ def test_norm_groups_divide_the_width():
 
 def test_every_network_normalises_by_the_one_rule():
     # Widths where the earlier three rules disagreed (48: gcd with 32 gave 16; 12 in the plain codec gave 4).
-    networks = {32: [UNet(in_channels=1, base_channels=48, channel_mults=(1, 2), attention_resolutions=(4,), image_size=8),
-                     ConvEncoder(1, 48, 8, num_res_blocks=1, num_downsamples=1), PatchDiscriminator(1, 24, 2)],
-                8: [PlainEncoder(1, (12, 24), 4)]}
-    for cap, nets in networks.items():
-        norms = [m for net in nets for m in net.modules() if isinstance(m, nn.GroupNorm)]
-        assert norms
-        for m in norms:
-            assert m.num_groups == norm_groups(m.num_channels, cap), (type(m), m.num_channels, m.num_groups)
-    assert any(m.num_groups == 24 for m in networks[32][1].modules() if isinstance(m, nn.GroupNorm))
+    nets = [UNet(in_channels=1, base_channels=48, channel_mults=(1, 2), attention_resolutions=(4,), image_size=8),
+            ConvEncoder(1, (48, 48), 8, num_res_blocks=1), ConvEncoder(1, (12, 24), 4, num_res_blocks=1),
+            PatchDiscriminator(1, 24, 2)]
+    norms = [m for net in nets for m in net.modules() if isinstance(m, nn.GroupNorm)]
+    assert norms
+    for m in norms:
+        assert m.num_groups == norm_groups(m.num_channels, 32), (m.num_channels, m.num_groups)
+    assert any(m.num_groups == 24 for m in nets[1].modules() if isinstance(m, nn.GroupNorm))
+    assert any(m.num_groups == 12 for m in nets[2].modules() if isinstance(m, nn.GroupNorm))
 
 
 def test_a_conditioned_block_starts_as_its_skip_path_and_uses_the_embedding():
