@@ -5,6 +5,8 @@
     python -m bench.ablations --arm wd=model.weight_decay=0.01   # one more arm of your own (repeatable)
     python -m bench.ablations --jobs 2 --threads 1         # two runs side by side (step-matched, see below)
     python -m bench.ablations --quick                      # 100 steps, 200 samples: a smoke run
+    python -m bench.ablations --config configs/ddpm_digits.yaml --steps 1260 --sampler dpmpp_2m:10 --arms \
+        --arm flow=model.objective=flow                    # the 8x8 quickstart: eps against rectified flow
 
 The recipe is ``configs/ddpm_digits16.yaml`` (rectified flow, 3 U-Net levels, all 1,797 digits, batch 64,
 lr 2e-3 with 100 warm-up steps and a cosine decay, clipping at 1, EMA 0.999 with warm-up), run through
@@ -14,9 +16,11 @@ than seconds compares what a step learns, and keeps the result independent of th
 ``--jobs 2`` may run two single-thread runs side by side; each arm's seconds per step are recorded,
 since some (attention heads, GroupNorm groups) also change a step's cost.
 
-Samples: Heun, 5 steps (8 network evaluations; ``bench/results/few_step.json`` found it within the
-50-step Euler FID on these checkpoints), EMA weights, sampling seed 1000 + training seed. FID on the
-digits classifier's features against all 1,797 digits at 16x16.
+Samples: Heun, 5 steps by default (8 network evaluations; ``bench/results/few_step.json`` found it
+within the 50-step Euler FID on these checkpoints; ``--sampler NAME:STEPS`` for another), EMA weights,
+sampling seed 1000 + training seed. FID on the digits classifier's features against the images the
+config trains on (``data.train_split``: all 1,797 digits for the 16x16 recipe), at its resolution.
+``--config`` ablates another digits config the same way.
 
 Verdict per arm: the geometric mean of FID(arm) / FID(recipe) over training seeds, paired by seed (the
 same seed gives both the same initial weights where the architecture is the same, and the same data
@@ -38,12 +42,12 @@ from pathlib import Path
 import torch
 
 from bench.common import (CACHE, REPO, Recorder, base_parser, child_env, digits_classifier, digits_fid_protocol, feature_of,
-                          load_average, sample_in_chunks, setup)
-from bench.stats import mean_sd, paired_log_ratio
+                          load_average, parse_named_overrides, sample_in_chunks, setup)
+from bench.stats import lower_is_better_effect, mean_sd, paired_log_ratio
 
 CONFIG = "configs/ddpm_digits16.yaml"
 STEPS = 830
-SAMPLER = {"sampler": "heun", "steps": 5}
+SAMPLER = "heun:5"
 #: Each arm: the one change to the recipe, as config overrides. The issue's list: warm-up and schedule, AdamW
 #: settings, clipping, GroupNorm groups, attention heads, loss weighting (for flow: how t is drawn), and the
 #: learning rate around the recipe's.
@@ -60,15 +64,6 @@ ARMS: dict[str, list[str]] = {
 }
 
 
-def parse_arm(text: str) -> tuple[str, list[str]]:
-    """``NAME=KEY=VALUE[;KEY=VALUE]`` (``--arm``) -> (NAME, overrides)."""
-    name, sep, rest = text.partition("=")
-    overrides = [o.strip() for o in rest.split(";") if o.strip()]
-    if not sep or not name or not overrides or any("=" not in o for o in overrides):
-        raise SystemExit(f"--arm {text!r}: expected NAME=KEY=VALUE[;KEY=VALUE], e.g. wd=model.weight_decay=0.01")
-    return name, overrides
-
-
 # ----------------------------------------------------------------------------------- one run (a worker process)
 def worker(spec: dict) -> dict:
     from lit_gen import fit
@@ -76,7 +71,7 @@ def worker(spec: dict) -> dict:
 
     torch.set_num_threads(spec["threads"])
     workdir = Path(spec["dir"])
-    argv = ["--config", str(REPO / CONFIG), "--run-id", f"seed{spec['seed']}", "--resume", "never",
+    argv = ["--config", str(REPO / spec["config"]), "--run-id", f"seed{spec['seed']}", "--resume", "never",
             f"seed={spec['seed']}", *spec["overrides"], f"trainer.max_steps={spec['steps']}", "trainer.max_epochs=-1",
             f"run.output_dir={workdir}", "trainer.accelerator=cpu"]
     started = time.perf_counter()
@@ -85,7 +80,7 @@ def worker(spec: dict) -> dict:
     seconds = time.perf_counter() - started
     summary = json.loads(next(workdir.rglob("summary.json")).read_text())
     model = load_model(next(workdir.rglob("last.ckpt")), map_location="cpu").eval()
-    samples = sample_in_chunks(model, spec["num_samples"], 1000 + spec["seed"], **SAMPLER)
+    samples = sample_in_chunks(model, spec["num_samples"], 1000 + spec["seed"], **spec["sampler"])
     path = workdir / "samples.pt"
     torch.save((samples.clamp(0, 1) * 255).round().to(torch.uint8), path)
     return {"steps_done": summary["global_step"], "fit_seconds": round(seconds, 1),
@@ -105,12 +100,14 @@ def run_worker(spec: dict) -> dict:
 # ----------------------------------------------------------------------------------- the driver
 def main(argv: list[str] | None = None) -> None:
     parser = base_parser(__doc__.split("\n\n")[0])
-    parser.add_argument("--arms", nargs="+", choices=[a for a in ARMS if a != "recipe"], default=None,
-                        help="arms to run besides the recipe (default: all)")
+    parser.add_argument("--config", default=CONFIG, help=f"the digits config to ablate (default {CONFIG})")
+    parser.add_argument("--arms", nargs="*", choices=[a for a in ARMS if a != "recipe"], default=None,
+                        help="arms to run besides the recipe (default: all; none with --arms alone)")
     parser.add_argument("--arm", action="append", default=[], metavar="NAME=KEY=VALUE[;KEY=VALUE]",
                         help="one more arm with these config overrides (repeatable)")
     parser.add_argument("--seeds", type=int, default=3, help="training seeds per arm (default 3; the interval needs 3)")
     parser.add_argument("--steps", type=int, default=None, help=f"optimizer steps per run (default {STEPS}, quick 100)")
+    parser.add_argument("--sampler", default=SAMPLER, help=f"NAME:STEPS of lit_gen.sample (default {SAMPLER})")
     parser.add_argument("--num-samples", type=int, default=None, help="samples per run (default 1000, quick 200)")
     parser.add_argument("--threads", type=int, default=2, help="torch threads per run (default 2)")
     parser.add_argument("--jobs", type=int, default=1, help="runs side by side (default 1; steps are matched, not time)")
@@ -124,24 +121,33 @@ def main(argv: list[str] | None = None) -> None:
     if args.seeds < 1 or args.jobs < 1 or args.threads < 1:
         raise SystemExit("--seeds, --jobs and --threads must be at least 1")
     arms = {"recipe": []}
-    arms.update({name: ARMS[name] for name in (args.arms or [a for a in ARMS if a != "recipe"])})
-    arms.update(dict(parse_arm(text) for text in args.arm))
+    arms.update({name: ARMS[name] for name in (args.arms if args.arms is not None else [a for a in ARMS if a != "recipe"])})
+    arms.update(dict(parse_named_overrides(text, "--arm") for text in args.arm))
     steps = args.steps or (100 if args.quick else STEPS)
     num_samples = args.num_samples or (200 if args.quick else 1000)
+    name, _, count = args.sampler.partition(":")
+    if not count.isdigit():
+        raise SystemExit(f"--sampler {args.sampler!r}: expected NAME:STEPS, e.g. dpmpp_2m:10")
+    sampler = {"sampler": name, "steps": int(count)}
 
+    from lit_gen.config import load_config
     from lit_gen.data.digits import DigitsDataModule
     from lit_gen.metrics.features import ClassifierFeatures
     from lit_gen.metrics.fid import FeatureMoments, frechet_distance_of
     from lit_gen.metrics.reference import reference_statistics
 
-    rec = Recorder("ablations", f"training-side ablations of {CONFIG} at {steps} steps, FID paired over {args.seeds} seeds")
+    cfg = load_config(REPO / args.config)
+    if cfg.data["name"] != "digits" or cfg.model["name"] != "ddpm":
+        raise SystemExit(f"--config {args.config}: expected a ddpm config on the digits data")
+    rec = Recorder("ablations", f"training-side ablations of {args.config} at {steps} steps, FID paired over "
+                   f"{args.seeds} seeds")
     classifier = digits_classifier()
     extractor = ClassifierFeatures.from_file(classifier)
     feature = feature_of(classifier)
-    data = DigitsDataModule(train_split="all", image_size=16)
+    data = DigitsDataModule(train_split=cfg.data["train_split"], image_size=cfg.data["image_size"])
     reference = reference_statistics(data, "digits", "train", extractor, cache_dir=None).stats
-    protocol = digits_fid_protocol(extractor, "train", reference.count, data, sampler=SAMPLER["sampler"],
-                                   steps=SAMPLER["steps"], generated_count=num_samples)
+    protocol = digits_fid_protocol(extractor, "train", reference.count, data, sampler=sampler["sampler"],
+                                   steps=sampler["steps"], generated_count=num_samples)
 
     workdir = Path(args.keep)
     if workdir.exists():
@@ -153,7 +159,7 @@ def main(argv: list[str] | None = None) -> None:
         folder = workdir / arm / f"seed{seed}"
         folder.mkdir(parents=True, exist_ok=True)
         spec = {"arm": arm, "seed": seed, "overrides": arms[arm], "steps": steps, "num_samples": num_samples,
-                "threads": args.threads, "dir": str(folder)}
+                "threads": args.threads, "dir": str(folder), "config": args.config, "sampler": sampler}
         load = load_average()
         result = run_worker(spec)
         images = torch.load(result["samples"], weights_only=True).float() / 255.0
@@ -183,20 +189,13 @@ def main(argv: list[str] | None = None) -> None:
         if arm != "recipe":
             interval = paired_log_ratio(values, [fids["recipe"][s] for s in seeds])
             ratios[arm] = interval.as_dict()
-            if interval.low is None:
-                effect = "not resolved (too few seeds)"
-            elif interval.high < 1:
-                effect = "better"
-            elif interval.low > 1:
-                effect = "worse"
-            else:
-                effect = "not resolved"
+            effect = lower_is_better_effect(interval)
             summary[arm]["effect"] = effect
             line += f"; x{interval.estimate:.2f} the recipe" + (
                 f" [{interval.low:.2f}, {interval.high:.2f}]" if interval.low is not None else "") + f": {effect}"
-        rec.headline[f"{arm} ({'; '.join(arms[arm]) or CONFIG})"] = line
-    rec.numbers.update(config=CONFIG, steps=steps, seeds=args.seeds, num_samples=num_samples, threads=args.threads,
-                       jobs=args.jobs, sampler=SAMPLER, arms=summary, ratios_to_recipe=ratios, runs=runs)
+        rec.headline[f"{arm} ({'; '.join(arms[arm]) or args.config})"] = line
+    rec.numbers.update(config=args.config, steps=steps, seeds=args.seeds, num_samples=num_samples, threads=args.threads,
+                       jobs=args.jobs, sampler=sampler, arms=summary, ratios_to_recipe=ratios, runs=runs)
     if args.jobs > 1:
         rec.notes.append(f"{args.jobs} runs went side by side: the steps are matched, so only the seconds per step "
                          "(recorded, not compared) feel it")

@@ -487,6 +487,15 @@ def feature_of(classifier_path: str | Path) -> dict[str, Any]:
 
 #: Images per ``sample()`` call in the FID benchmarks: with one generator the draws depend on it, so
 #: records that share it (bench.diffusers_peer, bench.few_step) draw the same images for the same seed.
+def parse_named_overrides(text: str, flag: str) -> tuple[str, list[str]]:
+    """``NAME=KEY=VALUE[;KEY=VALUE]`` (a benchmark's ``flag``) -> (NAME, config overrides)."""
+    name, sep, rest = text.partition("=")
+    overrides = [o.strip() for o in rest.split(";") if o.strip()]
+    if not sep or not name.isidentifier() or not overrides or any("=" not in o for o in overrides):
+        raise SystemExit(f"{flag} {text!r}: expected NAME=KEY=VALUE[;KEY=VALUE], e.g. flow=model.objective=flow")
+    return name, overrides
+
+
 SAMPLE_CHUNK = 250
 
 

@@ -69,7 +69,7 @@ from typing import Any
 import torch
 
 from bench.common import (CACHE, REPO, Recorder, base_parser, child_env, digits_classifier, digits_fid_protocol, feature_of,
-                          load_average, sample_in_chunks, setup)
+                          load_average, parse_named_overrides, sample_in_chunks, setup)
 from bench.stats import mean_sd, ratio_of_means
 
 CONFIG = "configs/ddpm_digits.yaml"
@@ -118,11 +118,7 @@ def lit_gen_overrides(resolution: int, seed: int, variant: list[str] = ()) -> li
 
 def parse_variant(text: str) -> tuple[str, list[str]]:
     """``NAME=KEY=VALUE[;KEY=VALUE]`` (``--lit-gen-variant``) -> the arm ``lit_gen_NAME`` and its overrides."""
-    name, sep, rest = text.partition("=")
-    overrides = [o.strip() for o in rest.split(";") if o.strip()]
-    if not sep or not name.isidentifier() or not overrides or any("=" not in o for o in overrides):
-        raise SystemExit(f"--lit-gen-variant {text!r}: expected NAME=KEY=VALUE[;KEY=VALUE], "
-                         "e.g. flow=model.objective=flow")
+    name, overrides = parse_named_overrides(text, "--lit-gen-variant")
     return f"lit_gen_{name}", overrides
 
 

@@ -187,6 +187,18 @@ def paired_median_ratio(a: Sequence[float], b: Sequence[float], confidence: floa
     return Interval(estimate, low, high, method, n)
 
 
+def lower_is_better_effect(ratio: Interval) -> str:
+    """What a change did to a lower-is-better value, from the interval of new / old: "better" when the whole
+    interval lies below 1, "worse" when above, otherwise "not resolved" (with the reason when there is none)."""
+    if ratio.low is None or ratio.high is None:
+        return f"not resolved ({ratio.reason or 'no interval'})"
+    if ratio.high < 1:
+        return "better"
+    if ratio.low > 1:
+        return "worse"
+    return "not resolved"
+
+
 def verdict(interval: Interval, op: Literal["<=", ">="], bound: float) -> Verdict:
     """``"met"`` if the bound holds at the interval's worst end, ``"missed"`` if it fails at its best end."""
     if op not in ("<=", ">="):

@@ -56,3 +56,18 @@ def test_a_continuous_objective_arm_records_the_euler_sampler_it_ran():
     assert peer.protocol_for(protocol, ["model.lr=1e-3"]) == protocol
     assert peer.protocol_for(protocol, None) == protocol
     assert peer.protocol_for(protocol, ["model.objective='edm'"])["sampler"] == "euler"  # read as the config reads it
+
+
+def test_an_ablation_arm_is_a_name_and_its_overrides():
+    from bench import ablations
+    from bench.common import parse_named_overrides
+
+    assert parse_named_overrides("wd=model.weight_decay=0.01", "--arm") == ("wd", ["model.weight_decay=0.01"])
+    with pytest.raises(SystemExit, match="--arm 'wd': expected NAME=KEY=VALUE"):
+        parse_named_overrides("wd", "--arm")
+    # Every built-in arm changes one thing and names only keys the recipe's config accepts.
+    from lit_gen.config import load_config
+
+    for name, overrides in ablations.ARMS.items():
+        assert len(overrides) == (0 if name == "recipe" else 1), name
+        load_config(ablations.REPO / ablations.CONFIG, overrides)

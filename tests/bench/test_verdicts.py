@@ -133,3 +133,12 @@ def test_paired_log_ratio_is_the_geometric_mean_with_a_t_interval_on_the_logs():
     assert verdict(steady, "<=", 1.1).outcome == "met"
     assert verdict(paired_log_ratio([13.0, 26.5, 39.0], [10.0, 20.0, 30.0]), "<=", 1.1).outcome == "missed"
     assert paired_log_ratio([1.0, 2.0], [1.0, 2.0]).low is None  # two pairs: no interval
+
+
+def test_an_ablation_is_better_or_worse_only_when_its_whole_interval_says_so():
+    from bench.stats import lower_is_better_effect
+
+    assert lower_is_better_effect(paired_log_ratio([2.0, 2.1, 1.9], [4.0, 4.1, 4.0])) == "better"
+    assert lower_is_better_effect(paired_log_ratio([4.0, 4.1, 4.0], [2.0, 2.1, 1.9])) == "worse"
+    assert lower_is_better_effect(paired_log_ratio([2.0, 4.0, 3.0], [3.0, 3.0, 3.1])) == "not resolved"
+    assert lower_is_better_effect(paired_log_ratio([2.0, 2.1], [4.0, 4.1])).startswith("not resolved (need at least 3")
