@@ -123,7 +123,7 @@ def main(argv: list[str] | None = None) -> None:
     arms = {"recipe": []}
     arms.update({name: ARMS[name] for name in (args.arms if args.arms is not None else [a for a in ARMS if a != "recipe"])})
     arms.update(dict(parse_named_overrides(text, "--arm") for text in args.arm))
-    steps = args.steps or (100 if args.quick else STEPS)
+    steps = 100 if args.quick else args.steps or STEPS  # --quick is a smoke run whatever --steps says
     num_samples = args.num_samples or (200 if args.quick else 1000)
     name, _, count = args.sampler.partition(":")
     if not count.isdigit():
