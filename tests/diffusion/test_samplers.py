@@ -287,6 +287,31 @@ def test_euler_on_a_ddpm_schedule_is_ddim_with_eta_0():
         torch.testing.assert_close(euler, ddim, rtol=1e-3, atol=1e-3)
 
 
+def test_with_clipping_the_ode_samplers_threshold_every_step_as_ddim_does():
+    s = NoiseSchedule(T)
+
+    def out_then_in(x, t):
+        # An eps network whose x0 estimate is 2 (out of range) at high noise and 0.5 tanh(x) at low noise,
+        # so where the path ends depends on whether the early estimates were clipped.
+        ab = s.alphas_cumprod[t].view(-1, 1, 1, 1)
+        x0 = torch.where(t.view(-1, 1, 1, 1) > T // 2, torch.full_like(x, 2.0), 0.5 * torch.tanh(x))
+        return (x - ab.sqrt() * x0) / (1 - ab).sqrt()
+
+    first = VPObjective(s).levels(10, "linspace")[0]
+    z = torch.randn(64, 1, 2, 2, generator=g(0))
+    # DDIM rebuilds eps from the clipped x0 at every step; Euler on the same levels is the same update.
+    ddim = sample_loop(out_then_in, s, z.shape, sampler="ddim", steps=10, clip_x0=True, x_T=z)
+    for sampler in ("euler", "heun", "dpmpp_2m"):
+        kwargs = dict(sampler=sampler, steps=10, spacing="linspace", x_T=z / first.noise)  # the ODE starts at noise_0 * x_T
+        clipped = sample_loop(out_then_in, s, z.shape, clip_x0=True, **kwargs)
+        if sampler == "euler":
+            torch.testing.assert_close(clipped, ddim, rtol=1e-3, atol=1e-3)
+        # Clamping only the returned x0 would give free.clamp(-1, 1); thresholding each step changes the path.
+        free = sample_loop(out_then_in, s, z.shape, clip_x0=False, **kwargs)
+        assert clipped.abs().max() <= 1 + 1e-5
+        assert (clipped - free.clamp(-1, 1)).abs().max() > 5e-3, sampler  # a no-op differs by ~1e-7
+
+
 def test_ddim_eta_0_converges_to_the_exact_ode_map():
     s = NoiseSchedule(1000)
     z = torch.randn(2000, 1, 1, 1, generator=g(0))
