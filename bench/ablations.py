@@ -33,15 +33,13 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
-import subprocess
-import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import torch
 
-from bench.common import (CACHE, REPO, Recorder, base_parser, child_env, digits_classifier, digits_fid_protocol, feature_of,
+from bench.common import (CACHE, REPO, Recorder, answer_as_worker, base_parser, call_worker, digits_classifier, digits_fid_protocol, feature_of,
                           load_average, parse_named_overrides, sample_in_chunks, setup)
 from bench.stats import lower_is_better_effect, mean_sd, paired_log_ratio
 
@@ -87,16 +85,6 @@ def worker(spec: dict) -> dict:
             "seconds_per_step": round(seconds / max(1, summary["global_step"]), 4), "samples": str(path)}
 
 
-def run_worker(spec: dict) -> dict:
-    command = [sys.executable, "-m", "bench.ablations", "--worker-spec", json.dumps(spec)]
-    result = subprocess.run(command, cwd=REPO, env=child_env(OMP_NUM_THREADS=str(spec["threads"]), WANDB_MODE="offline"),
-                            capture_output=True, text=True, timeout=3600)
-    lines = [line for line in result.stdout.splitlines() if line.startswith("RESULT ")]
-    if result.returncode != 0 or not lines:
-        raise SystemExit(f"the {spec['arm']} seed {spec['seed']} run failed:\n{result.stderr[-3000:]}")
-    return json.loads(lines[-1][len("RESULT "):])
-
-
 # ----------------------------------------------------------------------------------- the driver
 def main(argv: list[str] | None = None) -> None:
     parser = base_parser(__doc__.split("\n\n")[0])
@@ -114,8 +102,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--keep", default=str(CACHE / "ablations"), help="folder for the runs' checkpoints and samples")
     parser.add_argument("--worker-spec", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    if args.worker_spec:
-        print("RESULT " + json.dumps(worker(json.loads(args.worker_spec))), flush=True)
+    if answer_as_worker(args.worker_spec, worker):
         return
     setup()
     if args.seeds < 1 or args.jobs < 1 or args.threads < 1:
@@ -161,7 +148,7 @@ def main(argv: list[str] | None = None) -> None:
         spec = {"arm": arm, "seed": seed, "overrides": arms[arm], "steps": steps, "num_samples": num_samples,
                 "threads": args.threads, "dir": str(folder), "config": args.config, "sampler": sampler}
         load = load_average()
-        result = run_worker(spec)
+        result = call_worker("bench.ablations", spec, args.threads, 3600, f"{arm} seed {seed}")
         images = torch.load(result["samples"], weights_only=True).float() / 255.0
         moments = FeatureMoments(extractor.num_features)
         for chunk in images.split(500):

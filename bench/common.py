@@ -487,6 +487,27 @@ def feature_of(classifier_path: str | Path) -> dict[str, Any]:
 
 #: Images per ``sample()`` call in the FID benchmarks: with one generator the draws depend on it, so
 #: records that share it (bench.diffusers_peer, bench.few_step) draw the same images for the same seed.
+def answer_as_worker(spec_json: str | None, worker: Callable[[dict], dict]) -> bool:
+    """In a benchmark's worker process (its hidden ``--worker-spec``): print ``RESULT <json>`` of
+    ``worker(spec)`` for ``call_worker`` and return True; return False in the driver (no spec)."""
+    if not spec_json:
+        return False
+    print("RESULT " + json.dumps(worker(json.loads(spec_json))), flush=True)
+    return True
+
+
+def call_worker(module: str, spec: dict, threads: int, timeout: float, what: str) -> dict:
+    """Run ``python -m module --worker-spec <spec>`` in a fresh process with ``threads`` torch threads and
+    W&B offline; return its RESULT, or stop naming ``what`` failed with the end of its stderr."""
+    command = [sys.executable, "-m", module, "--worker-spec", json.dumps(spec)]
+    result = subprocess.run(command, cwd=REPO, env=child_env(OMP_NUM_THREADS=str(threads), WANDB_MODE="offline"),
+                            capture_output=True, text=True, timeout=timeout, check=False)
+    lines = [line for line in result.stdout.splitlines() if line.startswith("RESULT ")]
+    if result.returncode != 0 or not lines:
+        raise SystemExit(f"the {what} run failed:\n{result.stderr[-3000:]}")
+    return json.loads(lines[-1][len("RESULT "):])
+
+
 def parse_named_overrides(text: str, flag: str) -> tuple[str, list[str]]:
     """``NAME=KEY=VALUE[;KEY=VALUE]`` (a benchmark's ``flag``) -> (NAME, config overrides)."""
     name, sep, rest = text.partition("=")

@@ -59,8 +59,6 @@ import argparse
 import json
 import os
 import shutil
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -68,7 +66,7 @@ from typing import Any
 
 import torch
 
-from bench.common import (CACHE, REPO, Recorder, base_parser, child_env, digits_classifier, digits_fid_protocol, feature_of,
+from bench.common import (CACHE, REPO, Recorder, answer_as_worker, base_parser, call_worker, digits_classifier, digits_fid_protocol, feature_of,
                           load_average, parse_named_overrides, sample_in_chunks, setup)
 from bench.stats import mean_sd, ratio_of_means
 
@@ -382,15 +380,9 @@ def worker(spec: dict) -> dict:
 # ----------------------------------------------------------------------------------- the driver
 def run_worker(spec: dict, timeout: float) -> dict:
     """One run in a fresh process (``--threads`` torch threads), alone on the machine as far as this benchmark goes."""
-    command = [sys.executable, "-m", "bench.diffusers_peer", "--worker-spec", json.dumps(spec)]
     load_before = load_average()
-    threads = str(spec.get("threads", 1))
-    result = subprocess.run(command, cwd=REPO, env=child_env(OMP_NUM_THREADS=threads, WANDB_MODE="offline"),
-                            capture_output=True, text=True, timeout=timeout)
-    lines = [line for line in result.stdout.splitlines() if line.startswith("RESULT ")]
-    if result.returncode != 0 or not lines:
-        raise SystemExit(f"the {spec.get('arm', spec['kind'])} run failed:\n{result.stderr[-3000:]}")
-    return {**json.loads(lines[-1][len("RESULT "):]), "load_average_before": load_before, "load_average_after": load_average()}
+    result = call_worker("bench.diffusers_peer", spec, spec.get("threads", 1), timeout, spec.get("arm", spec["kind"]))
+    return {**result, "load_average_before": load_before, "load_average_after": load_average()}
 
 
 def protocol_for(protocol: dict, overrides: list[str] | None) -> dict:
@@ -452,8 +444,7 @@ def main(argv: list[str] | None = None) -> None:
                              "flow=model.objective=flow; the target compares the lit_gen arm with the lower mean FID")
     parser.add_argument("--worker-spec", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    if args.worker_spec:
-        print("RESULT " + json.dumps(worker(json.loads(args.worker_spec))), flush=True)
+    if answer_as_worker(args.worker_spec, worker):
         return
     setup()
     try:
