@@ -40,7 +40,7 @@ from pathlib import Path
 import torch
 
 from bench.common import (CACHE, REPO, Recorder, answer_as_worker, base_parser, call_worker, digits_classifier, digits_fid_protocol, feature_of,
-                          load_average, parse_named_overrides, sample_in_chunks, setup)
+                          load_average, median, parse_named_overrides, sample_in_chunks, score_samples, setup)
 from bench.stats import lower_is_better_effect, mean_sd, paired_log_ratio
 
 CONFIG = "configs/ddpm_digits16.yaml"
@@ -120,7 +120,6 @@ def main(argv: list[str] | None = None) -> None:
     from lit_gen.config import load_config
     from lit_gen.data.digits import DigitsDataModule
     from lit_gen.metrics.features import ClassifierFeatures
-    from lit_gen.metrics.fid import FeatureMoments, frechet_distance_of
     from lit_gen.metrics.reference import reference_statistics
 
     cfg = load_config(REPO / args.config)
@@ -149,11 +148,7 @@ def main(argv: list[str] | None = None) -> None:
                 "threads": args.threads, "dir": str(folder), "config": args.config, "sampler": sampler}
         load = load_average()
         result = call_worker("bench.ablations", spec, args.threads, 3600, f"{arm} seed {seed}")
-        images = torch.load(result["samples"], weights_only=True).float() / 255.0
-        moments = FeatureMoments(extractor.num_features)
-        for chunk in images.split(500):
-            moments.update(extractor.extract(chunk).features)
-        fid = frechet_distance_of(reference, moments.stats())
+        fid = score_samples(result["samples"], extractor, reference)
         print(f"  {arm} seed {seed}: FID {fid:.2f} ({result['steps_done']} steps, {result['seconds_per_step']:.3f} s/step, "
               f"load {load})", flush=True)
         return {"arm": arm, "seed": seed, "fid": round(fid, 3), "load_average_before": load, **result}
@@ -171,7 +166,7 @@ def main(argv: list[str] | None = None) -> None:
         mean, sd = mean_sd(values)
         per_step = [r["seconds_per_step"] for r in runs if r["arm"] == arm]
         summary[arm] = {"overrides": arms[arm], "fid_mean": round(mean, 3), "fid_sd": round(sd, 3), "fids": values,
-                        "seconds_per_step_median": round(sorted(per_step)[len(per_step) // 2], 4)}
+                        "seconds_per_step_median": round(median(per_step), 4)}
         line = f"{mean:.2f} ± {sd:.2f}"
         if arm != "recipe":
             interval = paired_log_ratio(values, [fids["recipe"][s] for s in seeds])

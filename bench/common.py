@@ -528,6 +528,19 @@ def sample_in_chunks(model, n: int, seed: int, chunk: int = SAMPLE_CHUNK, **opti
     return torch.cat([model.sample(min(chunk, n - s), generator=generator, **options) for s in range(0, n, chunk)])
 
 
+def score_samples(samples_path: str | Path, extractor, reference) -> float:
+    """FID against ``reference`` statistics of the uint8 samples a benchmark worker saved at ``samples_path``."""
+    import torch
+
+    from lit_gen.metrics.fid import FeatureMoments, frechet_distance_of
+
+    images = torch.load(samples_path, weights_only=True).float() / 255.0
+    moments = FeatureMoments(extractor.num_features)
+    for chunk in images.split(500):
+        moments.update(extractor.extract(chunk).features)
+    return frechet_distance_of(reference, moments.stats())
+
+
 def digits_fid_protocol(extractor, real_split: str, real_count: int, datamodule, model=None, *,
                         sampler: str | None = None, steps: int | None = None, generated_count: int | None = None) -> dict[str, Any]:
     """The comparable protocol of an FID on digits-classifier features computed by a benchmark itself."""

@@ -67,7 +67,7 @@ from typing import Any
 import torch
 
 from bench.common import (CACHE, REPO, Recorder, answer_as_worker, base_parser, call_worker, digits_classifier, digits_fid_protocol, feature_of,
-                          load_average, parse_named_overrides, sample_in_chunks, setup)
+                          load_average, parse_named_overrides, sample_in_chunks, score_samples, setup)
 from bench.stats import mean_sd, ratio_of_means
 
 CONFIG = "configs/ddpm_digits.yaml"
@@ -396,16 +396,6 @@ def protocol_for(protocol: dict, overrides: list[str] | None) -> dict:
     return protocol if sampler == protocol["sampler"] else {**protocol, "sampler": sampler, "eta": None}
 
 
-def score(samples_path: str, extractor, reference) -> float:
-    from lit_gen.metrics.fid import FeatureMoments, frechet_distance_of
-
-    images = torch.load(samples_path, weights_only=True).float() / 255.0
-    moments = FeatureMoments(extractor.num_features)
-    for chunk in images.split(500):
-        moments.update(extractor.extract(chunk).features)
-    return frechet_distance_of(reference, moments.stats())
-
-
 def peer_settings(lr: float, ema: float, steps: int) -> dict:
     """diffusers' recipe with another learning rate and EMA max decay; warm-up capped at 5% of the steps."""
     return {**RECIPE, "lr": lr, "ema_max_decay": ema, "warmup_steps": min(RECIPE["warmup_steps"], int(WARMUP_SHARE * steps))}
@@ -523,7 +513,7 @@ def main(argv: list[str] | None = None) -> None:
                 "dir": str(folder), "settings": settings, "fixed_seconds": fixed, "overrides": lit_arms.get(arm)}
         print(f"  {arm} seed {seed} ({plan[kind]} steps planned, load {load_average()})", flush=True)
         result = {"arm": arm, "seed": seed, "settings": settings, "steps_planned": plan[kind], **run_worker(spec, timeout)}
-        result["fid"] = round(score(result["samples"], extractor, reference), 3)
+        result["fid"] = round(score_samples(result["samples"], extractor, reference), 3)
         runs.append(result)
         return result
 
