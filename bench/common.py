@@ -528,17 +528,21 @@ def sample_in_chunks(model, n: int, seed: int, chunk: int = SAMPLE_CHUNK, **opti
     return torch.cat([model.sample(min(chunk, n - s), generator=generator, **options) for s in range(0, n, chunk)])
 
 
-def score_samples(samples_path: str | Path, extractor, reference) -> float:
-    """FID against ``reference`` statistics of the uint8 samples a benchmark worker saved at ``samples_path``."""
-    import torch
-
+def fid_of_images(images, extractor, reference) -> float:
+    """FID of ``images`` (N, C, H, W) in [0, 1] against ``reference`` statistics, on ``extractor``'s features."""
     from lit_gen.metrics.fid import FeatureMoments, frechet_distance_of
 
-    images = torch.load(samples_path, weights_only=True).float() / 255.0
     moments = FeatureMoments(extractor.num_features)
     for chunk in images.split(500):
         moments.update(extractor.extract(chunk).features)
     return frechet_distance_of(reference, moments.stats())
+
+
+def score_samples(samples_path: str | Path, extractor, reference) -> float:
+    """FID against ``reference`` statistics of the uint8 samples a benchmark worker saved at ``samples_path``."""
+    import torch
+
+    return fid_of_images(torch.load(samples_path, weights_only=True).float() / 255.0, extractor, reference)
 
 
 def digits_fid_protocol(extractor, real_split: str, real_count: int, datamodule, model=None, *,

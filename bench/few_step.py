@@ -28,7 +28,7 @@ from pathlib import Path
 import torch
 
 from bench.common import (CACHE, SAMPLE_CHUNK, Recorder, base_parser, digits_classifier, digits_fid_protocol, feature_of,
-                          sample_in_chunks, setup)
+                          fid_of_images, sample_in_chunks, setup)
 from bench.stats import mean_sd, paired_log_ratio
 
 #: (name, sampler, steps, options): the reference first. Network evaluations are counted, not assumed.
@@ -79,7 +79,6 @@ def main(argv: list[str] | None = None) -> None:
     from lit_gen.data.digits import DigitsDataModule
     from lit_gen.diffusion.samplers import sampler_that_runs
     from lit_gen.metrics.features import ClassifierFeatures
-    from lit_gen.metrics.fid import FeatureMoments, frechet_distance_of
     from lit_gen.metrics.reference import reference_statistics
 
     runs = Path(args.runs)
@@ -93,12 +92,6 @@ def main(argv: list[str] | None = None) -> None:
     classifier = digits_classifier()
     extractor = ClassifierFeatures.from_file(classifier)
     feature = feature_of(classifier)
-
-    def fid_of(images: torch.Tensor) -> float:
-        moments = FeatureMoments(extractor.num_features)
-        for chunk in images.split(500):
-            moments.update(extractor.extract(chunk).features)
-        return frechet_distance_of(reference, moments.stats())
 
     results: dict[str, dict[str, list[dict]]] = {}
     reference = None
@@ -115,7 +108,7 @@ def main(argv: list[str] | None = None) -> None:
                 runs_as = sampler_that_runs(sampler, discrete=not continuous)
                 images, seconds, nfe = draw(model, num_samples, 1000 + seed, sampler, steps, options)
                 assert steps == 50 or nfe <= MAX_EVALUATIONS, (name, nfe)
-                value = fid_of(images)
+                value = fid_of_images(images, extractor, reference)
                 results[arm].setdefault(name, []).append({"seed": seed, "fid": round(value, 3), "sampler": runs_as,
                                                           "steps": steps, "options": options,
                                            "network_evaluations": nfe, "images_per_second": round(num_samples / seconds, 1),
