@@ -1,6 +1,7 @@
 """Few-step samplers against each checkpoint's own 50-step sampler, paired over training seeds.
 
     python -m bench.few_step                                   # the 16x16 checkpoints bench.diffusers_peer kept
+    python -m bench.few_step --runs runs/bench/peer --out bench/results/few_step_8.json   # the 8x8 ones
     python -m bench.few_step --runs runs/bench/peer16 --arms lit_gen lit_gen_flow --num-samples 1000
 
 Reads the lit_gen checkpoints a ``bench.diffusers_peer`` run kept (``<runs>/<arm>/seed<k>/``, one per
@@ -84,8 +85,8 @@ def main(argv: list[str] | None = None) -> None:
     runs = Path(args.runs)
     found = {arm: checkpoints(runs, arm) for arm in args.arms}
     if not any(found.values()):
-        raise SystemExit(f"no checkpoints under {runs}/<arm>/seed<k>/: run python -m bench.diffusers_peer "
-                         f"--resolution 16 first (it keeps them in runs/bench/peer16)")
+        raise SystemExit(f"no checkpoints under {runs}/<arm>/seed<k>/: run python -m bench.diffusers_peer first "
+                         f"(it keeps them in runs/bench/peer at 8x8, runs/bench/peer16 with --resolution 16)")
     num_samples = args.num_samples or (200 if args.quick else 1000)
     rec = Recorder("few_step", "few-step samplers (<= 10 network evaluations) against the 50-step sampler on the same "
                    "checkpoints, paired over training seeds")
