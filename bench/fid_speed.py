@@ -59,7 +59,7 @@ def machine() -> dict:
                 if line.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").is_file() else platform.processor()
     return {"cpu": cpu, "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
             "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
-            "platform": platform.platform(), "load_average_at_start": list(os.getloadavg())}
+            "platform": platform.platform(), "load_average_start": [round(x, 2) for x in os.getloadavg()]}
 
 
 def versions() -> dict:
@@ -123,7 +123,7 @@ def main() -> None:
         evaluate_model(model, real, "standin", extractor, num_samples=2, batch_size=2,
                        cache_dir=Path(tmp) / "cache", kid=False, inception_score=False, timings=cached)
         inception = time_inception(args.inception_subset, args.num, device, Path(tmp))
-    info["load_average_at_end"] = list(os.getloadavg())
+    info["load_average_end"] = [round(x, 2) for x in os.getloadavg()]
 
     result = {
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
@@ -149,6 +149,16 @@ def main() -> None:
         "inception_features": inception,
         "fid_value_meaningless": record.value,
     }
+    seconds = result["seconds"]
+    result["headline"] = {
+        f"FID of {args.num} generated against {args.num} real images": (
+            f"{seconds['total']:.1f} s in all on {torch.get_num_threads()} thread(s): generation {seconds['generation']:.1f} s, "
+            f"features {seconds['features']:.1f} s, statistics {seconds['statistics']:.3f} s, reference "
+            f"{seconds['reference_first_time']:.1f} s the first time and {seconds['reference_from_cache']:.3f} s from the cache"),
+        "Frechet distance at 2048 features": f"{result['frechet_distance_seconds']['dim_2048']:.2f} s",
+        "Inception features (its architecture, random weights)": (
+            f"{inception['images_per_second']:.1f} images/s over {inception['images_timed']} images, "
+            f"i.e. about {inception['extrapolated_seconds_for_num']:.0f} s for {args.num}")}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))

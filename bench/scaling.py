@@ -114,7 +114,7 @@ def machine() -> dict:
     cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
                 if line.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").is_file() else platform.processor()
     return {"hostname": platform.node(), "cpu": cpu, "cores": os.cpu_count(), "platform": platform.platform(),
-            "load_average_before": [round(x, 2) for x in os.getloadavg()]}
+            "load_average_start": [round(x, 2) for x in os.getloadavg()]}
 
 
 def main(argv: list[str]) -> None:
@@ -147,7 +147,10 @@ def main(argv: list[str]) -> None:
             record["results"].append(result)
             print(f"{config:<28} {processes} process(es): {result['images_per_s']:>9.1f} images/s, "
                   f"{result['images_per_s_per_process']:>8.1f} per process, efficiency {result['efficiency']:.2f}", flush=True)
-    record["machine"]["load_average_after"] = [round(x, 2) for x in os.getloadavg()]
+    record["machine"]["load_average_end"] = [round(x, 2) for x in os.getloadavg()]
+    record["headline"] = {f"{Path(r['config']).stem}, {r['processes']} process(es)": (
+        f"{r['images_per_s']:.1f} images/s, {r['images_per_s_per_process']:.1f} per process, efficiency {r['efficiency']:.2f}")
+        for r in record["results"]}
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(json.dumps(record, indent=2) + "\n")
