@@ -485,8 +485,6 @@ def feature_of(classifier_path: str | Path) -> dict[str, Any]:
             "feature_build_command": found["command"]}
 
 
-#: Images per ``sample()`` call in the FID benchmarks: with one generator the draws depend on it, so
-#: records that share it (bench.diffusers_peer, bench.few_step) draw the same images for the same seed.
 def answer_as_worker(spec_json: str | None, worker: Callable[[dict], dict]) -> bool:
     """In a benchmark's worker process (its hidden ``--worker-spec``): print ``RESULT <json>`` of
     ``worker(spec)`` for ``call_worker`` and return True; return False in the driver (no spec)."""
@@ -517,6 +515,8 @@ def parse_named_overrides(text: str, flag: str) -> tuple[str, list[str]]:
     return name, overrides
 
 
+#: Images per ``sample()`` call in the FID benchmarks: with one generator the draws depend on it, so
+#: records that share it (bench.diffusers_peer, bench.few_step) draw the same images for the same seed.
 SAMPLE_CHUNK = 250
 
 
