@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import datetime as _dt
 import json
-import os
 import platform
 import sys
 import tempfile
@@ -34,6 +33,7 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from bench.common import load_average, machine_info  # noqa: E402
 from lit_gen.evaluate import evaluate_model  # noqa: E402
 from lit_gen.nn.classifier import DomainClassifier  # noqa: E402
 from lit_gen.metrics.features import ClassifierFeatures, InceptionFeatures, random_inception_weights  # noqa: E402
@@ -52,14 +52,6 @@ class StandInImages:
 
     def dataset(self, split: str):
         return self._data
-
-
-def machine() -> dict:
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").is_file() else platform.processor()
-    return {"cpu": cpu, "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-            "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
-            "platform": platform.platform(), "load_average_start": [round(x, 2) for x in os.getloadavg()]}
 
 
 def versions() -> dict:
@@ -108,7 +100,7 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    info = machine()
+    info = {**machine_info(), "load_average_start": load_average()}
 
     torch.manual_seed(0)
     model = VAE(channels=3, image_size=32, architecture="conv", conv_channels=(32, 64), latent_dim=8).to(device).eval()
@@ -123,7 +115,7 @@ def main() -> None:
         evaluate_model(model, real, "standin", extractor, num_samples=2, batch_size=2,
                        cache_dir=Path(tmp) / "cache", kid=False, inception_score=False, timings=cached)
         inception = time_inception(args.inception_subset, args.num, device, Path(tmp))
-    info["load_average_end"] = [round(x, 2) for x in os.getloadavg()]
+    info["load_average_end"] = load_average()
 
     result = {
         "command": " ".join([Path(sys.executable).name, *sys.argv]),

@@ -34,6 +34,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from bench.common import load_average, machine_info  # noqa: E402
+
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -111,10 +113,11 @@ def measure(args: argparse.Namespace, config: str, steps: int, processes: int) -
 
 
 def machine() -> dict:
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").is_file() else platform.processor()
-    return {"hostname": platform.node(), "cpu": cpu, "cores": os.cpu_count(), "platform": platform.platform(),
-            "load_average_start": [round(x, 2) for x in os.getloadavg()]}
+    """The driver's machine facts (bench.common), without its own torch thread count: the measured
+    processes get ``--threads`` each (in ``settings``)."""
+    facts = {"hostname": platform.node(), **machine_info(), "load_average_start": load_average()}
+    facts.pop("torch_threads")
+    return facts
 
 
 def main(argv: list[str]) -> None:
@@ -147,7 +150,7 @@ def main(argv: list[str]) -> None:
             record["results"].append(result)
             print(f"{config:<28} {processes} process(es): {result['images_per_s']:>9.1f} images/s, "
                   f"{result['images_per_s_per_process']:>8.1f} per process, efficiency {result['efficiency']:.2f}", flush=True)
-    record["machine"]["load_average_end"] = [round(x, 2) for x in os.getloadavg()]
+    record["machine"]["load_average_end"] = load_average()
     record["headline"] = {f"{Path(r['config']).stem}, {r['processes']} process(es)": (
         f"{r['images_per_s']:.1f} images/s, {r['images_per_s_per_process']:.1f} per process, efficiency {r['efficiency']:.2f}")
         for r in record["results"]}
