@@ -40,7 +40,7 @@ RECORDS: dict[str, tuple[list[str], list[str]]] = {
                               "--sampler", "dpmpp_2m:10", "--jobs", "2", "--threads", "1", "--arms",
                               "--arm", "flow=model.objective=flow"], ["--quick"]),
     # 250 images per sampler and seed in batches of 75: 12 interleaved batch pairs over 3 seeds (the time
-    # interval needs 10), at a DDPM-1000 cost of about 15 CPU-minutes per checkpoint.
+    # interval needs 10); DDPM-1000 then took 701 s for the 750 images (bench/results/sampling.json).
     "sampling": (["-m", "bench.sampling", "--num-samples", "250", "--batch-size", "75"], ["--quick", "--num-samples", "100", "--batch-size", "25"]),
     "sampling_200ep": (["-m", "bench.sampling", "--epochs", "200", "--num-samples", "250", "--batch-size", "75"], []),
     "vq_codebook": (["-m", "bench.vq_codebook"], ["--quick"]),
