@@ -110,10 +110,11 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         timings: dict = {}
         record = evaluate_model(model, real, "standin", extractor, num_samples=args.num, batch_size=args.batch_size,
-                                cache_dir=Path(tmp) / "cache", kid=False, timings=timings)
+                                cache_dir=Path(tmp) / "cache", kid=False, timings=timings, train_reference=False)
         cached: dict = {}
         evaluate_model(model, real, "standin", extractor, num_samples=2, batch_size=2,
-                       cache_dir=Path(tmp) / "cache", kid=False, inception_score=False, timings=cached)
+                       cache_dir=Path(tmp) / "cache", kid=False, inception_score=False, timings=cached,
+                       train_reference=False)
         inception = time_inception(args.inception_subset, args.num, device, Path(tmp))
     info["load_average_end"] = load_average()
 

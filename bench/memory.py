@@ -66,7 +66,7 @@ def child_fid(num_samples: int) -> None:
     started = time.perf_counter()
     with peak_rss_delta() as memory:  # the evaluation alone, above what was resident before it
         record = evaluate_model(model, real, "standin", extractor, num_samples=num_samples, batch_size=250,
-                                cache_dir=None, kid=False, inception_score=False)
+                                cache_dir=None, kid=False, inception_score=False, train_reference=False)
     print(f"RESULT {time.perf_counter() - started:.2f} {record.generated_count} {memory['delta_bytes']}")
 
 

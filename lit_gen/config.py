@@ -342,6 +342,8 @@ def validate(raw: dict[str, Any], source: str = "") -> RunConfig:
     check_renamed("model", model["name"], model_cls, model_given)
     _fill_from_data(model_given, model_cls, data_cls, data_args)
     model_args = check_arguments("model", model_cls, model_given)
+    if hasattr(model_cls, "check_config"):  # a family's rules on settings a config may not ask for
+        model_cls.check_config(model_args)
 
     trainer = check_trainer(_section(raw, "trainer", required=False))
     run = _dataclass_section(raw, "run", RunSettings)

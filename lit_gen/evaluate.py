@@ -36,6 +36,7 @@ from lit_gen.errors import EvaluationError
 from lit_gen.metrics.features import FeatureExtractor
 from lit_gen.metrics.protocol import DEFAULT_STATS_CACHE_DIR, FIDRecord, metric_label
 from lit_gen.metrics.provenance import feature_provenance, train_images_of
+from lit_gen.metrics.yardstick import MAX_POINTS, Yardstick, judge_against_training
 
 log = logging.getLogger("lit_gen.evaluate")
 
@@ -49,11 +50,15 @@ def evaluate_model(model, datamodule, data_name: str, extractor: FeatureExtracto
                    batch_size: int = 256, seed: int = 0, sample_options: dict | None = None, real_split: str = "test",
                    real_count: int | None = None, cache_dir: str | Path | None = DEFAULT_STATS_CACHE_DIR, kid: bool = True,
                    inception_score: bool = True, checkpoint: str | None = None, global_step: int | None = None,
-                   epoch: int | None = None, progress: bool = False, timings: dict | None = None) -> FIDRecord:
+                   epoch: int | None = None, progress: bool = False, timings: dict | None = None,
+                   train_reference: bool = True, memorization_points: int = MAX_POINTS) -> FIDRecord:
     """FID (and KID, IS) of ``num_samples`` samples of ``model`` against a real split, as a ``FIDRecord``.
 
-    ``timings``, when given, receives the seconds spent per stage (reference, generation, features,
-    statistics).
+    With ``train_reference`` (and a ``real_split`` other than "train") the record's ``yardstick`` also
+    holds the FID of the same samples against the training images, precision and recall, the
+    nearest-training-image ratio on up to ``memorization_points`` images per set, and the real-data
+    floors (``lit_gen.metrics.yardstick``). ``timings``, when given, receives the seconds spent per
+    stage (reference, generation, features, statistics).
     """
     from lit_gen.metrics.fid import ClassScore, FrechetDistance, KernelDistance
     from lit_gen.metrics.reference import reference_statistics
@@ -66,9 +71,15 @@ def evaluate_model(model, datamodule, data_name: str, extractor: FeatureExtracto
     extractor = extractor.to(device)
     timings = timings if timings is not None else {}
     started = time.perf_counter()
+    judged = train_reference and real_split != "train"
+    if train_reference and not judged:
+        log.info("--real-split train: the reference is the training set itself, so there is no held-out FID, "
+                 "memorisation measure or floor to add")
     reference = reference_statistics(datamodule, data_name, real_split, extractor, count=real_count,
-                                     batch_size=batch_size, cache_dir=cache_dir, keep_features=kid, device=device,
-                                     progress=progress)
+                                     batch_size=batch_size, cache_dir=cache_dir, keep_features=kid or judged,
+                                     device=device, progress=progress)
+    train = (reference_statistics(datamodule, data_name, "train", extractor, batch_size=batch_size, cache_dir=cache_dir,
+                                  keep_features=True, device=device, progress=progress) if judged else None)
     timings["reference"] = time.perf_counter() - started
 
     fid = FrechetDistance(extractor, reference.stats).to(device)
@@ -80,6 +91,8 @@ def evaluate_model(model, datamodule, data_name: str, extractor: FeatureExtracto
 
     generator = torch.Generator().manual_seed(seed)
     timings.update(generation=0.0, features=0.0, statistics=0.0)
+    kept: list[torch.Tensor] = []  # the first generated features, for the pairwise memorisation measures
+    kept_count = 0
     batches = generate_batches(model, num_samples, batch_size, generator, options, progress=progress, desc="samples")
     while True:
         t0 = time.perf_counter()
@@ -96,12 +109,21 @@ def evaluate_model(model, datamodule, data_name: str, extractor: FeatureExtracto
             kid_metric.update_features(out.features)
         if is_metric is not None:
             is_metric.update_logits(out.logits)
+        if judged and kept_count < memorization_points:
+            kept.append(out.features[:memorization_points - kept_count].cpu())
+            kept_count += kept[-1].shape[0]
         _sync(device)
         timings["generation"] += t1 - t0
         timings["features"] += t2 - t1
         timings["statistics"] += time.perf_counter() - t2
     t0 = time.perf_counter()
     value = float(fid.compute())
+    yardstick = None
+    if judged:
+        yardstick = judge_against_training(
+            fid.fake_stats(), reference.features, train.features, generated_points=torch.cat(kept),
+            heldout_split=real_split, train_split="train", heldout_is_held_out=datamodule.held_out(real_split),
+            seed=seed, max_points=memorization_points).to_dict()
     timings["statistics"] += time.perf_counter() - t0
 
     extra: dict[str, dict[str, float]] = {}
@@ -143,6 +165,7 @@ def evaluate_model(model, datamodule, data_name: str, extractor: FeatureExtracto
         **feature_provenance(extractor),
         train_images=train_images_of(datamodule, data_name),
         extra_metrics=extra,
+        yardstick=yardstick,
         device=str(device),
         seconds=round(time.perf_counter() - started, 2),
     )
@@ -188,6 +211,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     real.add_argument("--data-root", default=None, help="dataset folder (default: the one in the run's config)")
     real.add_argument("--cache-dir", default=DEFAULT_STATS_CACHE_DIR, help=f"real-statistics cache (default {DEFAULT_STATS_CACHE_DIR})")
     real.add_argument("--no-cache", action="store_true", help="always recompute the real statistics")
+    real.add_argument("--no-train-reference", action="store_true",
+                      help="skip what stands beside the FID: FID against the training images, precision/recall, the "
+                           "nearest-training-image ratio (memorisation) and the real-data floors")
+    real.add_argument("--memorization-points", type=int, default=MAX_POINTS,
+                      help=f"images per set compared pairwise for precision/recall and memorisation (default {MAX_POINTS})")
     likelihood = parser.add_argument_group("likelihood (--bpd)")
     likelihood.add_argument("--bpd", action="store_true",
                             help="compute bits per dimension on --real-split (--real-count images) instead of FID")
@@ -228,11 +256,15 @@ def main(argv: list[str]) -> int:
         seed=args.seed, sample_options=options, real_split=args.real_split, real_count=args.real_count,
         cache_dir=None if args.no_cache else args.cache_dir, kid=not args.no_kid, checkpoint=str(args.ckpt),
         global_step=state.get("global_step"), epoch=state.get("epoch"), progress=True,
+        train_reference=not args.no_train_reference, memorization_points=args.memorization_points,
     )
     out = Path(args.out) if args.out else run_dir_of(args.ckpt) / "evaluations" / default_record_name(record)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(record.to_dict(), indent=2) + "\n")
     print(record.summary_line())
+    if record.yardstick is not None:
+        for line in Yardstick.from_dict(record.yardstick).summary_lines(record.metric, record.value):
+            print(line)
     for name, values in record.extra_metrics.items():
         print(f"{name} = {values['mean']:.4f} ± {values['std']:.4f}")
     print(f"record     {out}")

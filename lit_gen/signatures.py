@@ -158,14 +158,35 @@ def check_renamed(section: str, owner: str, cls: type, given: dict[str, Any]) ->
             )
 
 
+class Added(typing.NamedTuple):
+    """An argument added after files were written, declared by a class as ``ADDED_ARGUMENTS[name]``:
+    ``before`` is the value that reproduces what the class did before the argument existed."""
+
+    before: Any
+    meaning: str
+
+
+def added_arguments(cls: type) -> dict[str, Added]:
+    """``{name: Added}`` for the arguments ``cls`` gained after files were written (its ``ADDED_ARGUMENTS``).
+
+    Checkpoints store every argument (``GenerativeModule.save_hyperparameters`` fills the defaults),
+    so a saved argument set without the name was written before it existed: ``upgrade_arguments``
+    gives it ``before``, not today's default, and the file rebuilds the network it trained.
+    """
+    return dict(getattr(cls, "ADDED_ARGUMENTS", {}))
+
+
 def upgrade_arguments(cls: type, saved: dict[str, Any]) -> dict[str, Any]:
-    """Arguments saved before a rename (a checkpoint's hyperparameters, a first-stage spec) under their
-    current names, so files written before the rename still rebuild their model."""
+    """Arguments saved before a rename or an addition (a checkpoint's hyperparameters, a first-stage
+    spec) in today's form: renamed ones under their current names, added ones at the value that
+    reproduces the behaviour of their time, so files written before still rebuild their model."""
     out = dict(saved)
     for old, renamed in renamed_arguments(cls).items():
         if old in out:
             value = out.pop(old)
             out.setdefault(renamed.new, value)
+    for name, added in added_arguments(cls).items():
+        out.setdefault(name, added.before)
     return out
 
 

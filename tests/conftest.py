@@ -31,6 +31,34 @@ def cli():
     return run_cli
 
 
+@pytest.fixture(autouse=True)
+def every_unet_sees_its_conditioning(request, monkeypatch):
+    """Every U-Net a test builds is checked, when the test ends, for residual blocks blind to t and the label.
+
+    A network that ignores t still returns the right shapes, so a test of formats passes on it; this
+    makes every test that builds a diffusion model check it (``tests/conditioning.py``). A test that
+    builds a blind network on purpose (a checkpoint from before scale-shift) is marked ``blind_conditioning``.
+    """
+    import functools
+
+    from lit_gen.nn.unet import UNet
+    from tests.conditioning import blind_blocks
+
+    built = []
+    original = UNet.__init__
+
+    @functools.wraps(original)
+    def recording(self, *args, **kwargs):
+        original(self, *args, **kwargs)
+        built.append(self)
+
+    monkeypatch.setattr(UNet, "__init__", recording)
+    yield
+    if request.node.get_closest_marker("blind_conditioning") is None:
+        for net in built:
+            assert not blind_blocks(net), f"{request.node.nodeid} built a U-Net with blind blocks: {blind_blocks(net)}"
+
+
 @pytest.fixture
 def digits_batch():
     """A batch of 32 real 8x8 digits in [-1, 1] with their labels."""

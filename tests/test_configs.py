@@ -63,3 +63,29 @@ def test_config_trains_one_step_on_fake_data(path, fake_root, tmp_path, capsys):
         run_main(main, args)
     assert info.value.code == 0, capsys.readouterr().err
     assert list(tmp_path.glob("*/*/checkpoints/last.ckpt")), "one step must leave a checkpoint"
+
+
+DIFFUSION_CONFIGS = [p for p in CONFIGS if load_config(p).model["name"] == "ddpm"]
+
+
+@pytest.mark.parametrize("path", DIFFUSION_CONFIGS, ids=lambda p: p.stem)
+def test_every_block_of_a_shipped_diffusion_config_sees_the_noise_level_and_the_label(path):
+    from lit_gen.build import build_model
+    from tests.conditioning import assert_sees_conditioning
+
+    args = dict(load_config(path).model)
+    if args.get("first_stage"):
+        pytest.skip("latent diffusion: its U-Net is built on a trained first stage (tests/test_two_stage.py checks it)")
+    assert args["conditioning"] == "scale_shift"
+    if args["base_channels"] > 64:
+        args["base_channels"] = 32  # the same structure at a quarter of the width, as above
+    assert_sees_conditioning(build_model(args.pop("name"), args))
+
+
+def test_a_config_that_would_build_blind_blocks_is_refused_with_the_fix():
+    from lit_gen.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"width 32.*one channel per GroupNorm group.*conditioning=scale_shift.*norm_groups=8"):
+        load_config("configs/ddpm_digits.yaml", ["model.conditioning=add"])
+    cfg = load_config("configs/ddpm_digits.yaml", ["model.conditioning=add", "model.norm_groups=8"])  # 4 channels per group
+    assert cfg.model["conditioning"] == "add"

@@ -43,6 +43,14 @@ def test_evaluate_writes_the_full_protocol_and_reuses_cached_real_statistics(set
     assert record["weights"] == "raw" and record["sampler"] is None and record["sample_options"] == {}
     assert set(record["extra_metrics"]) == {"KID-digits-classifier", "IS-digits-classifier"}
     assert not record["real_stats_reused"]
+    # Beside the held-out FID: the same samples against the 1,374 training digits, memorisation, the floors.
+    yardstick = record["yardstick"]
+    assert (yardstick["train_split"], yardstick["train_count"], yardstick["heldout_count"]) == ("train", 1374, 270)
+    assert yardstick["heldout_is_held_out"] and yardstick["fid_train"] > 0 and 0 <= yardstick["precision"] <= 1
+    assert yardstick["floor_heldout"]["count"] == 300 and yardstick["floor_heldout"]["at_same_count"]
+    assert yardstick["floor_train"]["count"] == 270 and not yardstick["floor_train"]["at_same_count"]
+    assert yardstick["floor_heldout"]["value"] < record["value"]  # two epochs of a VAE are far from real digits
+    assert "real-data floor" in out and "nearest-training-image ratio" in out
     assert evaluate.default_record_name(FIDRecord(**record)) == "FID-digits-classifier_300_raw_seed5.json"
 
     code, _, _ = run_evaluate(args + ["--out", str(tmp_path / "b.json")], capsys)

@@ -101,9 +101,10 @@ class FIDCallback(L.Callback):
             raise EvaluationError("FIDCallback needs trainer.fit(model, datamodule=...) to find the real images")
 
         def compute():
+            # The features too, so lit_gen.evaluate (whose yardstick compares feature vectors) reuses this file.
             return reference_statistics(datamodule, data_name_of(datamodule), self.settings.real_split, self._extractor,
                                         count=self.settings.real_count, batch_size=self.settings.batch_size,
-                                        cache_dir=self.settings.cache_dir, device=device)
+                                        cache_dir=self.settings.cache_dir, keep_features=True, device=device)
 
         # Rank 0 computes (or reads) and writes the cache; the others then read it.
         if trainer.is_global_zero:

@@ -202,6 +202,10 @@ class ImageDataModule(L.LightningDataModule):
         self.setup()
         return self.splits[split]
 
+    def held_out(self, split: str) -> bool:
+        """Whether a model trained on this datamodule never saw the images of ``split``."""
+        return split != "train"
+
     def train_dataloader(self):
         """Shuffled batches whose order is a function of (seed, epoch, rank) alone.
 

@@ -90,6 +90,10 @@ class DigitsDataModule(ImageDataModule):
         super().__init__(**forward(DigitsDataModule, loader))
         self.train_split = train_split
 
+    def held_out(self, split: str) -> bool:
+        # train_split "all" trains on every digit: no split is then held out.
+        return split != "train" and self.train_split != "all"
+
     def load_splits(self) -> dict[str, Dataset]:
         images, labels = load_digits_uint8()
         rest, test = split_indices(len(labels), TEST_FRACTION, _TEST_SPLIT_SEED)

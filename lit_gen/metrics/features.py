@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import NamedTuple
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from lit_gen.errors import EvaluationError
@@ -238,9 +237,11 @@ class InceptionFeatures(FeatureExtractor):
 class ClassifierFeatures(FeatureExtractor):
     """Penultimate-layer features and class logits of a domain classifier (``lit_gen.nn.classifier``).
 
-    Images are quantized to 8-bit levels, resized (bilinear, antialiased) to the classifier's
-    image size when theirs differs, grey images repeated for a colour classifier, and mapped to
-    [-1, 1] as in training. Values are labelled ``FID-<dataset>-classifier``.
+    Images are quantized to 8-bit levels, grey images repeated for a colour classifier, and mapped
+    to [-1, 1] as in training. They are never resized: a classifier judges images at the resolution
+    it was trained at, so detail a smaller copy would lose (a faint haze, a thin stroke) stays visible
+    to it. Images of another size raise an error that names the command training a classifier at
+    their size. Values are labelled ``FID-<dataset>-classifier``.
 
     Args:
         net: a ``DomainClassifier``.
@@ -260,8 +261,7 @@ class ClassifierFeatures(FeatureExtractor):
         self.weights_path = str(weights_path) if weights_path else None
         # In-memory weights still get a hash: the reference-statistics cache is keyed on it.
         self.weights_sha256 = file_sha256(weights_path) if weights_path else state_sha256(net)
-        self.preprocessing = (f"8-bit quantization, bilinear antialiased resize to {net.image_size} when needed, "
-                              f"scaled to [-1, 1]")
+        self.preprocessing = f"8-bit quantization at {net.image_size}x{net.image_size}, never resized, scaled to [-1, 1]"
 
     @classmethod
     def from_file(cls, path: str | Path, map_location="cpu") -> "ClassifierFeatures":
@@ -285,7 +285,12 @@ class ClassifierFeatures(FeatureExtractor):
                 raise EvaluationError(f"the {self.dataset} classifier takes {channels}-channel images, got {x.shape[1]} "
                                       f"channels; train a classifier on this dataset (python -m lit_gen.metrics.classifier)")
         if x.shape[-2:] != (size, size):
-            x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+            got = "x".join(map(str, x.shape[-2:]))
+            raise EvaluationError(
+                f"the {self.dataset} classifier was trained on {size}x{size} images but these are {got}: features are "
+                f"taken at the resolution images are made, never resized. Train one at this size: python -m "
+                f"lit_gen.metrics.classifier --data {self.dataset} --image-size {x.shape[-1]} "
+                f"--out weights/{self.dataset}{x.shape[-1]}_classifier.pt")
         features, logits = self.net.features_and_logits(x * 2.0 - 1.0)
         return Features(features, logits)
 

@@ -80,6 +80,9 @@ class FIDRecord:
         train_images: which images the evaluated model was trained on ({"dataset", "split", "count"}),
             so records of models trained on different images are never taken for one protocol.
         extra_metrics: other values from the same samples ("KID-...", "IS-..." with mean and std).
+        yardstick: what stands beside the value (``lit_gen.metrics.yardstick.Yardstick``): FID of the
+            same samples against the training images, precision and recall, the nearest-training-image
+            ratio (memorisation) and the real-data floors; None when not measured (``--no-train-reference``).
         lit_gen_version, torch_version, torchmetrics_version: software versions.
         device: device the samples and features were computed on.
         created: UTC time of the measurement (ISO 8601).
@@ -116,6 +119,7 @@ class FIDRecord:
     feature_build_command: str | None = None
     train_images: dict[str, Any] | None = None
     extra_metrics: dict[str, dict[str, float]] = field(default_factory=dict)
+    yardstick: dict[str, Any] | None = None
     lit_gen_version: str = field(default_factory=lambda: lit_gen.__version__)
     torch_version: str = field(default_factory=lambda: _version("torch"))
     torchmetrics_version: str = field(default_factory=lambda: _version("torchmetrics"))

@@ -27,9 +27,11 @@ from lit_gen.errors import ConfigError
 from lit_gen.models.base import GenerativeModule, LossOutput, to_unit_range
 from lit_gen.nn import noise
 from lit_gen.nn.ema import EMA
+from lit_gen.nn import layers
+from lit_gen.nn.layers import Conditioning
 from lit_gen.nn.unet import UNet
 from lit_gen.rules import Fraction, PositiveFloat, PositiveInt, Range
-from lit_gen.signatures import forward, plain, upgrade_arguments
+from lit_gen.signatures import Added, forward, plain, upgrade_arguments
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +55,11 @@ class DDPM(GenerativeModule):
         norm_groups (int, default 32): most GroupNorm groups per layer (fewer where a width needs it).
         attention_heads (int, default 1): heads of every U-Net self-attention layer; must divide the
             attended widths. The weights do not depend on it.
+        conditioning ("scale_shift" | "add", default "scale_shift"): how each U-Net residual block takes
+            the time (and class) embedding: a per-channel scale and shift after its GroupNorm (Dhariwal &
+            Nichol 2021), or Ho et al.'s per-channel bias before it, which a GroupNorm whose groups hold
+            one channel subtracts exactly (the block then never sees t). The config refuses "add" where a
+            block would be blind; checkpoints written before this argument existed load as "add".
         timesteps (int, default 1000): diffusion steps T.
         beta_schedule ("linear" | "cosine", default "linear"): Ho et al.'s linear betas or Nichol &
             Dhariwal's cosine alpha-bar.
@@ -93,6 +100,24 @@ class DDPM(GenerativeModule):
 
     #: This family's defaults for the optimizer arguments it forwards to ``GenerativeModule``.
     ARGUMENT_DEFAULTS: ClassVar[dict] = {"lr": 2e-4}
+    #: Arguments added after checkpoints were written, with the value that rebuilds those checkpoints' networks.
+    ADDED_ARGUMENTS: ClassVar[dict[str, Added]] = {
+        "conditioning": Added("add", "U-Net blocks added the embedding before their GroupNorm"),
+    }
+
+    @staticmethod
+    def check_config(args: dict) -> None:
+        """Refuse settings no checkpoint needs but a config could ask for: U-Net blocks blind to t."""
+        if args["conditioning"] != "add":
+            return
+        widths = sorted({args["base_channels"] * m for m in args["channel_mults"]})
+        blind = [w for w in widths if w // layers.norm_groups(w, args["norm_groups"]) == 1]
+        if blind:
+            raise ConfigError(
+                f"model.conditioning=add with model.norm_groups={args['norm_groups']}: the U-Net blocks of width "
+                f"{', '.join(map(str, blind))} get one channel per GroupNorm group, which subtracts the added "
+                "embedding exactly, so they never see the noise level. Use model.conditioning=scale_shift (the "
+                f"default), or model.norm_groups={max(1, min(blind) // 4)} for at least 4 channels per group")
 
     def __init__(
         self,
@@ -105,6 +130,7 @@ class DDPM(GenerativeModule):
         dropout: Fraction = 0.1,
         norm_groups: PositiveInt = 32,
         attention_heads: PositiveInt = 1,
+        conditioning: Conditioning = "scale_shift",
         timesteps: PositiveInt = 1000,
         beta_schedule: Literal["linear", "cosine"] = "linear",
         beta_start: Annotated[float, Range(gt=0, lt=1)] = 1e-4,
@@ -157,7 +183,7 @@ class DDPM(GenerativeModule):
                 in_channels=shape[0], base_channels=base_channels, channel_mults=tuple(channel_mults),
                 num_res_blocks=num_res_blocks, attention_resolutions=tuple(attention_resolutions),
                 dropout=dropout, image_size=shape[1], num_classes=num_classes, groups=norm_groups,
-                attention_heads=attention_heads,
+                attention_heads=attention_heads, conditioning=conditioning,
             )
             self.schedule = NoiseSchedule(timesteps, beta_schedule, beta_start, beta_end)
         except ValueError as exc:

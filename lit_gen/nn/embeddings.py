@@ -45,8 +45,8 @@ class TimestepEmbedding(nn.Module):
         self.mlp = nn.Sequential(nn.Linear(base_dim, dim), nn.SiLU(), nn.Linear(dim, dim))
 
     def forward(self, t: Tensor) -> Tensor:
-        """(B,) timesteps -> (B, dim) embedding."""
-        return self.mlp(sinusoidal_embedding(t, self.base_dim))
+        """(B,) timesteps -> (B, dim) embedding (in the MLP's dtype: float32, or float64 for exact tests)."""
+        return self.mlp(sinusoidal_embedding(t, self.base_dim).to(self.mlp[0].weight.dtype))
 
 
 class ClassEmbedding(nn.Module):

@@ -5,8 +5,13 @@ One GroupNorm rule (``group_norm``), one residual block (``ResBlock``) and the r
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+#: How a residual block takes its conditioning vector (see ``ResBlock``).
+Conditioning = Literal["scale_shift", "add"]
 
 
 def norm_groups(channels: int, max_groups: int) -> int:
@@ -34,26 +39,42 @@ def zero_init(module: nn.Module) -> nn.Module:
 
 
 class ResBlock(nn.Module):
-    """``skip(x) + conv2(dropout(act(norm2(conv1(act(norm1(x))) + emb))))``: the residual block of every network.
+    """``skip(x) + conv2(dropout(act(cond(norm2(conv1(act(norm1(x)))), emb))))``: the residual block of every network.
+
+    Conditioning (``emb_dim`` set) comes in one of two ways:
+
+    - ``"scale_shift"`` (Dhariwal & Nichol 2021's ``use_scale_shift_norm``): a linear layer maps the
+      embedding to a per-channel (scale, shift) applied *after* the GroupNorm,
+      ``norm2(h) * (1 + scale) + shift``. Nothing after it removes a per-channel constant, so the
+      block sees the embedding at any group size.
+    - ``"add"`` (Ho et al. 2020): the embedding is added per channel *before* the GroupNorm. Where a
+      group holds one channel, the norm subtracts that constant exactly and the block never sees the
+      embedding (two channels per group keep only their difference). Kept so checkpoints written
+      with it rebuild the network they trained.
 
     Args:
         in_channels (int): input width.
         out_channels (int | None): output width (None: ``in_channels``); a 1x1 convolution matches
             the skip path when they differ.
         emb_dim (int | None): width of a conditioning vector (the U-Net's timestep and class
-            embedding) added after the first convolution; None: no conditioning.
+            embedding); None: no conditioning.
+        conditioning ("scale_shift" | "add", default "scale_shift"): how the embedding enters, see above.
         dropout (float): dropout before the second convolution.
         max_groups (int), eps (float): the GroupNorms (see ``group_norm``).
         zero_last (bool): start the second convolution at zero, so the block starts as the identity.
     """
 
     def __init__(self, in_channels: int, out_channels: int | None = None, *, emb_dim: int | None = None,
-                 dropout: float = 0.0, max_groups: int = 32, eps: float = 1e-5, zero_last: bool = False) -> None:
+                 conditioning: Conditioning = "scale_shift", dropout: float = 0.0, max_groups: int = 32,
+                 eps: float = 1e-5, zero_last: bool = False) -> None:
         super().__init__()
+        assert conditioning in ("scale_shift", "add"), conditioning  # the config checks the Literal
         out_channels = out_channels or in_channels
+        self.conditioning = conditioning
         self.norm1 = group_norm(in_channels, max_groups, eps)
         self.conv1 = nn.Conv2d(in_channels, out_channels, 3, padding=1)
-        self.emb_proj = nn.Linear(emb_dim, out_channels) if emb_dim is not None else None
+        widths = 2 * out_channels if conditioning == "scale_shift" else out_channels
+        self.emb_proj = nn.Linear(emb_dim, widths) if emb_dim is not None else None
         self.norm2 = group_norm(out_channels, max_groups, eps)
         self.dropout = nn.Dropout(dropout)
         conv2 = nn.Conv2d(out_channels, out_channels, 3, padding=1)
@@ -63,9 +84,16 @@ class ResBlock(nn.Module):
 
     def forward(self, x: Tensor, emb: Tensor | None = None) -> Tensor:
         h = self.conv1(F.silu(self.norm1(x)))
-        if self.emb_proj is not None:
-            h = h + self.emb_proj(F.silu(emb))[:, :, None, None]  # (B, C, 1, 1) broadcast over pixels
-        h = self.conv2(self.dropout(F.silu(self.norm2(h))))
+        if self.emb_proj is None:
+            h = self.norm2(h)
+        else:
+            projected = self.emb_proj(F.silu(emb))[:, :, None, None]  # (B, C or 2C, 1, 1) broadcast over pixels
+            if self.conditioning == "scale_shift":
+                scale, shift = projected.chunk(2, dim=1)
+                h = self.norm2(h) * (1 + scale) + shift
+            else:
+                h = self.norm2(h + projected)
+        h = self.conv2(self.dropout(F.silu(h)))
         return self.skip(x) + h
 
 

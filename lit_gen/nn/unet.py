@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from lit_gen.nn.embeddings import ClassEmbedding, TimestepEmbedding
-from lit_gen.nn.layers import Downsample, ResBlock, Upsample, group_norm, zero_init
+from lit_gen.nn.layers import Conditioning, Downsample, ResBlock, Upsample, group_norm, zero_init
 
 
 class SelfAttention(nn.Module):
@@ -65,6 +65,9 @@ class UNet(nn.Module):
     :param groups: the most GroupNorm groups per layer; fewer are used where the width needs it.
     :param attention_heads: heads of every self-attention layer; must divide the width of each level
         that has attention (and of the middle block).
+    :param conditioning: how every residual block takes the time (and class) embedding:
+        ``"scale_shift"`` after its second GroupNorm (Dhariwal & Nichol 2021), or ``"add"`` before it
+        (Ho et al. 2020; a group of one channel then erases it, see ``lit_gen.nn.layers.ResBlock``).
     """
 
     def __init__(
@@ -80,6 +83,7 @@ class UNet(nn.Module):
         num_classes: int | None = None,
         groups: int = 32,
         attention_heads: int = 1,
+        conditioning: Conditioning = "scale_shift",
     ) -> None:
         super().__init__()
         channel_mults = tuple(channel_mults)
@@ -110,7 +114,8 @@ class UNet(nn.Module):
         self.conv_in = nn.Conv2d(in_channels, base_channels, 3, padding=1)
 
         def res_block(c_in: int, c_out: int) -> ResBlock:
-            return ResBlock(c_in, c_out, emb_dim=emb_dim, dropout=dropout, max_groups=groups, zero_last=True)
+            return ResBlock(c_in, c_out, emb_dim=emb_dim, conditioning=conditioning, dropout=dropout, max_groups=groups,
+                            zero_last=True)
 
         def block(c_in: int, c_out: int, res: int) -> list[nn.Module]:
             layers: list[nn.Module] = [res_block(c_in, c_out)]

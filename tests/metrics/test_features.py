@@ -86,14 +86,17 @@ def small_classifier(channels: int = 1, size: int = 8) -> ClassifierFeatures:
     return ClassifierFeatures(DomainClassifier(channels, size, 10, widths=(4, 4, 4), feature_dim=6), "digits")
 
 
-def test_classifier_features_quantize_resize_and_label_the_metric():
+def test_classifier_features_quantize_never_resize_and_label_the_metric():
     extractor = small_classifier()
     assert extractor.suffix == "-digits-classifier" and extractor.weights_sha256  # in-memory weights are hashed
     images = torch.rand(3, 1, 8, 8, generator=torch.Generator().manual_seed(0))
     # Images are measured as a PNG would hold them: 8-bit levels.
     assert torch.equal(extractor.extract(images).features, extractor.extract(quantize_unit(images)).features)
     bigger = torch.nn.functional.interpolate(images, size=16, mode="nearest")
-    assert extractor.extract(bigger).features.shape == (3, 6)  # resized to the classifier's 8x8
+    # Never resized: a 16x16 image is judged by a 16x16 classifier, and the error says how to train one.
+    with pytest.raises(EvaluationError, match=r"trained on 8x8 images but these are 16x16.*--data digits --image-size 16"):
+        extractor.extract(bigger)
+    assert small_classifier(size=16).extract(bigger).features.shape == (3, 6)
     with pytest.raises(EvaluationError, match="takes 1-channel images, got 3"):
         extractor.extract(torch.rand(2, 3, 8, 8))
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 from torch import nn
 
@@ -33,15 +34,57 @@ def test_every_network_normalises_by_the_one_rule():
     assert any(m.num_groups == 12 for m in nets[2].modules() if isinstance(m, nn.GroupNorm))
 
 
-def test_a_conditioned_block_starts_as_its_skip_path_and_uses_the_embedding():
+def test_a_conditioned_block_starts_as_its_skip_path():
     torch.manual_seed(0)
     block = ResBlock(4, 8, emb_dim=6, zero_last=True)
     x, emb = torch.randn(2, 4, 5, 5), torch.randn(2, 6)
-    assert torch.equal(block(x, emb), block.skip(x))  # the last convolution starts at zero
-    nn.init.normal_(block.conv2.weight)
-    assert not torch.allclose(block(x, emb), block(x, torch.zeros_like(emb)))
+    assert torch.equal(block(x, emb), block.skip(x))  # the last convolution starts at zero, exactly
     plain = ResBlock(4)
     assert isinstance(plain.skip, nn.Identity) and plain.emb_proj is None and plain(x).shape == x.shape
+
+
+def _random_block(conditioning: str, channels: int, groups: int) -> ResBlock:
+    """A float64 block with every weight random (its zero-initialised last convolution included)."""
+    block = ResBlock(channels, channels, emb_dim=6, conditioning=conditioning, max_groups=groups, zero_last=True).double()
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for p in block.parameters():
+            p.copy_(torch.randn(p.shape, generator=generator, dtype=torch.float64) * 0.5)
+    return block
+
+
+def _change(block: ResBlock) -> float:
+    """Largest change of the block's output when only its embedding changes (float64)."""
+    generator = torch.Generator().manual_seed(1)
+    x = torch.randn(2, block.conv1.in_channels, 5, 5, generator=generator, dtype=torch.float64)
+    emb_a, emb_b = (torch.randn(2, 6, generator=generator, dtype=torch.float64) for _ in range(2))
+    with torch.no_grad():
+        return float((block(x, emb_a) - block(x, emb_b)).abs().max())
+
+
+@pytest.mark.parametrize("channels, groups", [(8, 8), (8, 4), (32, 32), (64, 32)])
+def test_scale_shift_conditioning_moves_the_output_at_every_group_size(channels, groups):
+    assert _change(_random_block("scale_shift", channels, groups)) > 1e-2
+
+
+def test_an_added_embedding_is_erased_by_a_groupnorm_of_one_channel_per_group():
+    # Ho et al.'s order: the per-channel bias goes in before norm2; one channel per group subtracts it exactly.
+    erased = _change(_random_block("add", 8, 8))
+    assert erased < 1e-12  # float64: exact up to roundoff, whatever the kernels
+    assert _change(_random_block("add", 8, 4)) > 1e-2  # two channels per group keep their difference
+
+
+def test_scale_shift_is_the_norm_output_scaled_and_shifted_per_channel():
+    block = _random_block("scale_shift", 4, 2)
+    generator = torch.Generator().manual_seed(3)
+    x = torch.randn(1, 4, 3, 3, generator=generator, dtype=torch.float64)
+    emb = torch.randn(1, 6, generator=generator, dtype=torch.float64)
+    with torch.no_grad():
+        scale, shift = block.emb_proj(torch.nn.functional.silu(emb)).chunk(2, dim=1)
+        h = block.norm2(block.conv1(torch.nn.functional.silu(block.norm1(x))))
+        by_hand = block.skip(x) + block.conv2(torch.nn.functional.silu(h * (1 + scale[:, :, None, None])
+                                                                        + shift[:, :, None, None]))
+        assert torch.allclose(block(x, emb), by_hand, rtol=0, atol=1e-12)
 
 
 def test_a_vq_checkpoint_written_with_the_sequential_block_names_still_loads():

@@ -81,10 +81,15 @@ def test_unreachable_attention_resolution_is_rejected():
 
 
 def test_ho_et_al_cifar10_architecture_has_35_7m_parameters():
-    net = UNet(in_channels=3, base_channels=128, channel_mults=(1, 2, 2, 2), num_res_blocks=2,
-               attention_resolutions=(16,), dropout=0.1, image_size=32)
+    ho = dict(in_channels=3, base_channels=128, channel_mults=(1, 2, 2, 2), num_res_blocks=2,
+              attention_resolutions=(16,), dropout=0.1, image_size=32)
+    net = UNet(**ho, conditioning="add")  # Ho et al. add the embedding: one projection row per channel
     count = sum(p.numel() for p in net.parameters())
     assert count == pytest.approx(35.7e6, rel=0.01)
+    # Scale and shift need two rows per channel: each block's projection doubles, nothing else changes.
+    projections = [m.emb_proj for m in net.modules() if getattr(m, "emb_proj", None) is not None]
+    extra = sum(p.out_features * (p.in_features + 1) for p in projections)
+    assert sum(p.numel() for p in UNet(**ho).parameters()) == count + extra
     attention = [m for m in net.modules() if type(m).__name__ == "SelfAttention"]
     assert len(attention) == 2 + 3 + 1  # 16x16 down (2), 16x16 up (3), middle (1)
     with torch.no_grad():
