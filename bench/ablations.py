@@ -1,31 +1,35 @@
-"""Training-side ablations of the 16x16 digits recipe: one setting changed per arm, paired over training seeds.
+"""Training-side ablations of a digits diffusion recipe: one setting changed per arm, paired over training seeds.
 
-    python -m bench.ablations                              # every arm, 830 steps, 3 seeds, 1000 samples each
+    python -m bench.ablations                              # every arm, 830 steps, 3 seeds
     python -m bench.ablations --arms no_warmup constant_lr # the recipe and these arms
     python -m bench.ablations --arm wd=model.weight_decay=0.01   # one more arm of your own (repeatable)
     python -m bench.ablations --jobs 2 --threads 1         # two runs side by side (step-matched, see below)
-    python -m bench.ablations --quick                      # 100 steps, 200 samples: a smoke run
-    python -m bench.ablations --config configs/ddpm_digits.yaml --steps 1260 --sampler dpmpp_2m:10 --arms \
-        --arm flow=model.objective=flow                    # the 8x8 quickstart: eps against rectified flow
+    python -m bench.ablations --quick                      # 100 steps: a smoke run
+    python -m bench.ablations --arms --arm ng8_add="model.conditioning=add;model.norm_groups=8" \
+        --arm ng8=model.norm_groups=8 --out bench/results/ablations_conditioning.json   # how blocks take t
+    python -m bench.ablations --config configs/ddpm_digits_cond.yaml --steps 1260 --sampler ddim:50 ...
+                                                           # a conditional config: also each class's accuracy
 
-The recipe is ``configs/ddpm_digits16.yaml`` (rectified flow, 3 U-Net levels, all 1,797 digits, batch 64,
-lr 2e-3 with 100 warm-up steps and a cosine decay, clipping at 1, EMA 0.999 with warm-up), run through
-``lit_gen.fit`` as a user runs it. Every arm trains for the same number of optimizer steps: 830, what
-240 s of the whole fit gave the recipe on 2 threads in ``diffusers_peer_16.json``. Matching steps rather
-than seconds compares what a step learns, and keeps the result independent of the machine's load, so
-``--jobs 2`` may run two single-thread runs side by side; each arm's seconds per step are recorded,
-since some (attention heads, GroupNorm groups) also change a step's cost.
+The recipe is ``configs/ddpm_digits16.yaml`` by default (``--config`` another digits config), run through
+``lit_gen.fit`` as a user runs it, on the yardstick's training digits (``bench.yardstick``: 1,374 digits of
+one fixed partition; the 423 others are held out from every arm). Every arm trains for the same number
+of optimizer steps: 830, what 240 s of the whole fit gave the 16x16 recipe on 2 threads. Matching steps
+rather than seconds compares what a step learns, and keeps the result independent of the machine's
+load, so ``--jobs 2`` may run two single-thread runs side by side; each arm's seconds per step are
+recorded, since some (attention heads, GroupNorm groups) also change a step's cost.
 
-Samples: Heun, 5 steps by default (8 network evaluations; ``bench/results/few_step.json`` found it
-within the 50-step Euler FID on these checkpoints; ``--sampler NAME:STEPS`` for another), EMA weights,
-sampling seed 1000 + training seed. FID on the digits classifier's features against the images the
-config trains on (``data.train_split``: all 1,797 digits for the 16x16 recipe), at its resolution.
-``--config`` ablates another digits config the same way.
+Samples: the config's own sampler by default (``model.default_sampler``; ``--sampler NAME:STEPS`` for
+another), EMA weights, sampling seed 1000 + training seed, as many as the yardstick holds out (423).
+Judged by ``bench.yardstick`` at the config's resolution: FID against the held-out digits (the verdicts)
+and against the training digits, precision/recall, memorisation and background haze, all recorded. A
+class-conditional config samples every class equally, guided as its ``run.sample_options`` say, and
+each run also records the share of samples the yardstick's classifier assigns to their class.
 
 Verdict per arm: the geometric mean of FID(arm) / FID(recipe) over training seeds, paired by seed (the
 same seed gives both the same initial weights where the architecture is the same, and the same data
 order), with a 95% t interval (``bench.stats.paired_log_ratio``): "better" when the whole interval lies
-below 1, "worse" when above, otherwise "not resolved" (the measurement cannot tell).
+below 1, "worse" when above, otherwise "not resolved" (the measurement cannot tell). The class accuracy
+gets the same paired comparison (higher is better).
 """
 
 from __future__ import annotations
@@ -39,13 +43,13 @@ from pathlib import Path
 
 import torch
 
-from bench.common import (CACHE, REPO, Recorder, answer_as_worker, base_parser, call_worker, digits_classifier, digits_fid_protocol, feature_of,
-                          load_average, median, parse_named_overrides, sample_in_chunks, score_samples, setup)
+from bench.common import (CACHE, REPO, Recorder, answer_as_worker, base_parser, call_worker, load_average, median,
+                          parse_named_overrides, sample_in_chunks, setup)
 from bench.stats import lower_is_better_effect, mean_sd, paired_log_ratio
+from bench.yardstick import TRAIN_OVERRIDES, Yardstick
 
 CONFIG = "configs/ddpm_digits16.yaml"
 STEPS = 830
-SAMPLER = "heun:5"
 #: Each arm: the one change to the recipe, as config overrides. The issue's list: warm-up and schedule, AdamW
 #: settings, clipping, GroupNorm groups, attention heads, loss weighting (for flow: how t is drawn), and the
 #: learning rate around the recipe's.
@@ -70,19 +74,23 @@ def worker(spec: dict) -> dict:
     torch.set_num_threads(spec["threads"])
     workdir = Path(spec["dir"])
     argv = ["--config", str(REPO / spec["config"]), "--run-id", f"seed{spec['seed']}", "--resume", "never",
-            f"seed={spec['seed']}", *spec["overrides"], f"trainer.max_steps={spec['steps']}", "trainer.max_epochs=-1",
-            f"run.output_dir={workdir}", "trainer.accelerator=cpu"]
+            f"seed={spec['seed']}", *TRAIN_OVERRIDES, *spec["overrides"], f"trainer.max_steps={spec['steps']}",
+            "trainer.max_epochs=-1", f"run.output_dir={workdir}", "trainer.accelerator=cpu"]
     started = time.perf_counter()
     if fit.main(argv) != 0:
         raise SystemExit("lit_gen.fit failed")
     seconds = time.perf_counter() - started
     summary = json.loads(next(workdir.rglob("summary.json")).read_text())
     model = load_model(next(workdir.rglob("last.ckpt")), map_location="cpu").eval()
-    samples = sample_in_chunks(model, spec["num_samples"], 1000 + spec["seed"], **spec["sampler"])
+    options = dict(spec["sampler"])
+    # A conditional model draws every class equally often, in order (guided as its default_sampler says).
+    labels = torch.arange(spec["num_samples"]) % model.num_classes if model.conditional else None
+    samples = sample_in_chunks(model, spec["num_samples"], 1000 + spec["seed"], labels=labels, **options)
     path = workdir / "samples.pt"
-    torch.save((samples.clamp(0, 1) * 255).round().to(torch.uint8), path)
+    torch.save({"images": (samples.clamp(0, 1) * 255).round().to(torch.uint8), "labels": labels}, path)
     return {"steps_done": summary["global_step"], "fit_seconds": round(seconds, 1),
-            "seconds_per_step": round(seconds / max(1, summary["global_step"]), 4), "samples": str(path)}
+            "seconds_per_step": round(seconds / max(1, summary["global_step"]), 4), "samples": str(path),
+            "sampler": {**model.sample_defaults(), **options}}
 
 
 # ----------------------------------------------------------------------------------- the driver
@@ -95,8 +103,9 @@ def main(argv: list[str] | None = None) -> None:
                         help="one more arm with these config overrides (repeatable)")
     parser.add_argument("--seeds", type=int, default=3, help="training seeds per arm (default 3; the interval needs 3)")
     parser.add_argument("--steps", type=int, default=None, help=f"optimizer steps per run (default {STEPS}, quick 100)")
-    parser.add_argument("--sampler", default=SAMPLER, help=f"NAME:STEPS of lit_gen.sample (default {SAMPLER})")
-    parser.add_argument("--num-samples", type=int, default=None, help="samples per run (default 1000, quick 200)")
+    parser.add_argument("--sampler", default=None, help="NAME:STEPS of lit_gen.sample (default: the config's own)")
+    parser.add_argument("--num-samples", type=int, default=None,
+                        help="samples per run (default: as many as the yardstick holds out, 423; quick 200)")
     parser.add_argument("--threads", type=int, default=2, help="torch threads per run (default 2)")
     parser.add_argument("--jobs", type=int, default=1, help="runs side by side (default 1; steps are matched, not time)")
     parser.add_argument("--keep", default=str(CACHE / "ablations"), help="folder for the runs' checkpoints and samples")
@@ -111,29 +120,25 @@ def main(argv: list[str] | None = None) -> None:
     arms.update({name: ARMS[name] for name in (args.arms if args.arms is not None else [a for a in ARMS if a != "recipe"])})
     arms.update(dict(parse_named_overrides(text, "--arm") for text in args.arm))
     steps = 100 if args.quick else args.steps or STEPS  # --quick is a smoke run whatever --steps says
-    num_samples = args.num_samples or (200 if args.quick else 1000)
-    name, _, count = args.sampler.partition(":")
-    if not count.isdigit():
-        raise SystemExit(f"--sampler {args.sampler!r}: expected NAME:STEPS, e.g. dpmpp_2m:10")
-    sampler = {"sampler": name, "steps": int(count)}
+    sampler: dict = {}
+    if args.sampler:
+        name, _, count = args.sampler.partition(":")
+        if not count.isdigit():
+            raise SystemExit(f"--sampler {args.sampler!r}: expected NAME:STEPS, e.g. dpmpp_2m:10")
+        sampler = {"sampler": name, "steps": int(count)}
 
     from lit_gen.config import load_config
-    from lit_gen.data.digits import DigitsDataModule
-    from lit_gen.metrics.features import ClassifierFeatures
-    from lit_gen.metrics.reference import reference_statistics
 
     cfg = load_config(REPO / args.config)
     if cfg.data["name"] != "digits" or cfg.model["name"] != "ddpm":
         raise SystemExit(f"--config {args.config}: expected a ddpm config on the digits data")
+    resolution = cfg.data["image_size"] or 8
+    yardstick = Yardstick.build("digits", resolution)
+    num_samples = args.num_samples or (200 if args.quick else yardstick.n)
+    conditional = cfg.model.get("num_classes") is not None
     rec = Recorder("ablations", f"training-side ablations of {args.config} at {steps} steps, FID paired over "
                    f"{args.seeds} seeds")
-    classifier = digits_classifier()
-    extractor = ClassifierFeatures.from_file(classifier)
-    feature = feature_of(classifier)
-    data = DigitsDataModule(train_split=cfg.data["train_split"], image_size=cfg.data["image_size"])
-    reference = reference_statistics(data, "digits", "train", extractor, cache_dir=None).stats
-    protocol = digits_fid_protocol(extractor, "train", reference.count, data, sampler=sampler["sampler"],
-                                   steps=sampler["steps"], generated_count=num_samples)
+    floors = yardstick.floors(num_samples)
 
     workdir = Path(args.keep)
     if workdir.exists():
@@ -148,36 +153,62 @@ def main(argv: list[str] | None = None) -> None:
                 "threads": args.threads, "dir": str(folder), "config": args.config, "sampler": sampler}
         load = load_average()
         result = call_worker("bench.ablations", spec, args.threads, 3600, f"{arm} seed {seed}")
-        fid = score_samples(result["samples"], extractor, reference)
-        print(f"  {arm} seed {seed}: FID {fid:.2f} ({result['steps_done']} steps, {result['seconds_per_step']:.3f} s/step, "
+        saved = torch.load(result["samples"], weights_only=True)
+        images = saved["images"].float() / 255.0
+        judged = yardstick.judge(images, seed=seed)
+        if saved["labels"] is not None:
+            judged["class_accuracy"] = round(float((yardstick.extractor.extract(images).logits.argmax(1)
+                                                    == saved["labels"]).double().mean()), 4)
+        print(f"  {arm} seed {seed}: {judged} ({result['steps_done']} steps, {result['seconds_per_step']:.3f} s/step, "
               f"load {load})", flush=True)
-        return {"arm": arm, "seed": seed, "fid": round(fid, 3), "load_average_before": load, **result}
+        return {"arm": arm, "seed": seed, **judged, "load_average_before": load, "load_average_after": load_average(),
+                **result}
 
     with ThreadPoolExecutor(max_workers=args.jobs) as pool:
         runs = list(pool.map(lambda job: one(*job), order))
 
-    fids = {arm: {r["seed"]: r["fid"] for r in runs if r["arm"] == arm} for arm in arms}
     seeds = list(range(args.seeds))
+    ran = runs[0]["sampler"]
     for r in runs:
-        rec.add_fid_value(r["arm"], r["seed"], r["fid"], protocol, feature)
+        for reference, key in (("heldout", "fid"), ("train", "fid_train")):
+            protocol = yardstick.protocol(reference, sampler=r["sampler"]["sampler"], steps=r["sampler"]["steps"],
+                                          generated_count=num_samples, guidance=r["sampler"].get("guidance"))
+            rec.add_fid_value(r["arm"] if reference == "heldout" else f"{r['arm']} (train)", r["seed"], r[key],
+                              protocol, yardstick.feature())
+    rec.fid_varies = ("real_split", "real_count")
+    measures = ["fid", "fid_train", "precision", "recall", "nn_ratio", "haze"] + (["class_accuracy"] if conditional else [])
     summary, ratios = {}, {}
     for arm in arms:
-        values = [fids[arm][s] for s in seeds]
-        mean, sd = mean_sd(values)
+        per_seed = {m: [next(r[m] for r in runs if r["arm"] == arm and r["seed"] == s) for s in seeds] for m in measures}
         per_step = [r["seconds_per_step"] for r in runs if r["arm"] == arm]
-        summary[arm] = {"overrides": arms[arm], "fid_mean": round(mean, 3), "fid_sd": round(sd, 3), "fids": values,
-                        "seconds_per_step_median": round(median(per_step), 4)}
-        line = f"{mean:.2f} ± {sd:.2f}"
+        summary[arm] = {"overrides": arms[arm], "seconds_per_step_median": round(median(per_step), 4),
+                        **{f"{m}_mean": round(mean_sd(per_seed[m])[0], 4) for m in measures},
+                        **{f"{m}_sd": round(mean_sd(per_seed[m])[1], 4) for m in measures}, "fids": per_seed["fid"]}
+        line = (f"FID {summary[arm]['fid_mean']:.2f} ± {summary[arm]['fid_sd']:.2f} held out, "
+                f"{summary[arm]['fid_train_mean']:.2f} train; haze {summary[arm]['haze_mean']:.4f}")
+        if conditional:
+            line += f"; class accuracy {summary[arm]['class_accuracy_mean']:.3f}"
         if arm != "recipe":
-            interval = paired_log_ratio(values, [fids["recipe"][s] for s in seeds])
-            ratios[arm] = interval.as_dict()
+            recipe = {m: [next(r[m] for r in runs if r["arm"] == "recipe" and r["seed"] == s) for s in seeds]
+                      for m in measures}
+            interval = paired_log_ratio(per_seed["fid"], recipe["fid"])
+            ratios[arm] = {"fid": interval.as_dict(), "fid_train": paired_log_ratio(per_seed["fid_train"],
+                                                                                  recipe["fid_train"]).as_dict()}
             effect = lower_is_better_effect(interval)
             summary[arm]["effect"] = effect
-            line += f"; x{interval.estimate:.2f} the recipe" + (
+            line += f"; x{interval.estimate:.2f} the recipe's held-out FID" + (
                 f" [{interval.low:.2f}, {interval.high:.2f}]" if interval.low is not None else "") + f": {effect}"
+            if conditional:
+                accuracy = paired_log_ratio(recipe["class_accuracy"], per_seed["class_accuracy"])  # < 1: the arm is better
+                ratios[arm]["class_accuracy_recipe_over_arm"] = accuracy.as_dict()
+                summary[arm]["class_accuracy_effect"] = lower_is_better_effect(accuracy)
+                line += f"; class accuracy: {summary[arm]['class_accuracy_effect']}"
         rec.headline[f"{arm} ({'; '.join(arms[arm]) or args.config})"] = line
+    rec.headline["real-data floors"] = (f"FID {floors['fid_heldout']:.2f} held out, {floors['fid_train']:.2f} train "
+                                        f"(N={floors['n']}); haze {floors['haze_heldout']:.4f}")
     rec.numbers.update(config=args.config, steps=steps, seeds=args.seeds, num_samples=num_samples, threads=args.threads,
-                       jobs=args.jobs, sampler=sampler, arms=summary, ratios_to_recipe=ratios, runs=runs)
+                       jobs=args.jobs, sampler=ran, arms=summary, ratios_to_recipe=ratios, floors=floors,
+                       train_overrides=TRAIN_OVERRIDES, runs=runs)
     if args.jobs > 1:
         rec.notes.append(f"{args.jobs} runs went side by side: the steps are matched, so only the seconds per step "
                          "(recorded, not compared) feel it")

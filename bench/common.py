@@ -442,49 +442,7 @@ def child_env(**extra: str) -> dict[str, str]:
     return {k: v for k, v in env.items() if not k.startswith("SLURM_")}
 
 
-# ----------------------------------------------------------------------------------- shared assets
-def digits_classifier(path: str | Path | None = None) -> Path:
-    """The digits domain classifier (FID features), trained once with lit_gen's CLI and reused."""
-    path = Path(path) if path else CACHE / "digits_classifier.pt"
-    if path.is_file() and _has_build_command(path):
-        return path
-    path.parent.mkdir(parents=True, exist_ok=True)
-    log.info("training the digits domain classifier -> %s", path)
-    # A fixed seed and every option spelled out: the file records this command, and FID records quote it.
-    # It runs from the repository root, so a path inside the checkout is given relative to it (portable records).
-    out = path.resolve().relative_to(REPO) if path.resolve().is_relative_to(REPO) else path
-    result = subprocess.run(python_command("-m", "lit_gen.metrics.classifier", "--data", "digits", "--out", str(out),
-                                           "--seed", str(CLASSIFIER_SEED), "--device", "cpu"),
-                            cwd=REPO, env=child_env(), capture_output=True, text=True)
-    if result.returncode != 0 or not path.is_file():
-        raise SystemExit(f"training the digits classifier failed:\n{result.stderr[-2000:]}")
-    return path
-
-
-#: Seed of the bench's digits classifier (FID features).
-CLASSIFIER_SEED = 0
-
-
-def _has_build_command(path: Path) -> bool:
-    """Whether a classifier file says how it was built (files from before the command was recorded are rebuilt)."""
-    from lit_gen.errors import CheckpointError
-    from lit_gen.nn.classifier import classifier_provenance
-
-    try:
-        return bool(classifier_provenance(path)["command"])
-    except CheckpointError:
-        return False
-
-
-def feature_of(classifier_path: str | Path) -> dict[str, Any]:
-    """The classifier file's path, test accuracy and build command, as FID entries carry them."""
-    from lit_gen.nn.classifier import classifier_provenance
-
-    found = classifier_provenance(classifier_path)
-    return {"feature_weights_path": str(classifier_path), "feature_test_accuracy": found["test_accuracy"],
-            "feature_build_command": found["command"]}
-
-
+# ----------------------------------------------------------------------------------- workers
 def answer_as_worker(spec_json: str | None, worker: Callable[[dict], dict]) -> bool:
     """In a benchmark's worker process (its hidden ``--worker-spec``): print ``RESULT <json>`` of
     ``worker(spec)`` for ``call_worker`` and return True; return False in the driver (no spec)."""
@@ -519,13 +477,13 @@ def quiet_enough(load_before: list[float], load_after: list[float], threads: int
 
 
 def call_worker_quietly(module: str, spec: dict, threads: int, timeout: float, what: str,
-                        wait: float = 20.0) -> dict:
+                        wait: float = 20.0, tries: int = LOAD_TRIES) -> dict:
     """``call_worker``, rerun while the machine's load says something else ran beside it.
 
     Before each try it waits (up to a minute) for the load to fall within ``threads + LOAD_MARGIN``.
-    The result carries both load readings, the tries and ``quiet`` (False after ``LOAD_TRIES`` loaded tries).
+    The result carries both load readings, the tries and ``quiet`` (False after ``tries`` loaded tries).
     """
-    for attempt in range(1, LOAD_TRIES + 1):
+    for attempt in range(1, tries + 1):
         waited = 0.0
         while load_average() and load_average()[0] > threads + LOAD_MARGIN and waited < 60:
             time.sleep(wait)
@@ -534,10 +492,10 @@ def call_worker_quietly(module: str, spec: dict, threads: int, timeout: float, w
         result = call_worker(module, spec, threads, timeout, what)
         after = load_average()
         quiet = quiet_enough(before, after, threads)
-        if quiet or attempt == LOAD_TRIES:
+        if quiet or attempt == tries:
             if not quiet:
                 log.warning("%s: the load stayed above %d + %.1f for %d tries; kept, marked loaded", what, threads,
-                            LOAD_MARGIN, LOAD_TRIES)
+                            LOAD_MARGIN, tries)
             return {**result, "load_average_before": before, "load_average_after": after, "tries": attempt,
                     "quiet": quiet}
         log.warning("%s: load %s -> %s exceeds %d thread(s) + %.1f: running it again", what, before, after, threads,
@@ -559,41 +517,12 @@ def parse_named_overrides(text: str, flag: str) -> tuple[str, list[str]]:
 SAMPLE_CHUNK = 250
 
 
-def sample_in_chunks(model, n: int, seed: int, chunk: int = SAMPLE_CHUNK, **options) -> torch.Tensor:
-    """``n`` samples of ``model.sample(**options)`` from one generator seeded ``seed``, ``chunk`` per call."""
+def sample_in_chunks(model, n: int, seed: int, chunk: int = SAMPLE_CHUNK, labels=None, **options) -> torch.Tensor:
+    """``n`` samples of ``model.sample(**options)`` from one generator seeded ``seed``, ``chunk`` per call
+    (``labels``, for a conditional model: (n,) classes, split the same way)."""
     import torch
 
     generator = torch.Generator().manual_seed(seed)
-    return torch.cat([model.sample(min(chunk, n - s), generator=generator, **options) for s in range(0, n, chunk)])
-
-
-def fid_of_images(images, extractor, reference) -> float:
-    """FID of ``images`` (N, C, H, W) in [0, 1] against ``reference`` statistics, on ``extractor``'s features."""
-    from lit_gen.metrics.fid import FeatureMoments, frechet_distance_of
-
-    moments = FeatureMoments(extractor.num_features)
-    for chunk in images.split(500):
-        moments.update(extractor.extract(chunk).features)
-    return frechet_distance_of(reference, moments.stats())
-
-
-def score_samples(samples_path: str | Path, extractor, reference) -> float:
-    """FID against ``reference`` statistics of the uint8 samples a benchmark worker saved at ``samples_path``."""
-    import torch
-
-    return fid_of_images(torch.load(samples_path, weights_only=True).float() / 255.0, extractor, reference)
-
-
-def digits_fid_protocol(extractor, real_split: str, real_count: int, datamodule, model=None, *,
-                        sampler: str | None = None, steps: int | None = None, generated_count: int | None = None) -> dict[str, Any]:
-    """The comparable protocol of an FID on digits-classifier features computed by a benchmark itself."""
-    return {
-        "metric": f"FID{extractor.suffix}", "feature_extractor": extractor.name,
-        "feature_weights_sha256": extractor.weights_sha256, "feature_dim": extractor.num_features,
-        "feature_preprocessing": extractor.preprocessing, "real_dataset": "digits", "real_split": real_split,
-        "real_count": int(real_count), "real_image_size": int(datamodule.image_size),
-        "generated_count": generated_count, "sampler": sampler, "steps": steps, "eta": 0.0 if sampler == "ddim" else None,
-        "guidance": None, "weights": "ema",
-        "train_images": {"dataset": "digits", "split": getattr(datamodule, "train_split", "train"),
-                         "count": len(datamodule.dataset("train"))},
-    }
+    return torch.cat([model.sample(min(chunk, n - s), generator=generator, **options,
+                                   **({"labels": labels[s:s + chunk]} if labels is not None else {}))
+                      for s in range(0, n, chunk)])

@@ -14,10 +14,13 @@ for objective ddpm also the 50-step DDIM as other libraries run it: with the net
 The sampling seed is the peer bench's (1000 + training seed, ``sample_in_chunks``), so each reference FID
 repeats that record's value for the same checkpoint.
 
-FID on the digits classifier's features against all 1,797 digits at the run's resolution, N samples
-per checkpoint. Target, by the interval rule of ``bench/stats.py``: FID(few-step) / FID(50-step)
-<= 1.1, the geometric mean of the per-checkpoint ratios with a paired t interval over the seeds
-(``paired_log_ratio``), for the best few-step sampler of each arm; every sampler's ratio is recorded.
+Judged by ``bench.yardstick`` at the checkpoints' resolution (a classifier trained at that resolution):
+N = 423 samples per checkpoint and sampler, FID against the 423 digits every arm held out (the ratios)
+and against the training digits, and the background haze, all recorded. Target, by the interval rule
+of ``bench/stats.py``: FID(few-step) / FID(50-step) <= 1.1, the geometric mean of the per-checkpoint
+ratios with a paired t interval over the seeds (``paired_log_ratio``), for the best few-step sampler of
+each arm; every sampler's ratio is recorded. The best few-step sampler of the recipe's arm is the one
+its config samples with by default (``model.default_sampler``).
 """
 
 from __future__ import annotations
@@ -28,9 +31,9 @@ from pathlib import Path
 
 import torch
 
-from bench.common import (CACHE, SAMPLE_CHUNK, Recorder, base_parser, digits_classifier, digits_fid_protocol, feature_of,
-                          fid_of_images, sample_in_chunks, setup)
+from bench.common import CACHE, SAMPLE_CHUNK, Recorder, base_parser, sample_in_chunks, setup
 from bench.stats import mean_sd, paired_log_ratio
+from bench.yardstick import Yardstick
 
 #: (name, sampler, steps, options): the reference first. Network evaluations are counted, not assumed.
 REFERENCE = ("50-step", "ddim", 50, {})
@@ -72,54 +75,50 @@ def draw(model, n: int, seed: int, sampler: str, steps: int, options: dict) -> t
 def main(argv: list[str] | None = None) -> None:
     parser = base_parser(__doc__.split("\n\n")[0])
     parser.add_argument("--runs", default=str(CACHE / "peer16"), help="a bench.diffusers_peer --keep folder")
-    parser.add_argument("--arms", nargs="+", default=["lit_gen", "lit_gen_flow"], help="its lit_gen arms to sample")
-    parser.add_argument("--num-samples", type=int, default=None, help="samples per checkpoint (default 1000, quick 200)")
+    parser.add_argument("--arms", nargs="+", default=["lit_gen"], help="its lit_gen arms to sample (default lit_gen)")
+    parser.add_argument("--num-samples", type=int, default=None,
+                        help="samples per checkpoint (default: the yardstick's 423 held-out digits' count; quick 200)")
     args = parser.parse_args(argv)
     setup()
     from lit_gen.checkpoints import load_model
-    from lit_gen.data.digits import DigitsDataModule
     from lit_gen.diffusion.samplers import sampler_that_runs
-    from lit_gen.metrics.features import ClassifierFeatures
-    from lit_gen.metrics.reference import reference_statistics
 
     runs = Path(args.runs)
     found = {arm: checkpoints(runs, arm) for arm in args.arms}
     if not any(found.values()):
         raise SystemExit(f"no checkpoints under {runs}/<arm>/seed<k>/: run python -m bench.diffusers_peer first "
                          f"(it keeps them in runs/bench/peer at 8x8, runs/bench/peer16 with --resolution 16)")
-    num_samples = args.num_samples or (200 if args.quick else 1000)
     rec = Recorder("few_step", "few-step samplers (<= 10 network evaluations) against the 50-step sampler on the same "
                    "checkpoints, paired over training seeds")
-    classifier = digits_classifier()
-    extractor = ClassifierFeatures.from_file(classifier)
-    feature = feature_of(classifier)
-
+    yardstick = None
     results: dict[str, dict[str, list[dict]]] = {}
-    reference = None
     for arm, seeds in found.items():
         results[arm] = {}
         for seed, path in sorted(seeds.items()):
             model = load_model(path, map_location="cpu").eval()
-            if reference is None:
-                data = DigitsDataModule(train_split="all", image_size=model.diffusion_shape[-1])
-                reference = reference_statistics(data, "digits", "train", extractor, cache_dir=None).stats
-                rec.numbers.update(resolution=data.image_size, real_count=reference.count)
+            if yardstick is None:
+                yardstick = Yardstick.build("digits", model.diffusion_shape[-1])
+                num_samples = args.num_samples or (200 if args.quick else yardstick.n)
+                rec.numbers.update(resolution=yardstick.resolution, floors=yardstick.floors(num_samples),
+                                   default_sampler=model.sample_defaults())
             continuous = model.objective.name != "ddpm"
             for name, sampler, steps, options in (REFERENCE, *FEW_STEP, *(() if continuous else DDIM_VARIANTS)):
                 runs_as = sampler_that_runs(sampler, discrete=not continuous)
                 images, seconds, nfe = draw(model, num_samples, 1000 + seed, sampler, steps, options)
                 assert steps == 50 or nfe <= MAX_EVALUATIONS, (name, nfe)
-                value = fid_of_images(images, extractor, reference)
-                results[arm].setdefault(name, []).append({"seed": seed, "fid": round(value, 3), "sampler": runs_as,
+                judged = yardstick.judge(images, seed=seed)
+                results[arm].setdefault(name, []).append({"seed": seed, **judged, "sampler": runs_as,
                                                           "steps": steps, "options": options,
                                            "network_evaluations": nfe, "images_per_second": round(num_samples / seconds, 1),
                                            "checkpoint": str(path)})
-                protocol = digits_fid_protocol(extractor, "train", reference.count, data, sampler=runs_as, steps=steps,
-                                               generated_count=num_samples)
-                rec.add_fid_value(f"{arm} {name}", seed, value, protocol, feature)
-                print(f"  {arm} seed {seed} {name} ({runs_as}, {nfe} evaluations): FID {value:.2f} "
-                      f"({num_samples / seconds:.0f} images/s)", flush=True)
-    rec.fid_varies = ("sampler", "steps", "eta")
+                for reference, key in (("heldout", "fid"), ("train", "fid_train")):
+                    protocol = yardstick.protocol(reference, sampler=runs_as, steps=steps, generated_count=num_samples)
+                    rec.add_fid_value(f"{arm} {name}" + ("" if reference == "heldout" else " (train)"), seed, judged[key],
+                                      protocol, yardstick.feature())
+                print(f"  {arm} seed {seed} {name} ({runs_as}, {nfe} evaluations): FID {judged['fid']:.2f} held out, "
+                      f"{judged['fid_train']:.2f} train, haze {judged['haze']:.4f} ({num_samples / seconds:.0f} images/s)",
+                      flush=True)
+    rec.fid_varies = ("sampler", "steps", "eta", "real_split", "real_count")
 
     rec.numbers.update(num_samples=num_samples, runs=str(runs), bound=BOUND, results=results,
                        samplers={name: {"sampler": s, "steps": k, "options": o}
@@ -131,15 +130,17 @@ def main(argv: list[str] | None = None) -> None:
             rec.notes.append(f"{arm}: no checkpoints under {runs / arm}")
             continue
         mean, sd = mean_sd(base)
-        rec.headline[f"{arm} 50-step FID"] = f"{mean:.2f} ± {sd:.2f} (n={len(base)})"
+        haze = mean_sd([r["haze"] for r in by_sampler[REFERENCE[0]]])[0]
+        rec.headline[f"{arm} 50-step FID"] = f"{mean:.2f} ± {sd:.2f} held out (n={len(base)}); haze {haze:.4f}"
         ratios = {}
         for name, values in ((n, [r["fid"] for r in rs]) for n, rs in by_sampler.items() if n != REFERENCE[0]):
             ratios[name] = paired_log_ratio(values, base)
             m, s = mean_sd(values)
             interval = ratios[name]
             span = f" [{interval.low:.3f}, {interval.high:.3f}]" if interval.low is not None else ""
-            rec.headline[f"{arm} {name} FID"] = (f"{m:.2f} ± {s:.2f}; ratio to 50-step {interval.estimate:.3f}{span} "
-                                                 f"({by_sampler[name][0]['network_evaluations']:g} evaluations)")
+            haze = mean_sd([r["haze"] for r in by_sampler[name]])[0]
+            rec.headline[f"{arm} {name} FID"] = (f"{m:.2f} ± {s:.2f} held out; ratio to 50-step {interval.estimate:.3f}{span} "
+                                                 f"({by_sampler[name][0]['network_evaluations']:g} evaluations); haze {haze:.4f}")
         rec.numbers.setdefault("ratios", {})[arm] = {name: r.as_dict() for name, r in ratios.items()}
         few = [name for name, *_ in FEW_STEP]
         best = min(few, key=lambda name: ratios[name].estimate)

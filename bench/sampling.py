@@ -4,16 +4,16 @@
     python -m bench.sampling --ckpt runs/ddpm_digits/<id>/checkpoints/last.ckpt --num-samples 2000
     python -m bench.sampling --quick --ckpt runs/bench/peer/lit_gen/ddpm_digits/peer/checkpoints/last.ckpt
 
-Without ``--ckpt`` the quickstart (``python -m lit_gen.fit --config configs/ddpm_digits.yaml``, W&B off)
-trains into ``runs/bench/`` and is reused by later runs (``--retrain`` trains again); its FID with
-its own sampler (DDIM-50) is recorded as the quickstart's FID.
+Without ``--ckpt`` the eps digits model (``python -m lit_gen.fit --config configs/ddpm_digits.yaml``, W&B off,
+on the yardstick's training digits) trains into ``runs/bench/`` and is reused by later runs (``--retrain``
+trains again); its FID with DDIM-50 is recorded as its FID.
 
 The three samplers draw the same number of images from generators with the same seed, a batch of
 each in turn (so the load of the machine hits all three alike); time ratios are medians over
-those rounds. FID: features of the digits domain classifier (``python -m lit_gen.metrics.classifier``),
-streamed; reference: the train split of the images the checkpoint was trained on (its run's
-config.yaml; 1,374 images by default, all 1,797 with ``data.train_split=all``). The FID of the real
-test split against the same reference is recorded as the floor a perfect model would reach.
+those rounds. FID: ``bench.yardstick`` at the checkpoint's resolution (a classifier trained at it), against
+the 423 digits held out from training (the checkpoint must have trained on the yardstick's training
+digits: ``data.train_split=train data.seed=0``); real training digits at the same N against the same
+reference are recorded as the floor a perfect model would reach.
 Targets: FID(DDIM-50) within 15% of FID(DDPM-1000), at least 15x less time.
 """
 
@@ -27,9 +27,9 @@ from pathlib import Path
 
 import torch
 
-from bench.common import (CACHE, REPO, Recorder, base_parser, child_env, digits_classifier, digits_fid_protocol, feature_of,
-                          median, setup, sync)
+from bench.common import CACHE, REPO, Recorder, base_parser, child_env, median, setup, sync
 from bench.stats import paired_median_ratio, ratio_of_means
+from bench.yardstick import TRAIN_OVERRIDES, Yardstick
 
 SAMPLERS = {"ddpm1000": {"sampler": "ddpm", "steps": 1000}, "ddim50": {"sampler": "ddim", "steps": 50},
             "ddim100": {"sampler": "ddim", "steps": 100},
@@ -51,7 +51,7 @@ def train_quickstart(epochs: int | None, threads: int, retrain: bool) -> tuple[P
     if summary_path.is_file() and not retrain:
         return run_dir / "checkpoints" / "last.ckpt", {**json.loads(summary_path.read_text()), "reused": True}
     command = [sys.executable, "-m", "lit_gen.fit", "--config", "configs/ddpm_digits.yaml", "--run-id", run_id,
-               "--resume", "never", "logger.wandb=false", f"run.output_dir={CACHE}", "eval.report=false"]
+               "--resume", "never", "logger.wandb=false", f"run.output_dir={CACHE}", "eval.report=false", *TRAIN_OVERRIDES]
     if epochs is not None:
         command.append(f"trainer.max_epochs={epochs}")
     if run_dir.exists():
@@ -168,8 +168,8 @@ def pool_seeds(per_seed: dict[int, dict], names: list[str]) -> dict:
 def explain_fid(results: dict, floor: float, num_samples: int) -> str:
     """The numbers behind a DDIM-50 miss, every one measured by this run (no sentence of an earlier run)."""
     d50, ddpm = results["ddim50"], results["ddpm1000"]
-    parts = [f"DDIM-50 {d50['fid']:.2f} vs DDPM-1000 {ddpm['fid']:.2f} ({num_samples} samples per sampler and seed; real test split "
-             f"against the same reference: {floor:.2f})"]
+    parts = [f"DDIM-50 {d50['fid']:.2f} vs DDPM-1000 {ddpm['fid']:.2f} ({num_samples} samples per sampler and seed; real "
+             f"training digits against the same reference: {floor:.2f})"]
     for name in ("ddim100", "ddim200", "ddim50_quadratic"):
         if name in results:
             r = results[name]
@@ -195,39 +195,30 @@ def main(argv: list[str] | None = None) -> None:
     num_samples = args.num_samples or (100 if args.quick else 1000)
     # At least 10 interleaved batch pairs over the seeds for the time interval (bench.stats.MIN_PAIRS).
     batch_size = args.batch_size or (25 if args.quick else 250)
-    rec = Recorder("sampling", "digits DDPM: DDPM-1000 vs DDIM-50/100, time and FID (domain classifier features)")
+    rec = Recorder("sampling", "digits DDPM: DDPM-1000 vs DDIM-50/100, time and FID against held-out digits")
 
     if args.ckpt:
         checkpoint, training = Path(args.ckpt), {"checkpoint_given": args.ckpt}
     else:
         checkpoint, training = train_quickstart(args.epochs, args.threads, args.retrain)
     from lit_gen.checkpoints import load_model
-    from lit_gen.data.digits import DigitsDataModule
-    from lit_gen.metrics.features import ClassifierFeatures
-    from lit_gen.metrics.fid import frechet_distance_of
-    from lit_gen.errors import EvaluationError
-    from lit_gen.metrics.reference import dataset_statistics, datamodule_for_checkpoint
+    from lit_gen.metrics.yardstick import stats_of
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     model = load_model(checkpoint, map_location=device).eval()
-    classifier = digits_classifier()
-    extractor = ClassifierFeatures.from_file(classifier).to(device)
-    # The reference is the train split of the images the checkpoint was trained on (its run's config.yaml).
-    try:
-        datamodule, _ = datamodule_for_checkpoint(checkpoint, data="digits")
-    except EvaluationError:
-        datamodule = DigitsDataModule()
-    reference = dataset_statistics(datamodule.dataset("train"), extractor, device=device).stats
-    floor = frechet_distance_of(reference, dataset_statistics(datamodule.dataset("test"), extractor, device=device).stats)
+    yardstick = Yardstick.build("digits", model.diffusion_shape[-1])
+    extractor = yardstick.extractor.to(device)
+    reference = stats_of(yardstick.heldout_features)  # the digits the checkpoint never trained on
+    floor = yardstick.floors(num_samples)["fid_heldout"]
 
     seeds = [args.seed + i for i in range(args.seeds)]
     per_seed = {seed: compare(model, extractor, reference, num_samples, batch_size, seed, args.samplers) for seed in seeds}
     results = pool_seeds(per_seed, args.samplers)
     rec.numbers.update(checkpoint=str(checkpoint), training=training, samplers=results, per_seed=per_seed, device=str(device),
-                       fid_protocol={"features": f"digits domain classifier ({classifier})",
-                                     "reference": f"digits train split ({reference.count})",
+                       fid_protocol={"features": f"digits domain classifier ({yardstick.classifier.relative_to(REPO)})",
+                                     "reference": f"digits val + test splits, held out from training ({reference.count})",
                                      "generated_per_sampler_and_seed": num_samples, "batch_size": batch_size, "seeds": seeds,
-                                     "weights": "EMA", "real_test_split_fid": round(floor, 3)})
+                                     "weights": "EMA", "floors": yardstick.floors(num_samples)})
     trained = training if "global_step" in training else None
     if trained and "ddim50" in results:
         label = "quickstart" if args.epochs is None else f"ddpm_digits trained {args.epochs} epochs,"
@@ -238,14 +229,13 @@ def main(argv: list[str] | None = None) -> None:
         rec.headline[f"{name} FID, time"] = (f"{r['fid']:.2f}, {r['seconds']:.0f} s for {r['images']} images"
                                              + (f" (FID x{r['fid_ratio_vs_ddpm1000']:.2f}, {r['speedup_vs_ddpm1000']:.1f}x faster "
                                                 "than DDPM-1000)" if "speedup_vs_ddpm1000" in r else ""))
-    rec.headline["real test split FID (floor)"] = f"{floor:.2f}"
-    protocol = digits_fid_protocol(extractor, "train", reference.count, datamodule, model)
-    rec.fid_varies = ("sampler", "steps")
+    rec.headline["real-data floor (training digits against the held-out ones, same N)"] = f"{floor:.2f}"
+    rec.fid_varies = ("sampler", "steps", "eta")
     for seed, seed_results in per_seed.items():
         for name in args.samplers:
             r = seed_results[name]
-            rec.add_fid_value(name, seed, r["fid"], {**protocol, "sampler": r["sampler"], "steps": r["steps"],
-                                                      "generated_count": r["images"]}, feature_of(classifier))
+            rec.add_fid_value(name, seed, r["fid"], yardstick.protocol("heldout", sampler=r["sampler"], steps=r["steps"],
+                                                                       generated_count=r["images"]), yardstick.feature())
     if "ddpm1000" in results and "ddim50" in results:
         d50, basis = results["ddim50"], results["basis_key"]
         rec.target("FID(DDIM-50) / FID(DDPM-1000)", d50["fid_ratio_vs_ddpm1000"], "<=", FID_TOLERANCE, "x",

@@ -56,7 +56,8 @@ def check_sample_options(model, options: dict) -> dict:
 
 def sample_settings(model, options: dict) -> dict:
     """Effective sampler, steps, eta, guidance and weights ("ema"/"raw") for the protocol record."""
-    defaults = sample_parameters(model)
+    # A family that states its effective defaults (DDPM's default_sampler) is asked; others have their signature's.
+    defaults = model.sample_defaults() if callable(getattr(model, "sample_defaults", None)) else sample_parameters(model)
     effective = {**defaults, **options}
     has_ema = getattr(model, "ema", None) is not None
     use_ema = bool(effective.get("use_ema", False)) and has_ema

@@ -84,6 +84,10 @@ class DDPM(GenerativeModule):
         ema_decay (float, default 0.9999): decay of the weight EMA used for sampling; 0 disables it.
         ema_warmup (bool, default True): ramp the EMA decay as min(decay, (1 + n) / (10 + n)) over
             the first updates (important for short runs, where 0.9999 would keep the random init).
+        default_sampler (dict | None, default None): ``sample()`` options used wherever a caller gives
+            none (``lit_gen.sample``, ``lit_gen.evaluate``, grids, FID during training), e.g.
+            ``{sampler: heun, steps: 5}``; keys are ``sample()``'s options (``SAMPLE_DEFAULTS``). None:
+            DDIM with 50 steps (Euler along the ODE for edm and flow), EMA weights, no guidance.
         first_stage (str | None, default None): path of an autoencoder checkpoint (any family with
             ``encode``/``decode``, e.g. ``ae`` with ``architecture: conv``) for latent diffusion. It is
             frozen; the U-Net diffuses its latents, scaled to unit variance by a factor estimated
@@ -103,7 +107,11 @@ class DDPM(GenerativeModule):
     #: Arguments added after checkpoints were written, with the value that rebuilds those checkpoints' networks.
     ADDED_ARGUMENTS: ClassVar[dict[str, Added]] = {
         "conditioning": Added("add", "U-Net blocks added the embedding before their GroupNorm"),
+        "default_sampler": Added(None, "sample() defaulted to DDIM, 50 steps"),
     }
+    #: What ``sample()`` does when neither the caller nor ``default_sampler`` says otherwise.
+    SAMPLE_DEFAULTS: ClassVar[dict] = {"sampler": "ddim", "steps": 50, "eta": 0.0, "guidance": 1.0, "use_ema": True,
+                                       "clip_x0": None, "spacing": None, "recompute_eps": True}
 
     @staticmethod
     def check_config(args: dict) -> None:
@@ -144,6 +152,7 @@ class DDPM(GenerativeModule):
         label_dropout: Fraction = 0.1,
         ema_decay: Fraction = 0.9999,
         ema_warmup: bool = True,
+        default_sampler: dict | None = None,
         first_stage: str | None = None,
         first_stage_spec: dict | None = None,
         **optimizer,
@@ -160,6 +169,11 @@ class DDPM(GenerativeModule):
         if flow_time_sampling != "logit_normal" and objective != "flow":
             raise ConfigError(f"model.flow_time_sampling={flow_time_sampling} applies to objective flow; objective "
                               f"{objective} draws its own noise levels: leave it at logit_normal")
+        unknown = sorted(set(default_sampler or {}) - set(self.SAMPLE_DEFAULTS))
+        if unknown:
+            raise ConfigError(f"model.default_sampler: unknown sample() option(s) {', '.join(unknown)}; "
+                              f"choose from {', '.join(self.SAMPLE_DEFAULTS)}")
+        self.default_sampler = dict(default_sampler or {})
         self.prediction = prediction
         self.num_classes = num_classes
         self.label_dropout = label_dropout
@@ -196,6 +210,12 @@ class DDPM(GenerativeModule):
             self.objective = FlowObjective(flow_time_sampling)
         else:
             self.objective = VPObjective(self.schedule, prediction, min_snr_gamma)
+        try:  # a default that sample() would refuse fails now, naming the setting, not at the first grid
+            settings = self.sample_defaults()
+            self._check_sample_args(1, None, settings["sampler"], settings["steps"], settings["eta"], settings["guidance"],
+                                    settings["spacing"])
+        except ValueError as exc:
+            raise ConfigError(f"model.default_sampler={self.default_sampler}: {exc}") from None
 
     # ------------------------------------------------------------------ first stage (latent diffusion)
     @staticmethod
@@ -306,17 +326,20 @@ class DDPM(GenerativeModule):
         *,
         labels: Tensor | None = None,
         generator: torch.Generator | None = None,
-        sampler: Literal["ddpm", "ddim", "euler", "heun", "dpmpp_2m"] = "ddim",
-        steps: int = 50,
-        eta: float = 0.0,
-        guidance: float = 1.0,
-        use_ema: bool = True,
+        sampler: Literal["ddpm", "ddim", "euler", "heun", "dpmpp_2m"] | None = None,
+        steps: int | None = None,
+        eta: float | None = None,
+        guidance: float | None = None,
+        use_ema: bool | None = None,
         clip_x0: bool | None = None,
         spacing: Literal["linspace", "leading", "trailing", "karras"] | None = None,
-        recompute_eps: bool = True,
+        recompute_eps: bool | None = None,
         progress: bool = False,
     ) -> Tensor:
         """Generate ``n`` images in [0, 1], shape (n, C, H, W), on this module's device.
+
+        Every option left at None takes its value from ``sample_defaults()``: the model's
+        ``default_sampler``, then ``SAMPLE_DEFAULTS`` (DDIM, 50 steps, EMA weights, no guidance).
 
         :param labels: (n,) int64 classes for a conditional model; None draws them uniformly from
             ``generator`` (before the noise). Unconditional models take no labels.
@@ -340,6 +363,11 @@ class DDPM(GenerativeModule):
         :param clip_x0: clamp predicted x_0 to [-1, 1]; None = yes for pixels, no for latents.
         :param progress: show a progress bar.
         """
+        given = {"sampler": sampler, "steps": steps, "eta": eta, "guidance": guidance, "use_ema": use_ema,
+                 "clip_x0": clip_x0, "spacing": spacing, "recompute_eps": recompute_eps}
+        settings = {**self.sample_defaults(), **{k: v for k, v in given.items() if v is not None}}
+        sampler, steps, eta, guidance = settings["sampler"], settings["steps"], settings["eta"], settings["guidance"]
+        use_ema, clip_x0, spacing, recompute_eps = (settings[k] for k in ("use_ema", "clip_x0", "spacing", "recompute_eps"))
         self._check_sample_args(n, labels, sampler, steps, eta, guidance, spacing)
         if self.conditional and labels is None:
             labels = noise.randint(self.num_classes, (n,), generator=generator, device=self.device)
@@ -366,6 +394,14 @@ class DDPM(GenerativeModule):
             scale = self.latent_scale if bool(self.latent_scale > 0) else torch.ones_like(self.latent_scale)
             x = self.first_stage.decode(x / scale)
         return to_unit_range(x)
+
+    def sample_defaults(self) -> dict:
+        """The ``sample()`` options a caller who gives none gets: ``SAMPLE_DEFAULTS`` updated by ``default_sampler``
+        (a discrete schedule shorter than the default 50 steps samples all of its timesteps)."""
+        defaults = dict(self.SAMPLE_DEFAULTS)
+        if self.objective.name == "ddpm":
+            defaults["steps"] = min(defaults["steps"], len(self.schedule))
+        return {**defaults, **self.default_sampler}
 
     def _check_sample_args(self, n, labels, sampler, steps, eta, guidance, spacing) -> None:
         if n < 1:

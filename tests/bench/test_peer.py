@@ -19,7 +19,7 @@ def test_both_networks_have_the_same_size_and_nearly_the_same_flops(resolution):
     pytest.importorskip("diffusers")
     networks = peer.measure_networks(resolution)
     lit, other = networks["lit_gen"], networks["diffusers"]
-    assert lit["parameters"] == other["parameters"]
+    assert abs(lit["parameters"] / other["parameters"] - 1) < 1e-3  # the same layout, scale-shift conditioning in both
     assert lit["parameter_counts"]["ema"] == lit["parameters"]  # the EMA copy is listed apart, not counted
     assert abs(lit["training_flops_per_image"] / other["training_flops_per_image"] - 1) < 0.05
 
@@ -47,15 +47,56 @@ def test_a_lit_gen_variant_is_an_arm_with_its_overrides_and_bad_ones_are_refused
     for bad in ("flow", "flow=", "2x=model.lr=1", "flow=model.objective"):
         with pytest.raises(SystemExit, match="expected NAME=KEY=VALUE"):
             peer.parse_variant(bad)
-    assert peer.lit_gen_overrides(16, 3, ["model.objective=flow"])[-2:] == ["seed=3", "model.objective=flow"]
+    overrides = peer.lit_gen_overrides(16, 3, ["model.objective=flow"])
+    assert overrides[:2] == ["data.train_split=train", "data.seed=0"]  # the yardstick's training digits only
+    assert overrides[-2:] == ["seed=3", "model.objective=flow"]
 
 
-def test_a_continuous_objective_arm_records_the_euler_sampler_it_ran():
-    protocol = {"sampler": "ddim", "steps": 50, "eta": 0.0}
-    assert peer.protocol_for(protocol, ["model.objective=flow"]) == {"sampler": "euler", "steps": 50, "eta": None}
-    assert peer.protocol_for(protocol, ["model.lr=1e-3"]) == protocol
-    assert peer.protocol_for(protocol, None) == protocol
-    assert peer.protocol_for(protocol, ["model.objective='edm'"])["sampler"] == "euler"  # read as the config reads it
+def run(lr: float, ema: float, fid: float, quiet: bool = True) -> dict:
+    return {"settings": {"lr": lr, "ema_max_decay": ema}, "fid": fid, "quiet": quiet}
+
+
+def walk(grid: list[dict], scores) -> list[tuple[float, float]]:
+    """The points ``extended_points`` asks for, each scored by ``scores(lr, ema)`` as the bench would run it."""
+    from bench.common import Recorder
+
+    asked = []
+    for point in peer.extended_points("diffusers", grid, 100, Recorder("t", "t")):
+        asked.append(point)
+        grid.append(run(*point, scores(*point)))
+    return asked
+
+
+def test_a_grid_whose_best_is_interior_is_not_extended():
+    grid = [run(lr, ema, 10 + abs(lr - 1e-3) * 1e3 + abs(ema - 0.999) * 1e3) for lr in (3e-4, 1e-3, 3e-3) for ema in (0.99, 0.999, 0.9999)]
+    assert walk(grid, lambda lr, ema: 99) == []
+
+
+def test_a_best_on_an_edge_is_extended_until_it_is_interior_or_twice():
+    grid = [run(lr, ema, 100 - lr * 1e4) for lr in (3e-4, 1e-3, 3e-3) for ema in (0.999, 0.9999)]
+    # Better with every larger rate: extended up twice by the grid's top ratio (3x), then that edge stays; the
+    # best's decay, the grid's smallest, is then extended down once (no better, so it stays interior).
+    asked = walk(grid, lambda lr, ema: 100 - lr * 1e4)
+    assert asked == [(0.009, 0.999), (0.027, 0.999), (0.027, 0.99)]
+    # A best at the top rate that is interior there, but at the largest EMA: the decay axis is extended.
+    grid = [run(lr, ema, {3e-3: 5}.get(lr, 50) - (ema > 0.9995)) for lr in (3e-4, 1e-3, 3e-3, 9e-3) for ema in (0.999, 0.9999)]
+    grid[-1]["fid"] = grid[-2]["fid"] = 80  # the extra rate is worse: the rate axis is interior
+    asked = walk(grid, lambda lr, ema: 60)
+    assert asked == [(0.003, 0.99999)]
+
+
+def test_a_loaded_run_does_not_choose_the_grid():
+    grid = [run(1e-3, 0.999, 30), run(3e-3, 0.999, 5, quiet=False), run(3e-4, 0.999, 40),
+            run(1e-3, 0.9999, 35), run(1e-3, 0.99, 36)]
+    assert walk(grid, lambda lr, ema: 99) == []  # the quiet best, 1e-3 / 0.999, is interior on both axes
+
+
+def test_the_load_rule_reruns_a_run_that_shared_the_machine():
+    from bench.common import quiet_enough
+
+    assert quiet_enough([2.3, 1.0, 0.5], [2.5, 2.0, 1.0], threads=2)
+    assert not quiet_enough([1.0, 1.0, 1.0], [2.6, 2.0, 1.0], threads=2)
+    assert not quiet_enough([1.6, 1.0, 1.0], [1.0, 1.0, 1.0], threads=1)
 
 
 def test_an_ablation_arm_is_a_name_and_its_overrides():
