@@ -375,3 +375,37 @@ def test_records_name_the_sampler_that_runs(objective, expected):
                  objective=objective)
     assert sample_settings(model, {})["sampler"] == expected
     assert sample_settings(model, {"sampler": "heun"})["sampler"] == "heun"
+
+
+# ---------------------------------------------------------------------------------- default sampler
+def test_the_default_sampler_is_what_sample_does_when_told_nothing():
+    torch.manual_seed(0)
+    model = DDPM(**TINY, ema_decay=0, default_sampler={"sampler": "heun", "steps": 3})
+    assert model.sample_defaults()["sampler"] == "heun" and model.sample_defaults()["steps"] == 3
+    calls = []
+    forward = model.unet.forward
+    model.unet.forward = lambda *args, **kwargs: calls.append(1) or forward(*args, **kwargs)
+    default = model.sample(2, generator=g(0))
+    assert len(calls) == 2 * 3 - 1  # Heun's evaluations at 3 steps, not DDIM's 50
+    assert torch.equal(default, model.sample(2, generator=g(0), sampler="heun", steps=3))
+    # A caller's option wins over the default, one option at a time.
+    assert not torch.equal(default, model.sample(2, generator=g(0), steps=4))
+    plain = DDPM(**TINY, ema_decay=0)
+    assert plain.sample_defaults() | {"steps": 50} == DDPM.SAMPLE_DEFAULTS and plain.sample_defaults()["steps"] == 50
+
+
+def test_a_default_sampler_the_model_cannot_run_is_refused_when_built():
+    with pytest.raises(ConfigError, match=r"model.default_sampler: unknown sample\(\) option\(s\) temperature"):
+        DDPM(**TINY, default_sampler={"temperature": 1.0})
+    with pytest.raises(ConfigError, match=r"model.default_sampler=.*steps must be in \[1, 100\]"):
+        DDPM(**TINY, default_sampler={"steps": 500})
+    with pytest.raises(ConfigError, match="guidance=2.0 needs a class-conditional model"):
+        DDPM(**TINY, default_sampler={"guidance": 2.0})
+
+
+def test_the_fid_record_names_the_default_sampler_that_ran():
+    from lit_gen.metrics.sampling import sample_settings
+
+    model = DDPM(**TINY, default_sampler={"sampler": "dpmpp_2m", "steps": 7})
+    assert sample_settings(model, {}) == {"sampler": "dpmpp_2m", "steps": 7, "eta": 0.0, "guidance": 1.0, "weights": "ema"}
+    assert sample_settings(model, {"steps": 9, "use_ema": False})["steps"] == 9
