@@ -43,12 +43,12 @@ class Variant:
     """One model, optimizer and batch trained under one precision/layout/compile option."""
 
     def __init__(self, name: str, kwargs: dict, batch_size: int, device: torch.device, seed: int = 0) -> None:
-        from lit_gen.models.ddpm import DDPM
+        from lit_gen.models.diffusion import Diffusion
 
         self.name = name
         self.device = device
         torch.manual_seed(seed)
-        self.model = DDPM(**kwargs).to(device).train()
+        self.model = Diffusion(**kwargs).to(device).train()
         generator = torch.Generator().manual_seed(seed)
         images = (torch.rand(batch_size, kwargs["channels"], kwargs["image_size"], kwargs["image_size"], generator=generator)
                   * 2 - 1).to(device)

@@ -1,4 +1,4 @@
-"""lit_gen: generative image models (AE, VAE, VQ-VAE, VQ-GAN, DDPM) on PyTorch Lightning.
+"""lit_gen: generative image models (AE, VAE, VQ-VAE, VQ-GAN, diffusion) on PyTorch Lightning.
 
 Importing the package starts nothing: no W&B, no datasets, no device work.
 """

@@ -63,8 +63,8 @@ def load_model(path: str | Path, map_location="cpu", expect: str | tuple[str, ..
     state = read_checkpoint(path, map_location)
     name = model_name(state, path)
     if expect is not None:
-        allowed = (expect,) if isinstance(expect, str) else tuple(expect)
-        if name not in allowed:
+        allowed = tuple(registry.canonical("model", e) for e in ((expect,) if isinstance(expect, str) else expect))
+        if registry.canonical("model", name) not in allowed:
             raise CheckpointError(f"{path} holds a '{name}' model, but a {' or '.join(allowed)} checkpoint is needed here")
     try:
         cls = registry.resolve("model", name)

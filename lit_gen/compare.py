@@ -113,7 +113,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     measure.add_argument("--split", default="test", choices=("train", "val", "test"), help="data split (default test)")
     measure.add_argument("--count", type=int, default=512, help="images for bits/dim (default 512; 0 = the whole split)")
     measure.add_argument("--bpd-samples", type=int, default=16, help="VAE importance samples k (default 16)")
-    measure.add_argument("--bpd-terms", type=int, default=None, help="DDPM L_t terms (default all T-1)")
+    measure.add_argument("--bpd-terms", type=int, default=None, help="diffusion: L_t terms (default all T-1)")
     measure.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     return parser.parse_args(argv)
 

@@ -38,7 +38,7 @@ from lit_gen.errors import ConfigError
 from lit_gen.metrics.protocol import DEFAULT_STATS_CACHE_DIR, parse_feature_spec
 from lit_gen.registry import did_you_mean
 from lit_gen.rules import NonNegativeInt, PositiveInt, Range
-from lit_gen.signatures import Renamed, check_arguments, check_renamed, coerce, parameters, plain, type_hints
+from lit_gen.signatures import Renamed, check_arguments, check_moved, check_renamed, coerce, parameters, plain, type_hints
 
 SECTIONS = ("name", "seed", "model", "data", "trainer", "run", "logger", "eval")
 
@@ -61,7 +61,7 @@ class RunSettings:
         sample_every_n_epochs (int, default 1): write a sample grid every N epochs (0: only at the end).
         num_samples (int, default 64): images in each sample grid.
         sample_options (dict, default {}): keyword arguments for ``model.sample()`` in grids
-            (e.g. ``{steps: 50}`` for DDPM).
+            (e.g. ``{steps: 50}`` for the diffusion family).
         checkpoint_every_n_steps (int, default 0): also write ``last.ckpt`` every N training steps
             (0: at the end of each epoch only); long jobs on clusters want this.
         monitor (str, default "val/loss"): metric that picks ``best.ckpt`` (lower is better).
@@ -128,7 +128,7 @@ class EvalSettings:
             original TensorFlow FID.
         real_split ("train" | "val" | "test", default "test"): the reference images.
         real_count (int | None, default None): reference image count; None uses the whole split.
-        sample_options (dict, default {}): keyword arguments for ``model.sample()`` (DDPM: sampler,
+        sample_options (dict, default {}): keyword arguments for ``model.sample()`` (diffusion: sampler,
             steps, guidance, use_ema).
         cache_dir (str | None, default "~/.cache/lit_gen/fid_stats"): where reference statistics
             are cached (keyed on dataset, split, size, count and extractor); None disables the cache.
@@ -294,6 +294,8 @@ def _set_dotted(target: dict, parts: list[str], value: Any) -> None:
         child = target.get(part)
         if child is None:
             child = target[part] = {}
+        if isinstance(child, str):  # a component given by name (model.objective: vp) gains its first setting
+            child = target[part] = {"name": child}
         if not isinstance(child, dict):
             raise ConfigError(f"override {'.'.join(parts)}: {part!r} holds a value, not a section")
         target = child
@@ -340,6 +342,7 @@ def validate(raw: dict[str, Any], source: str = "") -> RunConfig:
     model_cls = registry.resolve("model", model.get("name"))
     model_given = {k: v for k, v in model.items() if k != "name"}
     check_renamed("model", model["name"], model_cls, model_given)
+    check_moved("model", model_cls, model_given)
     _fill_from_data(model_given, model_cls, data_cls, data_args)
     model_args = check_arguments("model", model_cls, model_given)
     if hasattr(model_cls, "check_config"):  # a family's rules on settings a config may not ask for
@@ -352,7 +355,7 @@ def validate(raw: dict[str, Any], source: str = "") -> RunConfig:
     return RunConfig(
         name=name,
         seed=seed,
-        model={"name": model["name"], **model_args},
+        model={"name": registry.canonical("model", model["name"]), **model_args},
         data={"name": data["name"], **data_args},
         trainer=trainer,
         run=run,

@@ -13,7 +13,7 @@ sampler, steps, guidance, EMA or raw weights, seed, checkpoint, versions) is pri
 JSON: ``--out``, by default ``<run>/evaluations/<metric>_<n>[_<sampler><steps>][_g<guidance>]_<weights>_seed<seed>.json``.
 
 With ``--bpd`` it computes the likelihood instead, in bits per dimension (``lit_gen.metrics.likelihood``:
-the VAE's importance-weighted bound, DDPM's variational bound over all T terms, a code prior's bits
+the VAE's importance-weighted bound, the diffusion family's variational bound over all T terms, a code prior's bits
 per code), written with its protocol (split, N, importance samples k or timesteps) to ``--out``, by
 default ``<run>/likelihood/bpd_<split>_<n>_<k or terms>_seed<seed>.json``::
 
@@ -221,7 +221,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                             help="compute bits per dimension on --real-split (--real-count images) instead of FID")
     likelihood.add_argument("--bpd-samples", type=int, default=64, help="VAE: importance samples k (default 64)")
     likelihood.add_argument("--bpd-terms", type=int, default=None,
-                            help="DDPM: L_t terms to evaluate (default: all T-1; fewer gives an unbiased estimate)")
+                            help="diffusion: L_t terms to evaluate (default: all T-1; fewer gives an unbiased estimate)")
     parser.add_argument("--out", default=None, help="JSON record path (default <run>/evaluations/...json)")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     return parser.parse_args(argv)
@@ -284,8 +284,8 @@ def _bits_per_dim(args: argparse.Namespace, device: torch.device) -> int:
     datamodule.prepare_data()
     datamodule.setup("fit")
     state = torch.load(args.ckpt, map_location="cpu", weights_only=True, mmap=True)
-    if args.bpd_terms is not None and not hasattr(model, "schedule"):
-        raise EvaluationError(f"--bpd-terms {args.bpd_terms}: only diffusion models have timesteps")
+    if args.bpd_terms is not None and not getattr(getattr(model, "objective", None), "discrete", False):
+        raise EvaluationError(f"--bpd-terms {args.bpd_terms}: only diffusion models with discrete timesteps have terms")
     record = evaluate_likelihood(model, datamodule.dataset(args.real_split), split=args.real_split,
                                  count=args.real_count, batch_size=args.batch_size, samples=args.bpd_samples,
                                  terms=args.bpd_terms, seed=args.seed, checkpoint=str(args.ckpt),

@@ -19,7 +19,7 @@ MODELS: dict[str, str] = {
     "vqvae": "lit_gen.models.vqvae:VQVAE",
     "vqgan": "lit_gen.models.vqgan:VQGAN",
     "prior": "lit_gen.models.prior:CodePrior",
-    "ddpm": "lit_gen.models.ddpm:DDPM",
+    "diffusion": "lit_gen.models.diffusion:Diffusion",
 }
 
 DATAMODULES: dict[str, str] = {
@@ -29,7 +29,18 @@ DATAMODULES: dict[str, str] = {
     "celeba": "lit_gen.data.celeba:CelebADataModule",
 }
 
-TABLES: dict[str, dict[str, str]] = {"model": MODELS, "data": DATAMODULES}
+#: The training objectives of the diffusion family (``model.objective``).
+OBJECTIVES: dict[str, str] = {
+    "vp": "lit_gen.diffusion.objectives:VPObjective",
+    "edm": "lit_gen.diffusion.objectives:EDMObjective",
+    "flow": "lit_gen.diffusion.objectives:FlowObjective",
+}
+
+TABLES: dict[str, dict[str, str]] = {"model": MODELS, "data": DATAMODULES, "objective": OBJECTIVES}
+
+#: Other names users type for an entry: the names it had before (configs, checkpoints and sweeps written
+#: with them keep working).
+ALIASES: dict[str, dict[str, str]] = {"model": {"ddpm": "diffusion"}, "objective": {"ddpm": "vp"}}
 
 
 def did_you_mean(value: str, choices) -> str:
@@ -39,8 +50,13 @@ def did_you_mean(value: str, choices) -> str:
 
 
 def names(kind: str) -> list[str]:
-    """The registered names of one kind ("model" or "data"), sorted."""
+    """The registered names of one kind ("model", "data" or "objective"), sorted (aliases left out)."""
     return sorted(TABLES[kind])
+
+
+def canonical(kind: str, name: str) -> str:
+    """The registered name behind ``name``: itself, or the entry an alias stands for."""
+    return ALIASES.get(kind, {}).get(name, name) if isinstance(name, str) else name
 
 
 def _import(target: str):
@@ -55,10 +71,12 @@ def _import(target: str):
 def resolve(kind: str, name: str):
     """The class registered as ``name`` in the ``kind`` table; a ConfigError that lists the choices otherwise."""
     table = TABLES[kind]
+    name = canonical(kind, name)
     if not isinstance(name, str) or name not in table:
+        known = [*table, *ALIASES.get(kind, {})]
         raise ConfigError(
             f"{kind}.name: unknown {kind} {name!r}. Valid choices: {', '.join(sorted(table))}."
-            + did_you_mean(name, table)
+            + did_you_mean(name, known)
         )
     return _import(table[name])
 

@@ -54,3 +54,15 @@ PositiveFloat = Annotated[float, Range(gt=0)]
 NonNegativeFloat = Annotated[float, Range(ge=0)]
 #: A share or a decay: 0 allowed, 1 not (dropout, EMA decay, validation fraction).
 Fraction = Annotated[float, Range(ge=0, lt=1)]
+
+
+@dataclass(frozen=True)
+class Component:
+    """An argument that is a registered part with its own settings, a config section of its own:
+    ``objective: {name: flow, time_sampling: uniform}`` (or just ``objective: flow`` for its defaults).
+
+    ``kind`` names the registry table (``lit_gen.registry``); the section's other keys are checked
+    against that entry's constructor, and the argument arrives complete: ``{name, every argument}``.
+    """
+
+    kind: str

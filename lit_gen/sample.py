@@ -13,7 +13,7 @@ Interpolation and the scatter plot need a family with ``encode``/``decode`` (AE,
 the run's dataset (read from the ``config.yaml`` beside ``checkpoints/``, or ``--data``). An
 interpolation row decodes lambda * h1 + (1 - lambda) * h2 for two test images, lambda from 0 to 1
 across the columns. Sampler options (``--sampler``, ``--steps``, ``--spacing``, ``--eta``,
-``--recompute-eps``, ``--guidance``, ``--no-ema``) are for diffusion (DDPM) checkpoints of every
+``--recompute-eps``, ``--guidance``, ``--no-ema``) are for diffusion checkpoints of every
 objective, pixel or latent, guided or not; other families refuse them with a clear error.
 """
 
@@ -93,9 +93,9 @@ def _test_images(datamodule, count: int, seed: int) -> tuple[Tensor, Tensor]:
 
 
 def _require_latent(model) -> None:
-    if not (callable(getattr(model, "encode", None)) and callable(getattr(model, "decode", None))):
+    if not isinstance(model, Autoencoding):
         raise EvaluationError(f"{type(model).__name__} has no encode/decode, so it has no latent space to "
-                              f"interpolate or plot; use an ae, vae or vqvae checkpoint")
+                              f"interpolate or plot; use an autoencoder's checkpoint (ae, vae, vqvae)")
 
 
 @torch.no_grad()

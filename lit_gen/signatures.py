@@ -29,9 +29,10 @@ from typing import Any, Literal
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
+from lit_gen import registry
 from lit_gen.errors import ConfigError
 from lit_gen.registry import did_you_mean
-from lit_gen.rules import Range
+from lit_gen.rules import Component, Range
 
 
 def _own_parameters(klass: type) -> tuple[dict[str, inspect.Parameter], bool]:
@@ -176,6 +177,31 @@ def added_arguments(cls: type) -> dict[str, Added]:
     return dict(getattr(cls, "ADDED_ARGUMENTS", {}))
 
 
+class Moved(typing.NamedTuple):
+    """An argument that moved into a component's section, declared by a class as ``MOVED_ARGUMENTS[old]``:
+    ``section`` is the component argument (e.g. "objective"), ``name`` its key there, ``component`` the
+    entry it belongs to (it applies to no other)."""
+
+    section: str
+    name: str
+    component: str
+
+
+def moved_arguments(cls: type) -> dict[str, Moved]:
+    """``{old name: Moved}`` for the arguments ``cls`` moved into component sections (its ``MOVED_ARGUMENTS``)."""
+    return dict(getattr(cls, "MOVED_ARGUMENTS", {}))
+
+
+def check_moved(section: str, cls: type, given: dict[str, Any]) -> None:
+    """Refuse a moved argument in a config, writing out the section it belongs in now."""
+    for old, moved in moved_arguments(cls).items():
+        if old in given:
+            raise ConfigError(
+                f"{section}.{old} moved into the {moved.section} section: write {section}.{moved.section}: "
+                f"{{name: {moved.component}, {moved.name}: {given[old]!r}}} instead"
+            )
+
+
 def upgrade_arguments(cls: type, saved: dict[str, Any]) -> dict[str, Any]:
     """Arguments saved before a rename or an addition (a checkpoint's hyperparameters, a first-stage
     spec) in today's form: renamed ones under their current names, added ones at the value that
@@ -187,7 +213,49 @@ def upgrade_arguments(cls: type, saved: dict[str, Any]) -> dict[str, Any]:
             out.setdefault(renamed.new, value)
     for name, added in added_arguments(cls).items():
         out.setdefault(name, added.before)
+    for old, moved in moved_arguments(cls).items():
+        if old not in out:
+            continue
+        value = out.pop(old)
+        # A file from before the section existed had the component that is the argument's default.
+        section = out.get(moved.section, parameters(cls)[moved.section].default)
+        section = {"name": section} if isinstance(section, str) else dict(section)
+        if registry.canonical(_component_kind(cls, moved.section), section.get("name")) == moved.component:
+            section.setdefault(moved.name, value)  # a setting of another component meant nothing: dropped
+        out[moved.section] = section
     return out
+
+
+def _component_kind(cls: type, argument: str) -> str:
+    for rule in typing.get_args(schema_hints(cls).get(argument)):
+        if isinstance(rule, Component):
+            return rule.kind
+    raise AssertionError(f"{cls.__name__}.{argument} is not a Component argument")
+
+
+def component_section(path: str, value: Any, kind: str) -> dict[str, Any]:
+    """A component argument (a registered name, or a section ``{name, ...}``) checked and completed:
+    ``{"name": canonical name, every constructor argument}``; ConfigError naming ``path`` otherwise."""
+    if isinstance(value, (DictConfig, ListConfig)):
+        value = OmegaConf.to_container(value, resolve=True)
+    if isinstance(value, str):
+        value = {"name": value}
+    choices = ", ".join(registry.names(kind))
+    if not isinstance(value, dict) or not isinstance(value.get("name"), str):
+        article = "an" if kind[:1] in "aeiou" else "a"
+        raise ConfigError(f"{path}: expected {article} {kind} name ({choices}) or a section {{name: ..., <its settings>}}, "
+                          f"got {value!r}")
+    try:
+        cls = registry.resolve(kind, value["name"])
+    except ConfigError as exc:
+        raise ConfigError(f"{path}.name{str(exc).split('.name', 1)[1]}") from None
+    args = check_arguments(path, cls, {k: v for k, v in value.items() if k != "name"})
+    return {"name": registry.canonical(kind, value["name"]), **args}
+
+
+def build_component(kind: str, section: dict[str, Any]):
+    """The registered part a complete component section (``component_section``'s result) describes."""
+    return registry.resolve(kind, section["name"])(**{k: v for k, v in section.items() if k != "name"})
 
 
 def _default(cls: type, key: str, param: inspect.Parameter) -> Any:
@@ -215,6 +283,10 @@ def coerce(path: str, value: Any, annotation: Any, strict: bool = True, finite: 
     """
     if finite:
         check_finite(path, value)
+    if typing.get_origin(annotation) is typing.Annotated:
+        for rule in typing.get_args(annotation)[1:]:
+            if isinstance(rule, Component):
+                return component_section(path, value, rule.kind)
     try:
         return _coerce(value, annotation, strict)
     except _Mismatch as exc:

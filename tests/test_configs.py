@@ -65,7 +65,7 @@ def test_config_trains_one_step_on_fake_data(path, fake_root, tmp_path, capsys):
     assert list(tmp_path.glob("*/*/checkpoints/last.ckpt")), "one step must leave a checkpoint"
 
 
-DIFFUSION_CONFIGS = [p for p in CONFIGS if load_config(p).model["name"] == "ddpm"]
+DIFFUSION_CONFIGS = [p for p in CONFIGS if load_config(p).model["name"] == "diffusion"]
 
 
 @pytest.mark.parametrize("path", DIFFUSION_CONFIGS, ids=lambda p: p.stem)

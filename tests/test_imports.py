@@ -163,7 +163,7 @@ def test_graph_sees_function_local_and_relative_imports(tmp_path):
     assert all(dep in graph for deps in graph.values() for dep in deps)
     tree = ast.parse("from ..errors import ConfigError\n")
     node = tree.body[0]
-    assert _resolve("lit_gen.models.ddpm", False, node) == "lit_gen.errors"
+    assert _resolve("lit_gen.models.diffusion", False, node) == "lit_gen.errors"
     assert _resolve("lit_gen.models", True, ast.parse("from .base import X\n").body[0]) == (
         "lit_gen.models.base"
     )

@@ -46,7 +46,7 @@ def test_values_inside_the_rules_pass_converted():
 
 
 BASE = {"model": {"name": "vae"}, "data": {"name": "digits"}}
-FAMILY = {"ddpm": {"name": "ddpm"}, "vqvae": {"name": "vqvae"}, "vqgan": {"name": "vqgan", "image_size": 8},
+FAMILY = {"ddpm": {"name": "ddpm"}, "diffusion": {"name": "diffusion"}, "vqvae": {"name": "vqvae"}, "vqgan": {"name": "vqgan", "image_size": 8},
           "prior": {"name": "prior", "first_stage": "stage1.ckpt"}, "dae": {"name": "dae"}, "ae": {"name": "ae"}}
 
 
@@ -70,11 +70,15 @@ FAMILY = {"ddpm": {"name": "ddpm"}, "vqvae": {"name": "vqvae"}, "vqgan": {"name"
     ("vqgan", "num_codes", 1, "model.num_codes: expected an integer >= 2"),  # forwarded to VQVAE, still checked
     ("ddpm", "ema_decay", 1.0, r"model.ema_decay: expected a number in \[0, 1\)"),
     ("ddpm", "label_dropout", 1.0, r"model.label_dropout: expected a number in \[0, 1\)"),
-    ("ddpm", "sigma_data", 0.0, "model.sigma_data: expected a number > 0"),
-    ("ddpm", "min_snr_gamma", 0.0, r"model.min_snr_gamma: expected a number > 0 \(or null\)"),
+    ("diffusion", "objective", {"name": "edm", "sigma_data": 0.0}, "model.objective.sigma_data: expected a number > 0"),
+    ("diffusion", "objective", {"name": "vp", "min_snr_gamma": 0.0},
+     r"model.objective.min_snr_gamma: expected a number > 0 \(or null\)"),
     ("ddpm", "dropout", 1.0, r"model.dropout: expected a number in \[0, 1\)"),
     ("ddpm", "channel_mults", [1, 0], "model.channel_mults: expected an integer >= 1 at item 1"),
-    ("ddpm", "prediction", "noise", "model.prediction: expected one of 'eps', 'x0', 'v'"),
+    ("diffusion", "objective", {"name": "vp", "prediction": "noise"},
+     "model.objective.prediction: expected one of 'eps', 'x0', 'v'"),
+    ("diffusion", "objective", {"name": "flow", "time_sampling": "beta"}, "model.objective.time_sampling: expected one of"),
+    ("diffusion", "objective", {"name": "vp", "timesteps": 0}, "model.objective.timesteps: expected an integer >= 1"),
     ("prior", "n_head", 0, "model.n_head: expected an integer >= 1"),
     ("prior", "dropout", 1.0, r"model.dropout: expected a number in \[0, 1\)"),
 ])

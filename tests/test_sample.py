@@ -121,7 +121,7 @@ def test_new_objectives_train_through_fit_and_sample_through_the_cli(objective, 
                      "--run-id", objective])
     assert code == 0
     ckpt = tmp_path / "ddpm_digits" / objective / "checkpoints" / "last.ckpt"
-    assert load_model(ckpt).hparams.objective == objective
+    assert load_model(ckpt).hparams.objective["name"] == objective
     tensors = {}
     for sampler in ("euler", "heun", "dpmpp_2m"):
         code, out, err = run_sample(["--ckpt", str(ckpt), "--num", "4", "--sampler", sampler, "--steps", "3",
@@ -132,9 +132,9 @@ def test_new_objectives_train_through_fit_and_sample_through_the_cli(objective, 
         assert tensors[sampler]["images"].shape == (4, 1, 8, 8)
         assert tensors[sampler]["sample_options"] == {"sampler": sampler, "steps": 3}
     assert not torch.equal(tensors["euler"]["images"], tensors["heun"]["images"])
-    # The ancestral sampler and the discrete spacings are for objective ddpm: one line, exit 2.
+    # The ancestral sampler and the discrete spacings are for a discrete (vp) objective: one line, exit 2.
     code, _, err = run_sample(["--ckpt", str(ckpt), "--sampler", "ddpm", "--out", str(tmp_path / "x.png")], capsys)
-    assert code == EXIT_USER_ERROR and "needs objective ddpm" in err
+    assert code == EXIT_USER_ERROR and "needs a discrete (vp) objective" in err
     code, _, err = run_sample(["--ckpt", str(ckpt), "--spacing", "leading", "--out", str(tmp_path / "x.png")], capsys)
     assert code == EXIT_USER_ERROR and "leave spacing unset" in err
 
@@ -142,7 +142,7 @@ def test_new_objectives_train_through_fit_and_sample_through_the_cli(objective, 
 def test_spacing_and_recompute_eps_flags_reach_a_ddpm_checkpoint(tmp_path, capsys):
     from lit_gen import fit
 
-    code = fit.main(["--config", "configs/ddpm_digits.yaml", "model.min_snr_gamma=5", "model.base_channels=8",
+    code = fit.main(["--config", "configs/ddpm_digits.yaml", "model.objective.min_snr_gamma=5", "model.base_channels=8",
                      "model.attention_resolutions=[]", "trainer.max_epochs=1", "trainer.limit_train_batches=2",
                      "trainer.limit_val_batches=1", "logger.wandb=false", "trainer.accelerator=cpu", "run.num_samples=4",
                      "run.sample_options={steps: 2}", "eval.report=false", f"run.output_dir={tmp_path}", "--run-id", "snr"])

@@ -20,10 +20,6 @@ from lit_gen.errors import ConfigError, LitGenError
 
 log = logging.getLogger(__name__)
 
-#: Families whose models reconstruct their input (encode then decode).
-RECONSTRUCTING = ("ae", "dae", "vae", "vqvae", "vqgan")
-
-
 @dataclass
 class RunInfo:
     """One run as the comparison sees it (paths absolute)."""

@@ -20,7 +20,8 @@ from pathlib import Path
 
 import torch
 
-from lit_gen.comparing.collect import RECONSTRUCTING, RunInfo
+from lit_gen.comparing.collect import RunInfo
+from lit_gen.models.capabilities import Autoencoding
 from lit_gen.runs import atomic_write_text
 
 log = logging.getLogger(__name__)
@@ -65,8 +66,9 @@ def measure_reconstruction(model, run: RunInfo, dataset, *, split: str, count: i
     from torch.utils.data import DataLoader, Subset
 
     path = run.path / "measures" / "reconstruction.json"
-    if run.family not in RECONSTRUCTING:
-        return _write(path, {"mse": None, "lpips": None, "reason": f"{run.family} does not reconstruct its input"})
+    if not isinstance(model, Autoencoding):
+        return _write(path, {"mse": None, "lpips": None,
+                             "reason": f"{type(model).__name__} does not reconstruct its input (no encode/decode)"})
     count = min(count, len(dataset))
     lpips, lpips_reason = _lpips(dataset)
     device = model.device
@@ -83,7 +85,7 @@ def measure_reconstruction(model, run: RunInfo, dataset, *, split: str, count: i
     return _write(path, {
         "mse": squared / count, "lpips": distance / count if lpips is not None else None,
         "lpips_reason": lpips_reason, "split": split, "count": count, "pixel_range": "[0, 1]",
-        "code": "the posterior mean" if run.family == "vae" else "the encoder's output",
+        "code": model.encoded_as,
     })
 
 

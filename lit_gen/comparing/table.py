@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from lit_gen.comparing.collect import RECONSTRUCTING, RunInfo
+from lit_gen.comparing.collect import RunInfo
 
 #: Fields that define an FID measuring protocol, with their names for people.
 PROTOCOL_FIELDS = {
@@ -155,12 +155,11 @@ def build_table(runs: list[RunInfo]) -> Table:
 
 
 def _reconstruction_cells(run: RunInfo) -> list[Cell]:
-    if run.family not in RECONSTRUCTING:
-        reason = f"{run.family} does not reconstruct its input"
-        return [blank(reason), blank(reason)]
     record = run.measures.get("reconstruction")
     if not record:
         return [blank(NOT_MEASURED), blank(NOT_MEASURED)]
+    if record.get("mse") is None:  # the model said why (measure_reconstruction asks it)
+        return [blank(record["reason"]), blank(record["reason"])]
     note = f"{record['split']} N={record['count']}"
     return [number(record.get("mse"), ".5f", record.get("reason") or "", note),
             number(record.get("lpips"), ".4f", record.get("lpips_reason") or record.get("reason") or "")]

@@ -15,7 +15,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from lit_gen.diffusion.samplers import ModelFn
+from lit_gen.diffusion.objectives import ModelFn
 
 ConditionalNet = Callable[[Tensor, Tensor, Tensor], Tensor]
 

@@ -24,9 +24,10 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-from lit_gen.diffusion.schedule import NoiseSchedule, Prediction, extract
+from lit_gen.diffusion.objectives import Level, VPObjective
+from lit_gen.diffusion.schedule import NoiseSchedule, extract
 from lit_gen.likelihood import discretized_gaussian_log_likelihood, normal_kl
-from lit_gen.nn import noise
+from lit_gen.nn import draws
 
 ModelFn = Callable[[Tensor, Tensor], Tensor]
 
@@ -52,13 +53,17 @@ def prior_term(schedule: NoiseSchedule, x0: Tensor) -> Tensor:
     return normal_kl(mean, logvar, torch.zeros_like(x0), torch.zeros_like(x0)).flatten(1).sum(1)
 
 
-def timestep_term(model_fn: ModelFn, schedule: NoiseSchedule, x0: Tensor, t: Tensor, *, prediction: Prediction,
-                  clip_x0: bool, decoder: bool = False, generator: torch.Generator | None = None) -> Tensor:
+def timestep_term(model_fn: ModelFn, objective: VPObjective, x0: Tensor, t: Tensor, *, clip_x0: bool,
+                  decoder: bool = False, generator: torch.Generator | None = None) -> Tensor:
     """Per image (nats), with x_t drawn from ``generator``: L_{t-1} (``t`` > 0 everywhere), or with
-    ``decoder=True`` L_0 (``t`` = 0 everywhere)."""
-    eps = noise.randn(x0.shape, generator=generator, device=x0.device)
+    ``decoder=True`` L_0 (``t`` = 0 everywhere). The network is read through the objective's denoiser,
+    as the samplers read it, at each image's own level."""
+    schedule = objective.schedule
+    eps = draws.randn(x0.shape, generator=generator, device=x0.device)
     x_t = schedule.q_sample(x0, t, eps)
-    x0_hat = schedule.predict_x0(x_t, t, model_fn(x_t, schedule.timestep_map[t]), prediction)
+    level = Level(extract(schedule.sqrt_alphas_cumprod, t, x0.shape), extract(schedule.sqrt_one_minus_alphas_cumprod,
+                                                                             t, x0.shape), schedule.timestep_map[t])
+    x0_hat = objective.denoise(model_fn, x_t, level).x0
     if clip_x0:
         x0_hat = x0_hat.clamp(-1.0, 1.0)
     model = schedule.posterior(x0_hat, x_t, t)
@@ -69,20 +74,20 @@ def timestep_term(model_fn: ModelFn, schedule: NoiseSchedule, x0: Tensor, t: Ten
 
 
 @torch.no_grad()
-def variational_bound(model_fn: ModelFn, schedule: NoiseSchedule, x0: Tensor, *, prediction: Prediction = "eps",
-                      clip_x0: bool = True, terms: int | None = None,
-                      generator: torch.Generator | None = None) -> VariationalBound:
+def variational_bound(model_fn: ModelFn, objective: VPObjective, x0: Tensor, *, clip_x0: bool = True,
+                      terms: int | None = None, generator: torch.Generator | None = None) -> VariationalBound:
     """The bound on -log p(x0) per image (nats) of the model ``model_fn`` under ``schedule``.
 
     Args:
         model_fn: ``(x_t, t) -> prediction`` (t = training timesteps), as the samplers take it.
-        schedule: the full (not respaced) schedule the network was trained with.
+        objective: the discrete objective the network was trained with (its full, not respaced, schedule
+            and what the network predicts).
         x0: (B, C, H, W) data in [-1, 1].
-        prediction: what ``model_fn`` predicts ("eps", "x0" or "v").
         clip_x0: clamp predicted x_0 to [-1, 1], as the pixel sampler does.
         terms: L_{t-1} terms to evaluate (1 .. T - 1); None evaluates all of them once each.
         generator: source of the x_t draws (and of the stratified timesteps).
     """
+    schedule = objective.schedule
     T = len(schedule)
     all_terms = T - 1
     terms = all_terms if terms is None else terms
@@ -91,8 +96,7 @@ def variational_bound(model_fn: ModelFn, schedule: NoiseSchedule, x0: Tensor, *,
     b = x0.shape[0]
     device = x0.device
     def term(t: Tensor, decoder: bool = False) -> Tensor:
-        return timestep_term(model_fn, schedule, x0, t, prediction=prediction, clip_x0=clip_x0, decoder=decoder,
-                             generator=generator)
+        return timestep_term(model_fn, objective, x0, t, clip_x0=clip_x0, decoder=decoder, generator=generator)
 
     # L_0 is always evaluated: it is one call, and often the largest single term.
     decoder = term(torch.zeros(b, dtype=torch.long, device=device), decoder=True)
@@ -105,7 +109,7 @@ def variational_bound(model_fn: ModelFn, schedule: NoiseSchedule, x0: Tensor, *,
         # region of the chain is represented and images' estimates are independent.
         edges = 1 + torch.linspace(0, all_terms, terms + 1, dtype=torch.float64)
         for k in range(terms):
-            offsets = noise.rand((b,), generator=generator, dtype=torch.float64)
+            offsets = draws.rand((b,), generator=generator, dtype=torch.float64)
             t = (edges[k] + offsets * (edges[k + 1] - edges[k])).floor().long().clamp(max=T - 1)
             # A slice of width w stands for w terms: scale each draw by it (unbiased).
             diffusion += term(t.to(device)) * float(edges[k + 1] - edges[k])

@@ -1,223 +1,93 @@
-"""One entry point, ``sample_loop``, for every sampler of every diffusion objective.
+"""The samplers of the diffusion family: one function each, one table (``SAMPLERS``) that names them.
 
-Ancestral DDPM (Ho et al. 2020) and DDIM (Song et al. 2021) run over a respaced discrete
-schedule (``NoiseSchedule.respace``), so every variant runs the same loop; only the update from
-(x_t, predicted x_0) to x_{t-1} differs:
+Every sampler walks a list of noise levels ``x = alpha x0 + noise eps`` from the noisiest to clean
+data (``Level``; the objective lists them: ``objective.levels(steps, spacing)``), and reaches the
+network only through the objective's denoiser, ``objective.denoise(model_fn, x, level) -> (x0, eps)``
+(``lit_gen.diffusion.objectives``; Karras et al. 2022's framework), so there is one way from a network
+output to x0. The samplers differ only in how they step from one level to the next:
 
-- ``"ddpm"``: draw from the posterior q(x_{t-1} | x_t, x_0) of the (respaced) schedule.
-- ``"ddim"``: x_{t-1} = sqrt(ab') x0 + sqrt(1 - ab' - sigma^2) eps + sigma z with
-  sigma = eta sqrt((1 - ab') / (1 - ab)) sqrt(1 - ab / ab'). eta = 0 is deterministic; eta = 1
-  gives sigma^2 = posterior variance, i.e. the ancestral sampler. x0 is clipped (pixels) and, by
-  default, eps is rebuilt from the clipped x0 (``recompute_eps=True``); ``recompute_eps=False``
-  keeps the network's own eps, as diffusers' DDIM does. Over 3 training seeds the network's own eps
-  scored 1.78x the FID at 8x8 and was not told apart at 16x16 (``bench/results/few_step_8.json``,
-  ``few_step.json``), so rebuilding is the default.
+- ``ddpm`` (Ho et al. 2020): a draw from the posterior q(x_{t-1} | x_t, x0) of the respaced discrete
+  schedule; needs a discrete (VP) objective.
+- ``ddim`` (Song et al. 2021, eq. 12): x' = alpha' x0 + sqrt(noise'^2 - sigma^2) eps + sigma z with
+  sigma = eta sqrt((1 - ab') / (1 - ab)) sqrt(1 - ab / ab'), ab = alpha^2: eta = 0 is deterministic,
+  eta = 1 the ancestral sampler. By default eps is rebuilt from the clipped x0 (``recompute_eps``); with
+  ``recompute_eps=False`` it keeps the network's own, as diffusers' DDIM does. On a continuous objective
+  (edm, flow) ``ddim`` is ``euler``, the same first-order step along its ODE.
+- ``euler``: first order along the probability-flow ODE dy/dsigma = (y - D(y, sigma)) / sigma of
+  y = x / alpha; one evaluation per step. On a VP schedule it is DDIM with eta = 0.
+- ``heun`` (Karras et al. 2022, Algorithm 1): an Euler step corrected with the slope at its end;
+  2 steps - 1 evaluations (the last step, to sigma = 0, is Euler; so is a first step from sigma =
+  infinity, i.e. a flow model's t = 1).
+- ``dpmpp_2m`` (Lu et al. 2022, "DPM-Solver++", Algorithm 2): second-order multistep in log-SNR on the
+  data prediction, one evaluation per step.
 
-The few-step ODE samplers see any objective as a denoiser D(x, sigma) over noise levels
-``x = alpha x0 + noise eps`` (``lit_gen.diffusion.objectives``; Karras et al. 2022's framework) and
-integrate the probability-flow ODE dy/dsigma = (y - D(y, sigma)) / sigma of y = x / alpha:
+With ``clip_x0`` (pixel models) every step's x0 is clamped to [-1, 1] and eps rebuilt from it: the
+static thresholding of Saharia et al. 2022 that Lu et al. 2022 pair with DPM-Solver++ for pixel
+models; without it a briefly trained network's ODE wanders outside the data range.
 
-- ``"euler"``: first order; one network evaluation per step. On a VP schedule it is exactly DDIM
-  with eta = 0 and no clipping; on a flow model exactly Euler in t.
-- ``"heun"``: Karras et al. 2022, Algorithm 1 (deterministic): an Euler step corrected with the
-  slope at its end; 2 steps - 1 evaluations (the last step, to sigma = 0, is Euler; so is a first
-  step from sigma = infinity, i.e. a flow model's t = 1).
-- ``"dpmpp_2m"``: DPM-Solver++(2M) (Lu et al. 2022, "DPM-Solver++", Algorithm 2): second-order
-  multistep in log-SNR on the data prediction, one evaluation per step.
+Every random number comes from ``generator``: x_T first, then (``ddpm``, ``ddim``) one noise tensor per
+step except the last, whatever ``eta``, so a seed fixes the samples and both see the same noises.
 
-With ``clip_x0`` (pixel models) they clamp every step's x0 to [-1, 1] and rebuild eps from it, as
-DDIM does: the static thresholding of Saharia et al. 2022 that Lu et al. 2022 pair with DPM-Solver++ for
-pixel-space models. Without it a briefly trained eps network's ODE wanders outside the data range
-(on the 16x16 digits, ``dpmpp_2m --steps 10`` went from 2.5x DDIM-50's FID to below it:
-``bench/results/few_step.json``).
-
-The network is reached only through ``model_fn(x, time) -> output`` (time = the training
-timesteps, or an objective's continuous time), so it never sees the schedule. Every random number
-comes from ``generator``: x_T, then (DDPM/DDIM) one noise tensor per step except the last, whatever
-``eta``, so a generator seed fixes the samples and the two samplers see the same noises.
+Adding a sampler: write ``def name(step: Step) -> Tensor`` (the loop over ``step.levels``), add one
+``SAMPLERS`` line saying how many network evaluations it makes and whether it needs a discrete
+objective, and one test (docs/adding-a-sampler.md walks through it).
 """
 
 from __future__ import annotations
 
-import logging
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Literal
 
 import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from lit_gen.diffusion.objectives import Denoised, DiffusionObjective, Level, VPObjective
-from lit_gen.diffusion.schedule import PREDICTIONS, SPACINGS, NoiseSchedule, Prediction, Spacing, extract
-from lit_gen.nn import noise
+from lit_gen.diffusion.objectives import Denoised, Level, ModelFn
+from lit_gen.nn import draws
 
-log = logging.getLogger(__name__)
-
-Sampler = Literal["ddpm", "ddim", "euler", "heun", "dpmpp_2m"]
-SAMPLERS = ("ddpm", "ddim", "euler", "heun", "dpmpp_2m")
-ODE_SAMPLERS = ("euler", "heun", "dpmpp_2m")
-ModelFn = Callable[[Tensor, Tensor], Tensor]
+#: The clean end every walk finishes on (alpha 1, no noise).
+CLEAN = Level(1.0, 0.0, 0.0)
 
 
-def sampler_that_runs(sampler: str, discrete: bool) -> str:
-    """The sampler a request runs: ``"ddim"`` on a continuous objective (edm, flow) is ``"euler"``,
-    the same first-order step along its ODE; records name the one that ran."""
-    return "euler" if sampler == "ddim" and not discrete else sampler
+@dataclass
+class Step:
+    """What a sampler function gets: the objective's denoiser, the levels to walk, the options, and ``x_T``:
+    standard-normal noise, which the ancestral samplers start from (Ho et al.'s x_T ~ N(0, I)) and the
+    ODE samplers scale to their first level's noise."""
+
+    denoise: Callable[[Tensor, Level], Denoised]
+    levels: list[Level]
+    x_T: Tensor
+    generator: torch.Generator | None
+    clip_x0: bool
+    eta: float = 0.0
+    recompute_eps: bool = True
+    progress: bool = False
+    name: str = ""
+
+    def walk(self) -> list[tuple[int, Level, Level]]:
+        """(index, level, next level) from the noisiest level to clean data, with a progress bar if asked."""
+        pairs = [(i, here, self.levels[i + 1] if i + 1 < len(self.levels) else CLEAN)
+                 for i, here in enumerate(self.levels)]
+        return list(tqdm(pairs, desc=f"{self.name} sampling", disable=not self.progress, leave=False))
+
+    def denoised(self, x: Tensor, level: Level) -> Denoised:
+        """The denoiser's estimate at ``level``, thresholded when ``clip_x0``."""
+        return thresholded(self.denoise(x, level), x, level, self.clip_x0)
+
+    def noise(self, last: bool) -> Tensor:
+        """The step's fresh noise (zeros on the last step, drawn nowhere)."""
+        shape, device = self.x_T.shape, self.x_T.device
+        return torch.zeros_like(self.x_T) if last else draws.randn(shape, generator=self.generator, device=device)
+
+    def ode_start(self) -> Tensor:
+        """x_T at the first level's noise, where an ODE sampler starts."""
+        return self.x_T * self.levels[0].noise
 
 
-@torch.no_grad()
-def sample_loop(
-    model_fn: ModelFn,
-    schedule: NoiseSchedule | DiffusionObjective,
-    shape: tuple[int, ...],
-    *,
-    sampler: Sampler = "ddim",
-    steps: int | None = None,
-    eta: float = 0.0,
-    prediction: Prediction = "eps",
-    clip_x0: bool = True,
-    recompute_eps: bool = True,
-    spacing: Spacing | None = None,
-    generator: torch.Generator | None = None,
-    x_T: Tensor | None = None,
-    device: torch.device | None = None,
-    progress: bool = False,
-) -> Tensor:
-    """Run the reverse process from pure noise to x_0.
-
-    :param model_fn: ``(x_t (B, ...), time (B,)) -> output`` of x_t's shape; time is int64 for a
-        discrete schedule, float for the continuous objectives.
-    :param schedule: the schedule a DDPM network was trained with (with ``prediction``), or the
-        training objective (``lit_gen.diffusion.objectives``); its device is used for the noise.
-    :param shape: shape of the batch to generate, e.g. (n, C, H, W).
-    :param sampler: ``"ddpm"`` (ancestral), ``"ddim"``, ``"euler"``, ``"heun"`` or ``"dpmpp_2m"``.
-        For the continuous objectives (edm, flow) ``"ddim"`` is ``"euler"`` and ``"ddpm"`` does not exist.
-    :param steps: number of denoising steps; None uses every timestep of a discrete schedule.
-    :param eta: DDIM noise scale (0 = deterministic, 1 = ancestral); only ``"ddim"`` on a discrete schedule.
-    :param prediction: what ``model_fn`` predicts when ``schedule`` is a NoiseSchedule: ``"eps"``, ``"x0"`` or ``"v"``.
-    :param clip_x0: clamp every step's predicted x_0 to [-1, 1] (right for pixels, wrong for latents);
-        the ODE samplers and DDIM rebuild eps from it.
-    :param recompute_eps: DDIM only: use the eps implied by the clipped x_0 (the default) instead
-        of the network's own (False, as diffusers' DDIM).
-    :param spacing: which training timesteps a discrete schedule keeps for ``steps`` (``"linspace"``,
-        ``"leading"``, ``"trailing"``, ``"karras"``; see ``spaced_timesteps``); None = ``"linspace"``
-        for DDPM/DDIM, ``"karras"`` for the ODE samplers. The continuous objectives have their own
-        discretisation and take None only.
-    :param generator: source of every random draw; None uses the global RNG.
-    :param x_T: the standard-normal starting noise (the ODE samplers scale it to their first
-        level's noise); None draws it from ``generator``.
-    :param device: where to generate; None = the schedule's device (CPU for the continuous objectives).
-    :param progress: show a tqdm progress bar (for long runs).
-    :return: the generated batch in model space (about [-1, 1] for pixels), on the schedule's device.
-    """
-    if sampler not in SAMPLERS:
-        raise ValueError(f"unknown sampler {sampler!r}; choose one of {SAMPLERS}")
-    if spacing is not None and spacing not in SPACINGS:
-        raise ValueError(f"unknown timestep spacing {spacing!r}; choose one of {SPACINGS}")
-    if eta < 0:
-        raise ValueError(f"eta must be >= 0 (0 = deterministic DDIM, 1 = ancestral), got {eta}")
-    if isinstance(schedule, NoiseSchedule):
-        assert prediction in PREDICTIONS, prediction  # a model's setting, checked where its config is read
-        objective = VPObjective(schedule, prediction)
-    else:
-        objective = schedule
-    discrete = isinstance(objective, VPObjective)
-    if not discrete:
-        if sampler == "ddpm" or eta != 0:
-            raise ValueError(f"objective {objective.name} samples along its ODE: use sampler ddim (= euler), heun or "
-                             "dpmpp_2m with eta 0; the ancestral ddpm sampler needs objective ddpm")
-        if steps is None:
-            raise ValueError(f"objective {objective.name} has no discrete timesteps: give the number of steps")
-        if steps < 1:
-            raise ValueError(f"steps must be at least 1, got {steps}")
-        sampler = sampler_that_runs(sampler, discrete=False)
-    if device is None:
-        device = objective.schedule.betas.device if discrete else torch.device("cpu")
-    x_T = _start_noise(shape, x_T, generator, device)
-    if sampler in ODE_SAMPLERS:
-        if discrete and spacing is None:
-            # DPM-Solver++'s multistep extrapolation suffers from linspace's uneven steps in log-SNR
-            # (test_karras_spacing_suits_the_multistep_solver).
-            spacing = "karras"
-        levels = objective.levels(len(objective.schedule) if steps is None else steps, spacing)
-        return _solve_ode(objective, model_fn, levels, x_T * levels[0].noise, sampler, clip_x0, progress)
-    return _ancestral_loop(model_fn, objective, x_T, sampler, steps, spacing, eta, clip_x0, recompute_eps,
-                           generator, progress)
-
-
-def _start_noise(shape, x_T: Tensor | None, generator, device) -> Tensor:
-    if x_T is not None:
-        if tuple(x_T.shape) != tuple(shape):
-            raise ValueError(f"x_T has shape {tuple(x_T.shape)} but shape={tuple(shape)} was asked for")
-        return x_T.to(device=device, dtype=torch.float32)
-    return noise.randn(shape, generator=generator, device=device)
-
-
-def _ancestral_loop(model_fn, objective: VPObjective, x: Tensor, sampler, steps, spacing, eta, clip_x0,
-                    recompute_eps, generator, progress) -> Tensor:
-    """DDPM / DDIM over the respaced discrete schedule."""
-    schedule = objective.schedule
-    if steps is None or (steps == len(schedule) and spacing in (None, "linspace")):
-        respaced = schedule
-    else:
-        respaced = schedule.respace(steps, spacing or "linspace")
-    shape, n = x.shape, x.shape[0]
-    for i in tqdm(range(len(respaced) - 1, -1, -1), desc=f"{sampler} sampling", disable=not progress, leave=False):
-        t = torch.full((n,), i, dtype=torch.long, device=x.device)
-        pred = model_fn(x, respaced.timestep_map[t])
-        x0 = respaced.predict_x0(x, t, pred, objective.prediction)
-        eps = pred if objective.prediction == "eps" else respaced.predict_eps(x, t, x0)
-        if clip_x0:
-            x0 = x0.clamp(-1.0, 1.0)
-        z = noise.randn(shape, generator=generator, device=x.device) if i > 0 else torch.zeros_like(x)
-        if sampler == "ddpm":
-            posterior = respaced.posterior(x0, x, t)
-            x = posterior.mean + posterior.variance.sqrt() * z
-        else:
-            if recompute_eps:
-                eps = respaced.predict_eps(x, t, x0)
-            x = _ddim_step(respaced, x, t, x0, eps, z, eta)
-    return x
-
-
-def _ddim_step(schedule: NoiseSchedule, x: Tensor, t: Tensor, x0: Tensor, eps: Tensor, z: Tensor, eta: float) -> Tensor:
-    """Song et al. 2021, eq. 12."""
-    ab = extract(schedule.alphas_cumprod, t, x.shape)
-    ab_prev = extract(schedule.alphas_cumprod_prev, t, x.shape)
-    sigma = eta * ((1 - ab_prev) / (1 - ab) * (1 - ab / ab_prev)).sqrt()
-    # The clamp guards against rounding making 1 - ab' - sigma^2 slightly negative when eta = 1.
-    direction = (1 - ab_prev - sigma**2).clamp(min=0.0).sqrt()
-    return ab_prev.sqrt() * x0 + direction * eps + sigma * z
-
-
-# ----------------------------------------------------------------------------------- ODE samplers
-def _solve_ode(objective, model_fn, levels: list[Level], x: Tensor, sampler: str, clip_x0: bool,
-               progress: bool) -> Tensor:
-    """Integrate from ``levels[0]`` (x is a sample there) to clean data, one update per level."""
-    final = Level(1.0, 0.0, 0.0)
-    previous: tuple[Level, Tensor] | None = None  # DPM-Solver++(2M)'s last level and x0 estimate
-    for i in tqdm(range(len(levels)), desc=f"{sampler} sampling", disable=not progress, leave=False):
-        here, there = levels[i], levels[i + 1] if i + 1 < len(levels) else final
-        d = _thresholded(objective.denoise(model_fn, x, here), x, here, clip_x0)
-        if there.noise == 0:
-            # The last step lands on sigma = 0, where every sampler returns the denoised estimate.
-            return d.x0
-        if sampler == "dpmpp_2m":
-            x = _dpmpp_2m_step(x, here, there, d.x0, previous)
-            previous = (here, d.x0)
-            continue
-        euler = there.alpha * d.x0 + there.noise * d.eps  # = alpha' (x0 + sigma' eps): DDIM's eta = 0 step
-        if sampler == "euler" or here.alpha == 0:
-            x = euler
-            continue
-        # Heun: average the slope dy/dsigma = eps at both ends (Karras et al. 2022, Algorithm 1, lines 7-8).
-        end = _thresholded(objective.denoise(model_fn, euler, there), euler, there, clip_x0)
-        x = euler + there.alpha * (there.sigma - here.sigma) * (end.eps - d.eps) / 2
-    raise AssertionError("the last level is always followed by sigma = 0")
-
-
-def _thresholded(d: Denoised, x: Tensor, level: Level, clip_x0: bool) -> Denoised:
+def thresholded(d: Denoised, x: Tensor, level: Level, clip_x0: bool) -> Denoised:
     """``d`` with x0 clamped to [-1, 1] and eps rebuilt from it (x = alpha x0 + noise eps); ``d`` itself without clipping."""
     if not clip_x0:
         return d
@@ -225,24 +95,177 @@ def _thresholded(d: Denoised, x: Tensor, level: Level, clip_x0: bool) -> Denoise
     return Denoised(x0, (x - level.alpha * x0) / level.noise)
 
 
+# ----------------------------------------------------------------------------------- the samplers
+def ddpm(step: Step) -> Tensor:
+    """Ancestral sampling (Ho et al. 2020, Algorithm 2) over the levels of a respaced discrete schedule."""
+    x = step.x_T
+    for i, here, there in step.walk():
+        d = step.denoised(x, here)
+        z = step.noise(last=there.noise == 0)
+        ab, ab_next = here.alpha**2, there.alpha**2
+        beta = 1.0 - ab / ab_next  # this (respaced) step's beta
+        # Posterior q(x' | x, x0): mean = coef_x0 x0 + coef_x x, variance = beta (1 - ab') / (1 - ab).
+        coef_x0 = beta * there.alpha / (1.0 - ab)
+        coef_x = (1.0 - ab_next) * math.sqrt(1.0 - beta) / (1.0 - ab)
+        std = math.sqrt(beta * (1.0 - ab_next) / (1.0 - ab))
+        x = coef_x0 * d.x0 + coef_x * x + std * z
+    return x
+
+
+def ddim(step: Step) -> Tensor:
+    """Song et al. 2021, eq. 12, with ``eta`` (0: deterministic) over the levels of a respaced discrete schedule."""
+    x = step.x_T
+    for i, here, there in step.walk():
+        raw = step.denoise(x, here)
+        d = thresholded(raw, x, here, step.clip_x0)
+        eps = d.eps if step.recompute_eps else raw.eps
+        z = step.noise(last=there.noise == 0)
+        ab, ab_next = here.alpha**2, there.alpha**2
+        sigma = step.eta * math.sqrt((1.0 - ab_next) / (1.0 - ab) * (1.0 - ab / ab_next))
+        # max(): rounding can make noise'^2 - sigma^2 slightly negative when eta = 1.
+        x = there.alpha * d.x0 + math.sqrt(max(there.noise**2 - sigma**2, 0.0)) * eps + sigma * z
+    return x
+
+
+def euler(step: Step) -> Tensor:
+    """First-order steps along the probability-flow ODE: x' = alpha' x0 + noise' eps (DDIM's eta = 0 step)."""
+    x = step.ode_start()
+    for _, here, there in step.walk():
+        d = step.denoised(x, here)
+        x = there.alpha * d.x0 + there.noise * d.eps
+    return x
+
+
+def heun(step: Step) -> Tensor:
+    """Karras et al. 2022, Algorithm 1: average the slope dy/dsigma = eps at both ends of each Euler step."""
+    x = step.ode_start()
+    for _, here, there in step.walk():
+        d = step.denoised(x, here)
+        predicted = there.alpha * d.x0 + there.noise * d.eps
+        if there.noise == 0 or here.alpha == 0:  # into clean data, or out of pure noise: Euler only
+            x = predicted
+            continue
+        end = step.denoised(predicted, there)
+        x = predicted + there.alpha * (there.sigma - here.sigma) * (end.eps - d.eps) / 2
+    return x
+
+
+def dpmpp_2m(step: Step) -> Tensor:
+    """Lu et al. 2022 (DPM-Solver++), Algorithm 2: second-order multistep in half the log-SNR, lambda = log(alpha / noise).
+
+    x' = (noise' / noise) x - alpha' (e^-h - 1) D with h = lambda' - lambda; D is the current x0, or, after
+    the first step, (1 + 1 / 2r) x0 - (1 / 2r) x0_prev with r = h_prev / h.
+    """
+    x = step.ode_start()
+    previous: tuple[Level, Tensor] | None = None
+    for _, here, there in step.walk():
+        d = step.denoised(x, here)
+        if there.noise == 0:  # the last step lands on clean data: the denoised estimate itself
+            return d.x0
+        # e^-h = (alpha noise') / (alpha' noise), written so that alpha = 0 (flow's t = 1) gives 0, not nan.
+        decay = here.alpha * there.noise / (there.alpha * here.noise)
+        data = d.x0
+        if previous is not None:
+            k = (_lambda(there) - _lambda(here)) / (2 * (_lambda(here) - _lambda(previous[0])))  # 1 / 2r
+            data = (1 + k) * d.x0 - k * previous[1]
+        x = (there.noise / here.noise) * x - there.alpha * (decay - 1) * data
+        previous = (here, d.x0)
+    return x
+
+
 def _lambda(level: Level) -> float:
     """Half the log-SNR, log(alpha / noise): DPM-Solver's time variable (-inf at pure noise)."""
     return -math.inf if level.alpha == 0 else math.log(level.alpha / level.noise)
 
 
-def _dpmpp_2m_step(x: Tensor, here: Level, there: Level, x0: Tensor, previous: tuple[Level, Tensor] | None) -> Tensor:
-    """Lu et al. 2022 (DPM-Solver++), Algorithm 2, one step from ``here`` to ``there`` (noise > 0).
+# ----------------------------------------------------------------------------------- the table
+@dataclass(frozen=True)
+class SamplerInfo:
+    """A sampler's function and its facts: the CLI help, the checks and the records read them here."""
 
-    x' = (noise' / noise) x - alpha' (e^-h - 1) D with h = lambda' - lambda; D is the current x0,
-    or, after the first step, (1 + 1 / 2r) x0 - (1 / 2r) x0_prev with r = h_prev / h.
+    run: Callable[[Step], Tensor]
+    #: Network evaluations per sample for ``steps`` steps (without guidance's doubling).
+    evaluations: Callable[[int], int]
+    #: Whether it needs a discrete (VP) objective: the ancestral samplers draw from its posterior.
+    discrete_only: bool
+    #: What a continuous objective runs instead (None: itself).
+    on_continuous: str | None
+    help: str
+
+
+SAMPLERS: dict[str, SamplerInfo] = {
+    "ddpm": SamplerInfo(ddpm, lambda steps: steps, True, None, "ancestral (Ho et al.); steps = timesteps for the paper's"),
+    "ddim": SamplerInfo(ddim, lambda steps: steps, False, "euler", "deterministic at eta 0 (Song et al.)"),
+    "euler": SamplerInfo(euler, lambda steps: steps, False, None, "first-order ODE steps"),
+    "heun": SamplerInfo(heun, lambda steps: max(1, 2 * steps - 1), False, None, "second order, 2 x steps - 1 evaluations"),
+    "dpmpp_2m": SamplerInfo(dpmpp_2m, lambda steps: steps, False, None, "DPM-Solver++(2M), second-order multistep"),
+}
+#: The sampler names as a type: the config and ``sample()`` check a value against it.
+Sampler = Literal[tuple(SAMPLERS)]  # type: ignore[valid-type]
+
+
+def sampler_help() -> str:
+    """``name (what it is) | ...`` for the CLI's --sampler help, from the table."""
+    return " | ".join(f"{name} ({info.help})" for name, info in SAMPLERS.items())
+
+
+def sampler_that_runs(sampler: str, discrete: bool) -> str:
+    """The sampler a request runs: a continuous objective runs ``on_continuous`` (``"ddim"`` is ``"euler"``
+    there, the same first-order step along its ODE); records name the one that ran."""
+    info = SAMPLERS[sampler]
+    return info.on_continuous if not discrete and info.on_continuous else sampler
+
+
+def check_sampler(sampler: str, *, discrete: bool, eta: float = 0.0) -> str:
+    """The sampler that runs for this request, or ValueError naming what is wrong and the choices."""
+    if sampler not in SAMPLERS:
+        raise ValueError(f"unknown sampler {sampler!r}; choose one of {', '.join(SAMPLERS)}")
+    if eta < 0:
+        raise ValueError(f"eta must be >= 0 (0 = deterministic DDIM, 1 = ancestral), got {eta}")
+    runs = sampler_that_runs(sampler, discrete)
+    if not discrete and (SAMPLERS[runs].discrete_only or eta != 0):
+        ode = ", ".join(name for name, info in SAMPLERS.items() if not info.discrete_only)
+        raise ValueError(f"a continuous objective samples along its ODE: use {ode} with eta 0; the ancestral {sampler} "
+                         "sampler needs a discrete (vp) objective")
+    return runs
+
+
+@torch.no_grad()
+def sample(model_fn: ModelFn, objective, shape: tuple[int, ...], *, sampler: str = "ddim", steps: int | None = None,
+           spacing: str | None = None, clip_x0: bool = True, generator: torch.Generator | None = None,
+           x_T: Tensor | None = None, device: torch.device | None = None, progress: bool = False,
+           eta: float = 0.0, recompute_eps: bool = True) -> Tensor:
+    """Generate a batch of ``shape`` from pure noise with one sampler of ``SAMPLERS``.
+
+    :param model_fn: ``(x (B, ...), time (B,)) -> output`` of x's shape; time is what the objective tells
+        the network (int64 timesteps for vp, a float time for edm and flow).
+    :param objective: the training objective (``lit_gen.diffusion.objectives``): it lists the levels and
+        turns network outputs into (x0, eps).
+    :param sampler: a name of ``SAMPLERS``; ``steps``: levels to walk (None: every timestep of a discrete
+        objective); ``spacing``: which timesteps a discrete objective keeps (``lit_gen.diffusion.schedule``).
+    :param clip_x0: clamp every step's x0 to [-1, 1] (right for pixels, wrong for latents).
+    :param generator: source of every random draw; ``x_T``: the standard-normal start (scaled to the first
+        level's noise), drawn from ``generator`` when None.
+    :param eta, recompute_eps: DDIM's options (see the module docstring).
+    :return: the batch in model space (about [-1, 1] for pixels), on ``device`` (default: the objective's).
     """
-    ratio = there.noise / here.noise
-    # e^-h = (alpha noise') / (alpha' noise), written so that alpha = 0 (flow's t = 1) gives 0, not nan.
-    decay = here.alpha * there.noise / (there.alpha * here.noise)
-    d = x0
-    if previous is not None:
-        h = _lambda(there) - _lambda(here)
-        h_prev = _lambda(here) - _lambda(previous[0])
-        k = h / (2 * h_prev)  # 1 / 2r; 0 when the previous level was pure noise (h_prev infinite)
-        d = (1 + k) * x0 - k * previous[1]
-    return ratio * x - there.alpha * (decay - 1) * d
+    runs = check_sampler(sampler, discrete=objective.discrete, eta=eta)
+    if steps is None:
+        if not objective.discrete:
+            raise ValueError(f"objective {objective.name} has no discrete timesteps: give the number of steps")
+        steps = len(objective.schedule)
+    if steps < 1:
+        raise ValueError(f"steps must be at least 1, got {steps}")
+    if spacing is None and objective.discrete:
+        # The ancestral samplers keep Ho et al.'s even spacing; the ODE samplers take Karras et al.'s, which
+        # DPM-Solver++'s multistep extrapolation needs (test_karras_spacing_suits_the_multistep_solver).
+        spacing = "linspace" if SAMPLERS[runs].discrete_only or runs == "ddim" else "karras"
+    levels = objective.levels(steps, spacing)
+    device = objective.device if device is None else device
+    if x_T is not None and tuple(x_T.shape) != tuple(shape):
+        raise ValueError(f"x_T has shape {tuple(x_T.shape)} but shape={tuple(shape)} was asked for")
+    start = draws.randn(shape, generator=generator, device=device) if x_T is None else x_T.to(device, torch.float32)
+    step = Step(lambda x, level: objective.denoise(model_fn, x, level), levels, start, generator, clip_x0, eta,
+                recompute_eps, progress, runs)
+    return SAMPLERS[runs].run(step)
+

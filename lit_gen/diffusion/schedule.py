@@ -12,6 +12,7 @@ same sampler code as the full chain.
 from __future__ import annotations
 
 import math
+import typing
 from typing import Literal, NamedTuple
 
 import torch
@@ -19,9 +20,9 @@ from torch import Tensor, nn
 
 BetaSchedule = Literal["linear", "cosine"]
 Prediction = Literal["eps", "x0", "v"]
-PREDICTIONS = ("eps", "x0", "v")
+PREDICTIONS: tuple[str, ...] = typing.get_args(Prediction)
 Spacing = Literal["linspace", "leading", "trailing", "karras"]
-SPACINGS = ("linspace", "leading", "trailing", "karras")
+SPACINGS: tuple[str, ...] = typing.get_args(Spacing)
 
 
 def spaced_timesteps(timesteps: int, steps: int, spacing: Spacing = "linspace", alphas_cumprod: Tensor | None = None) -> Tensor:
@@ -159,8 +160,6 @@ class NoiseSchedule(nn.Module):
             "alphas_cumprod_prev": alphas_cumprod_prev,
             "sqrt_alphas_cumprod": alphas_cumprod.sqrt(),
             "sqrt_one_minus_alphas_cumprod": (1.0 - alphas_cumprod).sqrt(),
-            "sqrt_recip_alphas_cumprod": (1.0 / alphas_cumprod).sqrt(),
-            "sqrt_recipm1_alphas_cumprod": (1.0 / alphas_cumprod - 1.0).sqrt(),
             "posterior_variance": posterior_variance,
             "posterior_log_variance_clipped": log_var,
             "posterior_mean_coef1": betas * alphas_cumprod_prev.sqrt() / (1.0 - alphas_cumprod),
@@ -207,24 +206,6 @@ class NoiseSchedule(nn.Module):
         if prediction == "v":
             return self.velocity(x0, t, noise)
         raise AssertionError(f"unknown prediction {prediction!r}")  # the config allows only PREDICTIONS
-
-    # ------------------------------------------------------------------ conversions
-    def predict_x0(self, x_t: Tensor, t: Tensor, pred: Tensor, prediction: Prediction) -> Tensor:
-        """The x_0 implied by a network output ``pred`` of kind ``prediction`` at (x_t, t)."""
-        if prediction == "eps":
-            return (extract(self.sqrt_recip_alphas_cumprod, t, x_t.shape) * x_t
-                    - extract(self.sqrt_recipm1_alphas_cumprod, t, x_t.shape) * pred)
-        if prediction == "x0":
-            return pred
-        if prediction == "v":
-            return (extract(self.sqrt_alphas_cumprod, t, x_t.shape) * x_t
-                    - extract(self.sqrt_one_minus_alphas_cumprod, t, x_t.shape) * pred)
-        raise AssertionError(f"unknown prediction {prediction!r}")  # the config allows only PREDICTIONS
-
-    def predict_eps(self, x_t: Tensor, t: Tensor, x0: Tensor) -> Tensor:
-        """The noise implied by x_t and an x_0 estimate: (x_t / sqrt(ab) - x0) / sqrt(1 / ab - 1)."""
-        return ((extract(self.sqrt_recip_alphas_cumprod, t, x_t.shape) * x_t - x0)
-                / extract(self.sqrt_recipm1_alphas_cumprod, t, x_t.shape))
 
     # ------------------------------------------------------------------ reverse process
     def posterior(self, x0: Tensor, x_t: Tensor, t: Tensor) -> Posterior:

@@ -1,16 +1,11 @@
 """Bits per dimension of a trained model on a data split, with the protocol that produced it.
 
-One entry point, ``evaluate_likelihood``, for every family; each family says what its likelihood is
-(all in the discretized convention of ``lit_gen.likelihood``, so their bits/dim compare):
-
-- ``vae`` (Gaussian decoder): the ELBO and the importance-weighted bound with k samples (Burda et
-  al. 2016); the reported value is the tighter, importance-weighted one. A Bernoulli decoder gets
-  no bits/dim (it is not a distribution over grey levels); its reason says so.
-- ``ddpm`` (pixel space): the variational bound over all T terms (Ho et al. 2020), EMA weights
-  when the model has them. Latent diffusion is marked not comparable (a bound on latents).
-- ``prior`` over VQ codes: its cross-entropy in bits per code; no bits/dim (the VQ decoder is
-  deterministic, so an image has no probability under codes + decoder).
-- Autoencoders and VQ first stages define no likelihood; any other family has none implemented.
+One entry point, ``evaluate_likelihood``, for every model that offers the ``Likelihood`` capability
+(``lit_gen.models.capabilities``): the model says what its bound is (all in the discretized convention
+of ``lit_gen.likelihood``, so bits/dim compare) and why it has none where it has none. The VAE gives
+its importance-weighted bound (the ELBO beside it), the diffusion family Ho et al.'s variational bound
+over all T terms, the code prior its bits per code (no bits/dim: the VQ decoder is deterministic). A
+model without the capability defines no likelihood here.
 
 A missing value is ``None`` with a ``reason``, never a zero.
 """
@@ -25,18 +20,14 @@ import torch
 from torch.utils.data import DataLoader, Subset
 
 from lit_gen import registry
-from lit_gen.diffusion.likelihood import variational_bound
 from lit_gen.errors import EvaluationError
-from lit_gen.likelihood import LN2, bits_per_dim
+from lit_gen.likelihood import bits_per_dim
+from lit_gen.models.capabilities import Likelihood
 
 CONVENTION = ("discretized: each value of [-1, 1] is a bin of width 2/255 (256 levels, open edge bins); "
               "bits/dim = -log2 P(bins) / (C*H*W)")
-NO_LIKELIHOOD = {
-    "ae": "an autoencoder defines no likelihood",
-    "dae": "an autoencoder defines no likelihood",
-    "vqvae": "a VQ first stage defines no likelihood (train a prior over its codes)",
-    "vqgan": "a VQ first stage defines no likelihood (train a prior over its codes)",
-}
+#: Facts a model's bound states (``NLL.extra``) that are fields of the record rather than extras.
+RECORD_FIELDS = ("samples", "timesteps", "terms", "weights")
 
 
 @dataclass
@@ -103,21 +94,18 @@ def evaluate_likelihood(model, dataset, *, split: str = "test", count: int | Non
     """Bits/dim of ``model`` on the first ``count`` images of ``dataset`` (all when None).
 
     Args:
-        samples: importance samples k for the VAE's bound.
-        terms: DDPM L_{t-1} terms to evaluate (None: all T - 1, the exact bound's estimate).
+        samples: importance samples k of an importance-weighted bound (the VAE's).
+        terms: L_{t-1} terms of a diffusion bound to evaluate (None: all T - 1, the exact bound's estimate).
         seed: seed of every random draw (posterior samples, x_t noise).
     """
     family = family_of(model)
-    schedule = getattr(model, "schedule", None)
-    if terms is not None and schedule is not None and not 1 <= terms <= len(schedule) - 1:
-        # Checked here, not only by a CLI, so every caller (evaluate --bpd, compare --measure) gets it.
-        raise EvaluationError(f"--bpd-terms {terms}: choose 1 .. {len(schedule) - 1} (the model's T - 1 terms) "
-                              "or leave it unset for all")
     started = time.perf_counter()
-    x_shape = dataset[0][0].shape
-    dims = math.prod(x_shape)
+    dims = math.prod(dataset[0][0].shape)
     base = dict(family=family, split=split, seed=seed, dims=dims, checkpoint=checkpoint, global_step=global_step)
-    reason = _no_likelihood_reason(model, family)
+    if not isinstance(model, Likelihood):
+        return LikelihoodRecord(bits_per_dim=None, reason=f"the {family} family defines no likelihood (not comparable)",
+                                bound=None, count=0, **base)
+    reason = model.likelihood_unavailable()
     if reason is not None:
         return LikelihoodRecord(bits_per_dim=None, reason=reason, bound=None, count=0, **base)
     loader, count = _batches(dataset, count, batch_size)
@@ -125,92 +113,23 @@ def evaluate_likelihood(model, dataset, *, split: str = "test", count: int | Non
     device = model.device
     was_training = model.training
     model.eval()
+    total, parts, last = 0.0, {}, None
     try:
-        if family == "vae":
-            record = _vae(model, loader, samples, generator, device)
-        elif family == "ddpm":
-            record = _ddpm(model, loader, terms, generator, device)
-        else:
-            record = _prior(model, loader, device)
+        for x, labels in loader:
+            try:
+                last = model.negative_log_likelihood(x.to(device), labels.to(device), generator=generator,
+                                                     samples=samples, terms=terms)
+            except ValueError as exc:  # an option the model refuses (e.g. terms out of range), for every caller
+                raise EvaluationError(f"{type(model).__name__}: {exc}") from None
+            total = None if last.total is None else total + float(last.total.double().sum())
+            for name, values in last.parts.items():
+                parts[name] = parts.get(name, 0.0) + float(values.double().sum())
     finally:
         model.train(was_training)
-    nats, fields = record
-    value = None if nats is None else float(bits_per_dim(nats, dims))
-    fields.setdefault("reason", None)
-    return LikelihoodRecord(bits_per_dim=value, count=count, seconds=round(time.perf_counter() - started, 2),
-                            **fields, **base)
-
-
-def _no_likelihood_reason(model, family: str) -> str | None:
-    if family in NO_LIKELIHOOD:
-        return NO_LIKELIHOOD[family]
-    if family == "vae" and model.likelihood != "gaussian":
-        return (f"likelihood: {model.likelihood} is not a distribution over 256 grey levels; train with "
-                "model.likelihood=gaussian for a comparable bits/dim")
-    if family == "ddpm":
-        objective = model.hparams.get("objective")
-        if objective not in (None, "ddpm"):
-            # Other training objectives (EDM, flow matching) need a probability-flow likelihood, not this bound.
-            return f"objective {objective}: its likelihood (probability flow) is not implemented (not comparable)"
-        if model.first_stage is not None:
-            return "latent diffusion: its bound is over the first stage's latents, not pixels (not comparable)"
-        return None
-    if family in ("vae", "prior"):
-        return None
-    return f"no likelihood is implemented for the {family} family (not comparable)"
-
-
-def _vae(model, loader, samples, generator, device):
-    elbo = iw = 0.0
-    for x, _ in loader:
-        bounds = model.likelihood_bounds(x.to(device), samples=samples, generator=generator)
-        elbo += float(-bounds.elbo.double().sum())
-        iw += float(-bounds.iw.double().sum())
-    n = len(loader.dataset)
-    dims = math.prod(loader.dataset[0][0].shape)
-    extra = {"elbo_bits_per_dim": bits_per_dim(elbo / n, dims), "iw_bits_per_dim": bits_per_dim(iw / n, dims)}
-    return iw / n, {"bound": f"IWAE k={samples}", "samples": samples, "weights": "raw", "extra": extra}
-
-
-def _ddpm(model, loader, terms, generator, device):
-    net = model.ema.averaged if model.ema is not None else model.unet
-    total = prior = decoder = 0.0
-    used = None
-    for x, labels in loader:
-        x = x.to(device)
-        if model.conditional:
-            y = labels.to(device)
-
-            def model_fn(x_t, t, y=y):
-                return net(x_t, t, y)
-        else:
-            def model_fn(x_t, t):
-                return net(x_t, t)
-        bound = variational_bound(model_fn, model.schedule, x, prediction=model.prediction, clip_x0=True,
-                                  terms=terms, generator=generator)
-        total += float(bound.total.double().sum())
-        prior += float(bound.prior.double().sum())
-        decoder += float(bound.decoder.double().sum())
-        used = bound.terms
-    n = len(loader.dataset)
-    T = len(model.schedule)
-    dims = math.prod(loader.dataset[0][0].shape)
-    what = f"VLB over all T={T} terms" if used == T - 1 else f"VLB, {used} of T-1={T - 1} terms sampled (unbiased)"
-    if model.conditional:
-        what += ", conditioned on the true labels"
-    extra = {"prior_bits_per_dim": bits_per_dim(prior / n, dims), "decoder_bits_per_dim": bits_per_dim(decoder / n, dims)}
-    return total / n, {"bound": what, "timesteps": T, "terms": used,
-                       "weights": "ema" if model.ema is not None else "raw", "extra": extra}
-
-
-def _prior(model, loader, device):
-    nats = 0.0
-    for x, labels in loader:
-        nats += float(model.code_nll(x.to(device), labels.to(device) if model.conditional else None).double().sum())
-    n = len(loader.dataset)
-    codes = model.code_shape[0] * model.code_shape[1]
-    per_code = nats / n / codes / LN2
-    reason = ("the VQ decoder is deterministic: an image has no probability under codes + decoder, "
-              f"only its {codes} codes do ({per_code:.3f} bits per code)")
-    return None, {"bound": "code cross-entropy", "reason": reason, "weights": "raw",
-                  "extra": {"bits_per_code": per_code, "codes_per_image": codes, "codebook_size": model.first_stage.num_codes}}
+    extra = {k: v for k, v in last.extra.items() if k not in RECORD_FIELDS and k != "reason"}
+    extra.update({name: value / count for name, value in parts.items()})
+    fields = {k: last.extra[k] for k in RECORD_FIELDS if k in last.extra}
+    value = None if total is None else float(bits_per_dim(total / count, dims))
+    return LikelihoodRecord(bits_per_dim=value, reason=last.extra.get("reason") if value is None else None,
+                            bound=last.what, count=count, seconds=round(time.perf_counter() - started, 2),
+                            extra=extra, **fields, **base)

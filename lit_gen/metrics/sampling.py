@@ -1,7 +1,7 @@
 """Drawing many samples from a model for evaluation: options, seeds, batches, DDP shares.
 
 Sampler options (``sampler``, ``steps``, ``guidance``, ``use_ema``...) go only to a model whose
-``sample()`` names them (DDPM); any other family gets a clear error instead of a silent ignore.
+``sample()`` names them (the diffusion family); any other family gets a clear error instead of a silent ignore.
 """
 
 from __future__ import annotations
@@ -15,8 +15,10 @@ from collections.abc import Iterator
 import torch
 from torch import Tensor
 
-from lit_gen.diffusion.samplers import sampler_that_runs
+from lit_gen.diffusion.samplers import SAMPLERS, sampler_help
+from lit_gen.diffusion.schedule import SPACINGS
 from lit_gen.errors import EvaluationError
+from lit_gen.models.capabilities import SamplingDefaults
 
 # Arguments of sample() that are not sampler options.
 _CORE_ARGS = {"self", "n", "labels", "generator"}
@@ -50,28 +52,21 @@ def check_sample_options(model, options: dict) -> dict:
         family = type(model).__name__
         takes = f"it takes {', '.join(sorted(accepted))}" if accepted else "it takes no sampler options"
         raise EvaluationError(f"{family}.sample() does not take {', '.join(unknown)} ({takes}); sampler options "
-                              f"such as --sampler/--steps/--spacing/--guidance/--no-ema apply to DDPM checkpoints")
+                              f"such as --sampler/--steps/--spacing/--guidance/--no-ema apply to diffusion checkpoints")
     return dict(options)
 
 
 def sample_settings(model, options: dict) -> dict:
-    """Effective sampler, steps, eta, guidance and weights ("ema"/"raw") for the protocol record."""
-    # A family that states its effective defaults (DDPM's default_sampler) is asked; others have their signature's.
-    defaults = model.sample_defaults() if callable(getattr(model, "sample_defaults", None)) else sample_parameters(model)
-    effective = {**defaults, **options}
-    has_ema = getattr(model, "ema", None) is not None
-    use_ema = bool(effective.get("use_ema", False)) and has_ema
-    sampler = effective.get("sampler")
-    objective = dict(getattr(model, "hparams", {})).get("objective")
-    if sampler is not None and objective is not None:
-        sampler = sampler_that_runs(sampler, discrete=objective == "ddpm")
-    return {
-        "sampler": sampler,
-        "steps": effective.get("steps"),
-        "eta": effective.get("eta"),
-        "guidance": effective.get("guidance"),
-        "weights": "ema" if use_ema else "raw",
-    }
+    """Effective sampler, steps, eta, guidance and weights ("ema"/"raw") for the protocol record.
+
+    A model that chooses its own defaults (``SamplingDefaults``: the diffusion family's default sampler)
+    says what runs; for the others the options and the defaults of their ``sample()`` signature do.
+    """
+    if isinstance(model, SamplingDefaults):
+        return model.sample_record(options)
+    effective = {**sample_parameters(model), **options}
+    return {"sampler": effective.get("sampler"), "steps": effective.get("steps"), "eta": effective.get("eta"),
+            "guidance": effective.get("guidance"), "weights": "raw"}
 
 
 def derived_seed(seed: int, *parts: int) -> int:
@@ -126,14 +121,14 @@ def generate_batches(model, n: int, batch_size: int, generator: torch.Generator,
 
 # ----------------------------------------------------------------------------------- CLI flags
 def add_sampler_arguments(parser) -> None:
-    """The DDPM sampler flags shared by the sample and evaluate CLIs."""
-    group = parser.add_argument_group("sampler options (DDPM checkpoints only)")
+    """The diffusion sampler flags shared by the sample and evaluate CLIs."""
+    group = parser.add_argument_group("sampler options (diffusion checkpoints only)")
     group.add_argument("--sampler", default=None,
-                       help="ddim | ddpm | euler | heun | dpmpp_2m (heun: 2 x steps - 1 network evaluations)")
+                       choices=list(SAMPLERS), help=sampler_help())
     group.add_argument("--steps", type=int, default=None, help="denoising steps")
     group.add_argument("--eta", type=float, default=None, help="DDIM noise (0 = deterministic)")
-    group.add_argument("--spacing", default=None,
-                       help="which timesteps the steps keep (objective ddpm): linspace | leading | trailing | karras")
+    group.add_argument("--spacing", default=None, choices=list(SPACINGS),
+                       help="which timesteps the steps keep (objective vp)")
     group.add_argument("--recompute-eps", action=argparse.BooleanOptionalAction, default=None,
                        help="DDIM: rebuild eps from the clipped x0 (the default), or keep the network's own "
                             "with --no-recompute-eps")

@@ -19,7 +19,7 @@ from lit_gen.errors import ConfigError
 from lit_gen.models.base import GenerativeModule, LossOutput, to_model_range
 from lit_gen.nn.codec import ConvDecoder, ConvEncoder, check_downsampling
 from lit_gen.nn.mlp import mlp
-from lit_gen.nn.noise import randn
+from lit_gen.nn.draws import randn
 from lit_gen.rules import NonNegativeFloat, PositiveInt
 from lit_gen.signatures import forward
 
@@ -121,6 +121,9 @@ class Autoencoder(CodecModule):
         # Running statistics of the codes, the only "prior" a plain autoencoder has.
         self.register_buffer("code_mean", torch.zeros(self.latent_shape))
         self.register_buffer("code_std", torch.ones(self.latent_shape))
+
+    #: What ``encode`` returns, for records (``lit_gen.models.capabilities.Autoencoding``).
+    encoded_as = "the encoder's output"
 
     def encode(self, x: Tensor) -> Tensor:
         """Images in [-1, 1] -> codes of shape (B, *latent_shape)."""

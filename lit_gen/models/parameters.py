@@ -1,6 +1,6 @@
 """How many parameters a model has, split by what happens to them during training.
 
-A DDPM holds a second copy of its U-Net (the EMA average) and latent diffusion or a code prior a
+A diffusion model holds a second copy of its U-Net (the EMA average) and latent diffusion or a code prior a
 frozen first stage; counting them as model size doubles it. Everywhere lit_gen shows a size it
 shows ``trained`` and lists the other two apart (``lit_gen.report.describe_parameters`` words it).
 """

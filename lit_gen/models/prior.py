@@ -15,40 +15,21 @@ stage from that spec and its own weights.
 
 from __future__ import annotations
 
+import math
 from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from lit_gen import registry
-from lit_gen.errors import CheckpointError, ConfigError
+from lit_gen.errors import ConfigError
 from lit_gen.models.base import GenerativeModule, LossOutput, to_unit_range
-from lit_gen.nn import noise
+from lit_gen.models.capabilities import NLL, CodeAutoencoding
+from lit_gen.models.first_stage import first_stage_spec, stage_from_spec
+from lit_gen.nn import draws
 from lit_gen.nn.transformer import CodeTransformer
 from lit_gen.rules import Fraction, PositiveInt
-from lit_gen.signatures import forward, upgrade_arguments
-
-#: Families whose checkpoints can serve as a first stage.
-FIRST_STAGES = ("vqvae", "vqgan")
-
-
-def _build_first_stage(path: str, spec: dict[str, Any]) -> GenerativeModule:
-    """An untrained first stage from its family name and arguments (the weights are loaded after: by
-    ``lit_gen.build`` from the first-stage file, or from the prior's own checkpoint)."""
-    name = spec.get("name") if isinstance(spec, dict) else None
-    if name is not None and name not in FIRST_STAGES:
-        raise CheckpointError(
-            f"model.first_stage: {path} holds a '{name}' model, but a {' or '.join(FIRST_STAGES)} checkpoint is "
-            f"needed here. Train a first stage first (e.g. python -m lit_gen.fit --config configs/vqvae_digits.yaml) "
-            f"and pass its checkpoint: model.first_stage=runs/<name>/<id>/checkpoints/last.ckpt"
-        )
-    try:
-        cls = registry.resolve("model", spec["name"])
-        return cls(**upgrade_arguments(cls, spec["hparams"]))  # a spec saved before an argument's rename
-    except (KeyError, TypeError, ConfigError) as exc:
-        raise CheckpointError(f"the prior's saved first_stage_spec cannot rebuild its first stage: {exc}") from None
-
+from lit_gen.signatures import forward
 
 class CodePrior(GenerativeModule):
     """Transformer prior p(codes [| label]) over a frozen VQ first stage.
@@ -94,11 +75,9 @@ class CodePrior(GenerativeModule):
         if n_embd % n_head != 0:
             raise ConfigError(f"model.n_embd ({n_embd}) must be divisible by model.n_head ({n_head})")
         self.save_hyperparameters()
-        if first_stage_spec is None:
-            raise ConfigError(f"model.first_stage: {first_stage} has not been read: a model never opens files itself. "
-                              "Build it with lit_gen.build.build_model('prior', {...}) (python -m lit_gen.fit does), "
-                              "which reads the first-stage checkpoint and passes its first_stage_spec and weights")
-        stage = _build_first_stage(first_stage, first_stage_spec)
+        stage = stage_from_spec(first_stage, first_stage_spec, CodeAutoencoding,
+                                "a first stage with discrete codes (encode_indices / decode_indices)",
+                                "configs/vqvae_digits.yaml")
         for name, given in (("channels", channels), ("image_size", image_size)):
             expected = getattr(stage, name)
             if given is not None and given != expected:
@@ -106,8 +85,6 @@ class CodePrior(GenerativeModule):
                     f"model.{name}={given} (from the data) differs from the first stage's {name}={expected} "
                     f"({first_stage}); train the prior on the first stage's data (set data.image_size={stage.image_size})"
                 )
-        stage.eval()
-        stage.requires_grad_(False)
         self.first_stage = stage
         self.code_shape = tuple(stage.code_shape)
         self.num_classes = num_classes
@@ -119,8 +96,8 @@ class CodePrior(GenerativeModule):
 
     @staticmethod
     def first_stage_spec_for(name: str, hparams: dict[str, Any]) -> dict[str, Any]:
-        """The ``first_stage_spec`` this family saves for a first stage of family ``name`` with ``hparams``."""
-        return {"name": name, "hparams": hparams}
+        """The ``first_stage_spec`` saved for a first stage of family ``name`` with ``hparams`` (``lit_gen.build``)."""
+        return first_stage_spec(name, hparams)
 
     def train(self, mode: bool = True) -> CodePrior:
         super().train(mode)
@@ -145,6 +122,22 @@ class CodePrior(GenerativeModule):
         nll = F.cross_entropy(logits.flatten(0, 1).float(), codes.flatten(), reduction="none")
         return nll.view(codes.shape).sum(1)
 
+    def likelihood_unavailable(self) -> str | None:
+        return None  # it has a likelihood, of codes: negative_log_likelihood says why that is no bits/dim
+
+    @torch.no_grad()
+    def negative_log_likelihood(self, x: Tensor, labels: Tensor, *, generator: torch.Generator, samples: int,
+                                terms: int | None) -> NLL:
+        """The cross-entropy of the image's codes, in bits per code; no bits/dim: the VQ decoder is deterministic,
+        so an image has no probability under codes + decoder, only its codes do."""
+        codes = self.code_shape[0] * self.code_shape[1]
+        nats = self.code_nll(x, labels if self.conditional else None)
+        reason = (f"the VQ decoder is deterministic: an image has no probability under codes + decoder, only its "
+                  f"{codes} codes do (bits_per_code)")
+        return NLL(None, {"bits_per_code": nats.double() / codes / math.log(2)}, "code cross-entropy",
+                   {"weights": "raw", "codes_per_image": codes, "codebook_size": self.first_stage.num_codes,
+                    "reason": reason})
+
     def loss(self, batch) -> LossOutput:
         x, labels = batch
         codes = self.codes_of(x)
@@ -167,7 +160,7 @@ class CodePrior(GenerativeModule):
         """
         if self.conditional:
             if labels is None:
-                labels = noise.randint(self.num_classes, (n,), generator=generator, device=self.device)
+                labels = draws.randint(self.num_classes, (n,), generator=generator, device=self.device)
             labels = torch.as_tensor(labels, device=self.device, dtype=torch.long)
             if labels.shape != (n,) or labels.min() < 0 or labels.max() >= self.num_classes:
                 raise ValueError(f"labels must be {n} integers in [0, {self.num_classes}), got {labels.tolist()}")

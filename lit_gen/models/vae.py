@@ -20,10 +20,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from lit_gen.likelihood import discretized_gaussian_log_likelihood, gaussian_log_density, importance_weighted_bounds
+from lit_gen.likelihood import (bits_per_dim, discretized_gaussian_log_likelihood, gaussian_log_density,
+                                importance_weighted_bounds)
+from lit_gen.models.capabilities import NLL
 from lit_gen.models.ae import CodecModule
 from lit_gen.models.base import LossOutput, to_model_range
-from lit_gen.nn.noise import randn
+from lit_gen.nn.draws import randn
 from lit_gen.rules import NonNegativeFloat, PositiveFloat
 from lit_gen.signatures import forward
 
@@ -151,7 +153,26 @@ class VAE(CodecModule):
         elbo, iw = importance_weighted_bounds(torch.stack(log_weights))
         return LikelihoodBounds(elbo, iw, samples)
 
+    def likelihood_unavailable(self) -> str | None:
+        """A Bernoulli decoder is no distribution over the 256 grey levels, so it has no comparable bits/dim."""
+        if self.likelihood != "gaussian":
+            return (f"likelihood: {self.likelihood} is not a distribution over 256 grey levels; train with "
+                    "model.likelihood=gaussian for a comparable bits/dim")
+        return None
+
+    @torch.no_grad()
+    def negative_log_likelihood(self, x: Tensor, labels: Tensor, *, generator: torch.Generator, samples: int,
+                                terms: int | None) -> NLL:
+        """The importance-weighted bound with ``samples`` draws (the tighter one, reported) and the ELBO beside it."""
+        bounds = self.likelihood_bounds(x, samples=samples, generator=generator)
+        dims = x[0].numel()
+        return NLL(-bounds.iw, {"elbo_bits_per_dim": bits_per_dim(-bounds.elbo.double(), dims),
+                                "iw_bits_per_dim": bits_per_dim(-bounds.iw.double(), dims)},
+                   f"IWAE k={samples}", {"samples": samples, "weights": "raw"})
+
     # ------------------------------------------------------------------ latent space and sampling
+    encoded_as = "the posterior mean"
+
     def encode(self, x: Tensor) -> Tensor:
         """Images in [-1, 1] -> the posterior mean (the usual code for interpolation and latent diffusion)."""
         return self.posterior(x)[0]

@@ -22,7 +22,7 @@ from torch import Tensor, nn
 
 from lit_gen.errors import ConfigError
 from lit_gen.models.base import GenerativeModule, LossOutput, to_unit_range
-from lit_gen.nn import noise
+from lit_gen.nn import draws
 from lit_gen.nn.codec import ConvDecoder, ConvEncoder
 from lit_gen.nn.quantizer import Quantized, VectorQuantizer
 from lit_gen.rules import NonNegativeFloat, NonNegativeInt, PositiveInt, Range
@@ -58,9 +58,9 @@ class VQVAE(GenerativeModule):
 
     #: Arguments renamed since release; a config using the old name fails naming the new one, and
     #: checkpoints saved with it still load (``lit_gen.signatures.upgrade_arguments``). ``ema_decay``
-    #: names only DDPM's weight EMA now.
+    #: names only the diffusion family's weight EMA now.
     RENAMED_ARGUMENTS: ClassVar[dict[str, Renamed]] = {
-        "ema_decay": Renamed("codebook_ema_decay", "the codebook EMA; ema_decay is the weight EMA of ddpm only"),
+        "ema_decay": Renamed("codebook_ema_decay", "the codebook EMA; ema_decay is the weight EMA of the diffusion family only"),
     }
 
     #: This family's defaults for the optimizer arguments it forwards to ``GenerativeModule``.
@@ -109,6 +109,9 @@ class VQVAE(GenerativeModule):
         """Reconstruction (unbounded, same shape as ``x``) and the quantizer's output."""
         q = self.quantizer(self.encode(x))
         return self.decoder(self.post_quant(q.z_q)), q
+
+    #: What ``encode`` returns, for records (``lit_gen.models.capabilities.Autoencoding``).
+    encoded_as = "the encoder's output"
 
     def encode(self, x: Tensor) -> Tensor:
         """Images in [-1, 1] -> continuous pre-quantization latent z_e (B, code_dim, h, w).
@@ -175,5 +178,5 @@ class VQVAE(GenerativeModule):
                 "over its codes for real samples: model.name=prior with model.first_stage=<this checkpoint> "
                 "(configs/prior_vqvae_digits.yaml, configs/prior_vqgan_celeba.yaml)", type(self).__name__)
             self._warned_no_prior = True
-        indices = noise.randint(self.num_codes, (n, *self.code_shape), generator=generator, device=self.device)
+        indices = draws.randint(self.num_codes, (n, *self.code_shape), generator=generator, device=self.device)
         return to_unit_range(self.decode_indices(indices))

@@ -26,7 +26,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from lit_gen.nn import noise
+from lit_gen.nn import draws
 
 
 class Quantized(NamedTuple):
@@ -210,7 +210,7 @@ class VectorQuantizer(nn.Module):
         n_dead = int(dead.sum())  # identical on every rank: counts were all-reduced
         if n_dead == 0:
             return
-        picks = noise.randint(flat.shape[0], (n_dead,), generator=generator, device=flat.device)
+        picks = draws.randint(flat.shape[0], (n_dead,), generator=generator, device=flat.device)
         replacement = flat[picks].to(self.embedding.dtype)
         # A diverging batch must not seed codes with NaN: keep the old code where the pick is not finite.
         replacement = torch.where(torch.isfinite(replacement), replacement, self.embedding[dead])

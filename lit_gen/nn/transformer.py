@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from lit_gen.nn import noise
+from lit_gen.nn import draws
 
 
 class CausalSelfAttention(nn.Module):
@@ -140,7 +140,7 @@ class CodeTransformer(nn.Module):
                 logits = logits.masked_fill(logits < kth, float("-inf"))
             # Inverse-CDF draw: one uniform per row from the generator, on any device.
             cdf = logits.softmax(-1).cumsum(-1)
-            u = noise.rand((n, 1), generator=generator, device=device) * cdf[:, -1:]
+            u = draws.rand((n, 1), generator=generator, device=device) * cdf[:, -1:]
             nxt = torch.searchsorted(cdf, u, right=True).clamp_max(self.vocab_size - 1)
             codes = torch.cat([codes, nxt], dim=1)
         return codes

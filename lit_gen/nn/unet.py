@@ -48,7 +48,7 @@ class EmbedSequential(nn.Sequential):
 
 
 class UNet(nn.Module):
-    """The DDPM noise-prediction network.
+    """The diffusion family's U-Net (Ho et al.'s DDPM network, with scale-shift conditioning by default).
 
     :param in_channels: channels of x_t (3 for RGB, 1 for greyscale, c for latents).
     :param out_channels: channels of the prediction; None means ``in_channels``.
@@ -155,7 +155,7 @@ class UNet(nn.Module):
 
     @staticmethod
     def _validate(in_channels, base_channels, channel_mults, num_res_blocks, dropout, image_size, groups) -> None:
-        # Single values are checked by the config (the rules beside DDPM's arguments); only their combinations here.
+        # Single values are checked by the config (the rules beside the diffusion family's arguments); only their combinations here.
         assert in_channels >= 1 and base_channels >= 1 and num_res_blocks >= 1 and groups >= 1 and 0.0 <= dropout < 1.0
         if not channel_mults:
             raise ValueError("channel_mults must name at least one level, got an empty list")

@@ -12,7 +12,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from lit_gen.callbacks.nonfinite import NonFiniteGuard
 from lit_gen.errors import TrainingError
 from lit_gen.models.base import GenerativeModule, LossOutput
-from lit_gen.models.ddpm import DDPM
+from lit_gen.models.diffusion import Diffusion
 
 
 class Poisoned(GenerativeModule):
@@ -105,8 +105,8 @@ def test_clipping_reuses_the_guards_norm_and_matches_lightnings_clipping(monkeyp
         assert torch.equal(a, b)
 
 
-class PoisonedDDPM(DDPM):
-    """A tiny DDPM whose loss is NaN at chosen global steps."""
+class PoisonedDiffusion(Diffusion):
+    """A tiny diffusion model whose loss is NaN at chosen global steps."""
 
     def __init__(self, bad_steps=(), **kwargs):
         super().__init__(**kwargs)
@@ -119,7 +119,7 @@ class PoisonedDDPM(DDPM):
         return out
 
 
-def training_state(trainer: L.Trainer, model: DDPM) -> dict:
+def training_state(trainer: L.Trainer, model: Diffusion) -> dict:
     """Everything a training step may advance, copied."""
     optimizer = trainer.optimizers[0]
     scheduler = trainer.lr_scheduler_configs[0].scheduler
@@ -150,9 +150,10 @@ def test_a_skipped_step_advances_only_the_global_step():
     """The NaN step (global step 3) leaves weights, EMA and its counter, the schedule and AdamW's state
     exactly as they were; the clean step before it moved every one of them."""
     torch.manual_seed(0)
-    model = PoisonedDDPM(bad_steps={3}, channels=1, image_size=8, base_channels=8, channel_mults=(1,),
-                         num_res_blocks=1, attention_resolutions=(), dropout=0.0, norm_groups=4, timesteps=20,
-                         ema_decay=0.9, lr=1e-3, warmup_steps=2, lr_schedule="cosine")
+    model = PoisonedDiffusion(bad_steps={3}, channels=1, image_size=8, base_channels=8, channel_mults=(1,),
+                              num_res_blocks=1, attention_resolutions=(), dropout=0.0, norm_groups=4,
+                              objective={"name": "vp", "timesteps": 20}, ema_decay=0.9, lr=1e-3, warmup_steps=2,
+                              lr_schedule="cosine")
     states = {}
 
     class Snap(L.Callback):

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from lit_gen.diffusion.guidance import guided
-from lit_gen.diffusion.samplers import sample_loop
+from tests.diffusion.sampling import sample_loop
 from lit_gen.diffusion.schedule import NoiseSchedule
 
 NULL = 10

@@ -19,9 +19,9 @@ def gaussian_data(n: int = 100_000) -> torch.Tensor:
 def families():
     s = NoiseSchedule(1000)
     edm = EDMObjective()
-    return [("eps", VPObjective(s, "eps"), exact_vp(s, "eps")), ("x0", VPObjective(s, "x0"), exact_vp(s, "x0")),
-            ("v", VPObjective(s, "v"), exact_vp(s, "v")),
-            ("min-snr v", VPObjective(s, "v", min_snr_gamma=5.0), exact_vp(s, "v")),
+    return [("eps", VPObjective.from_schedule(s, "eps"), exact_vp(s, "eps")), ("x0", VPObjective.from_schedule(s, "x0"), exact_vp(s, "x0")),
+            ("v", VPObjective.from_schedule(s, "v"), exact_vp(s, "v")),
+            ("min-snr v", VPObjective.from_schedule(s, "v", min_snr_gamma=5.0), exact_vp(s, "v")),
             ("edm", edm, exact_edm(edm)), ("flow", FlowObjective(), exact_flow)]
 
 
@@ -120,7 +120,8 @@ def test_min_snr_weights_make_every_prediction_the_same_clipped_x0_loss(predicti
     x0, eps = torch.randn(6, 1, 2, 2, generator=g, dtype=torch.float64), torch.randn(6, 1, 2, 2, generator=g, dtype=torch.float64)
     x_t = s.q_sample(x0.float(), t, eps.float()).double()
     pred = s.target(x0.float(), t, eps.float(), prediction).double() + 0.1 * torch.randn(6, 1, 2, 2, generator=g, dtype=torch.float64)
-    x0_hat = s.predict_x0(x_t.float(), t, pred.float(), prediction).double()
+    level = Level(s.sqrt_alphas_cumprod[t].view(-1, 1, 1, 1), s.sqrt_one_minus_alphas_cumprod[t].view(-1, 1, 1, 1), t)
+    x0_hat = VPObjective.from_schedule(s, prediction).denoise(lambda x, time: pred.float(), x_t.float(), level).x0.double()
     target = s.target(x0.float(), t, eps.float(), prediction).double()
     lhs = weight * (pred - target).pow(2).flatten(1).sum(1)
     rhs = snr.clamp(max=gamma) * (x0_hat - x0).pow(2).flatten(1).sum(1)
@@ -130,12 +131,12 @@ def test_min_snr_weights_make_every_prediction_the_same_clipped_x0_loss(predicti
 def test_min_snr_training_weights_follow_the_drawn_timesteps():
     s = NoiseSchedule(100)
     torch.manual_seed(0)
-    example = VPObjective(s, "eps", min_snr_gamma=5.0).training_example(torch.zeros(256, 1, 2, 2))
+    example = VPObjective.from_schedule(s, "eps", min_snr_gamma=5.0).training_example(torch.zeros(256, 1, 2, 2))
     ab = s.alphas_cumprod[example.time].double()
     snr = ab / (1 - ab)
     torch.testing.assert_close(example.weight.double(), snr.clamp(max=5.0) / snr, rtol=1e-5, atol=1e-6)
     torch.manual_seed(0)
-    plain = VPObjective(s, "eps").training_example(torch.zeros(256, 1, 2, 2))
+    plain = VPObjective.from_schedule(s, "eps").training_example(torch.zeros(256, 1, 2, 2))
     assert torch.equal(plain.time, example.time) and bool((plain.weight == 1).all())
 
 

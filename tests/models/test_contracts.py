@@ -13,13 +13,13 @@ from torch.utils.data import DataLoader, TensorDataset
 from lit_gen import registry
 from lit_gen.build import build_model
 from lit_gen.models.contracts import CallbackContract
-from tests.models.test_ddpm import TINY
+from tests.models.test_diffusion import TINY
 from tests.models.test_vqgan import tiny_vqgan
 
 
 def tiny_families(tmp_path) -> dict:
     from lit_gen.models.ae import Autoencoder, DenoisingAutoencoder
-    from lit_gen.models.ddpm import DDPM
+    from lit_gen.models.diffusion import Diffusion
     from lit_gen.models.vae import VAE
     from lit_gen.models.vqvae import VQVAE
 
@@ -39,7 +39,7 @@ def tiny_families(tmp_path) -> dict:
         "vqvae": vqvae(),
         "vqgan": tiny_vqgan(),
         "prior": build_model("prior", dict(first_stage=str(tmp_path / "vqvae.ckpt"), n_layer=1, n_head=1, n_embd=8)),
-        "ddpm": DDPM(**TINY),
+        "diffusion": Diffusion(**TINY),
     }
 
 
@@ -61,3 +61,27 @@ def test_callbacks_reach_the_model_only_through_the_contract():
         text = path.read_text()
         assert not re.search(r"getattr\(\s*pl_module", text), path.name
         assert not re.search(r"pl_module\.\w+\s*=[^=]", text), path.name  # nothing set on the module either
+
+
+def test_each_family_offers_the_capabilities_the_tools_ask_for(tmp_path):
+    from lit_gen.models.capabilities import Autoencoding, CodeAutoencoding, Likelihood, SamplingDefaults
+
+    families = tiny_families(tmp_path)
+    offers = {name: {protocol.__name__ for protocol in (Autoencoding, CodeAutoencoding, Likelihood, SamplingDefaults)
+                     if isinstance(model, protocol)} for name, model in families.items()}
+    assert offers == {
+        "ae": {"Autoencoding"}, "dae": {"Autoencoding"}, "vae": {"Autoencoding", "Likelihood"},
+        "vqvae": {"Autoencoding", "CodeAutoencoding"}, "vqgan": {"Autoencoding", "CodeAutoencoding"},
+        "prior": {"Likelihood"}, "diffusion": {"Likelihood", "SamplingDefaults"},
+    }
+
+
+def test_no_tool_names_a_family():
+    # Tools ask the model what it can do (lit_gen.models.capabilities); a family's registry name never decides.
+    root = Path(__file__).resolve().parents[2] / "lit_gen"
+    tools = [root / name for name in ("compare.py", "evaluate.py", "sample.py", "report.py")]
+    tools += [*(root / "comparing").glob("*.py"), *(root / "metrics").glob("*.py"), *(root / "callbacks").glob("*.py")]
+    for path in tools:
+        text = path.read_text()
+        for family in [*registry.MODELS, *registry.ALIASES["model"]]:
+            assert not re.search(rf"""["']{family}["']""", text), (path.name, family)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from lit_gen.models.ddpm import DDPM
+from lit_gen.models.diffusion import Diffusion
 from lit_gen.models.parameters import ParameterCounts, count_parameters
 from lit_gen.nn.quantizer import VectorQuantizer
 from lit_gen.report import describe_parameters
@@ -14,8 +14,8 @@ def _numel(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
 
 
-def test_ddpm_counts_the_unet_once_and_its_ema_copy_apart():
-    model = DDPM(channels=1, image_size=8, base_channels=16, channel_mults=(1, 2), attention_resolutions=(), norm_groups=8)
+def test_diffusion_counts_the_unet_once_and_its_ema_copy_apart():
+    model = Diffusion(channels=1, image_size=8, base_channels=16, channel_mults=(1, 2), attention_resolutions=(), norm_groups=8)
     counts = count_parameters(model)
     assert counts.trained == _numel(model.unet)
     assert counts.ema == _numel(model.unet)
@@ -24,9 +24,9 @@ def test_ddpm_counts_the_unet_once_and_its_ema_copy_apart():
     assert describe_parameters({"parameter_counts": counts.as_dict()}) == f"{counts.trained:,} parameters (+{counts.ema:,} EMA copy)"
 
 
-def test_ddpm_without_ema_has_no_copy():
-    model = DDPM(channels=1, image_size=8, base_channels=16, channel_mults=(1, 2), attention_resolutions=(),
-                 norm_groups=8, ema_decay=0.0)
+def test_diffusion_without_ema_has_no_copy():
+    model = Diffusion(channels=1, image_size=8, base_channels=16, channel_mults=(1, 2), attention_resolutions=(),
+                      norm_groups=8, ema_decay=0.0)
     assert count_parameters(model) == ParameterCounts(_numel(model.unet), 0, 0)
 
 

@@ -1,4 +1,4 @@
-"""DDPM: it learns, samples with its EMA weights deterministically, guides, validates, and runs in latent space."""
+"""The diffusion family: it learns, samples with its EMA weights deterministically, guides, validates, and runs in latent space."""
 
 import lightning as L
 import pytest
@@ -10,11 +10,12 @@ from lit_gen.checkpoints import load_model
 from lit_gen.data.digits import load_digits_uint8
 from lit_gen.errors import ConfigError
 from lit_gen.models.ae import Autoencoder
-from lit_gen.models.ddpm import DDPM
+from lit_gen.models.diffusion import Diffusion
 from lit_gen.signatures import check_arguments
 
 TINY = dict(channels=1, image_size=8, base_channels=16, channel_mults=(1, 2), num_res_blocks=1,
-            attention_resolutions=(), dropout=0.0, norm_groups=8, timesteps=100)
+            attention_resolutions=(), dropout=0.0, norm_groups=8,
+            objective={"name": "vp", "timesteps": 100})
 
 
 def digits(n: int):
@@ -22,7 +23,7 @@ def digits(n: int):
     return images[:n].float() / 127.5 - 1.0, labels[:n]
 
 
-def train(model: DDPM, images, labels, steps: int, batch_size: int | None = None, lr: float = 3e-3) -> None:
+def train(model: Diffusion, images, labels, steps: int, batch_size: int | None = None, lr: float = 3e-3) -> None:
     """Plain Adam steps (on random minibatches when ``batch_size`` is set) with an EMA update after
     each, as the Lightning hook does."""
     optimizer = torch.optim.Adam(model.trainable_parameters(), lr=lr)
@@ -37,7 +38,7 @@ def train(model: DDPM, images, labels, steps: int, batch_size: int | None = None
         model.update_ema()
 
 
-def eval_loss(model: DDPM, images, labels) -> float:
+def eval_loss(model: Diffusion, images, labels) -> float:
     torch.manual_seed(123)  # the same timesteps and noises for every evaluation
     model.eval()
     with torch.no_grad():
@@ -46,10 +47,10 @@ def eval_loss(model: DDPM, images, labels) -> float:
 
 @pytest.fixture(scope="module")
 def trained():
-    """A tiny unconditional DDPM fitted to 16 digits, with its loss before and after."""
+    """A tiny unconditional diffusion model fitted to 16 digits, with its loss before and after."""
     torch.manual_seed(0)
     images, labels = digits(16)
-    model = DDPM(**TINY, ema_decay=0.9)
+    model = Diffusion(**TINY, ema_decay=0.9)
     before = eval_loss(model, images, labels)
     train(model, images, labels, steps=60)
     return model, before, eval_loss(model, images, labels)
@@ -57,10 +58,10 @@ def trained():
 
 @pytest.fixture(scope="module")
 def conditional():
-    """A tiny class-conditional DDPM trained briefly on all 1,797 digits."""
+    """A tiny class-conditional diffusion model trained briefly on all 1,797 digits."""
     torch.manual_seed(0)
     images, labels = digits(None)
-    model = DDPM(**TINY, num_classes=10, label_dropout=0.2, ema_decay=0.9)
+    model = Diffusion(**TINY, num_classes=10, label_dropout=0.2, ema_decay=0.9)
     train(model, images, labels, steps=80, batch_size=64)
     return model
 
@@ -79,7 +80,7 @@ def test_a_tiny_model_fits_a_handful_of_digits(trained):
 def test_loss_reports_each_timestep_quartile():
     torch.manual_seed(0)
     images, labels = digits(64)
-    out = DDPM(**TINY, ema_decay=0).loss((images, labels))
+    out = Diffusion(**TINY, ema_decay=0).loss((images, labels))
     assert set(out.terms) == {"loss_q0", "loss_q1", "loss_q2", "loss_q3"}
     assert out.total.ndim == 0 and out.total.requires_grad
 
@@ -87,7 +88,7 @@ def test_loss_reports_each_timestep_quartile():
 def test_training_draws_from_the_reseeded_global_rng():
     # The training loop reseeds the global RNG every step; equal seeds must give equal losses.
     images, labels = digits(8)
-    model = DDPM(**TINY, ema_decay=0)
+    model = Diffusion(**TINY, ema_decay=0)
     torch.manual_seed(7)
     a = model.loss((images, labels)).total
     torch.manual_seed(7)
@@ -95,7 +96,7 @@ def test_training_draws_from_the_reseeded_global_rng():
 
 
 def test_label_dropout_replaces_labels_with_the_null_class():
-    model = DDPM(**TINY, num_classes=10, label_dropout=0.3, ema_decay=0)
+    model = Diffusion(**TINY, num_classes=10, label_dropout=0.3, ema_decay=0)
     seen = []
     forward = model.unet.forward
     model.unet.forward = lambda x, t, labels=None: seen.append(labels) or forward(x, t, labels)
@@ -200,12 +201,12 @@ def test_unconditional_model_rejects_labels_and_guidance(trained):
 
 # ---------------------------------------------------------------------------------- objectives and ODE samplers
 @pytest.mark.parametrize("objective", [{"objective": "edm"}, {"objective": "flow"},
-                                       {"objective": "ddpm", "prediction": "v", "min_snr_gamma": 5.0}],
+                                       {"objective": {"name": "vp", "timesteps": 100, "prediction": "v", "min_snr_gamma": 5.0}}],
                          ids=["edm", "flow", "min-snr"])
 def test_every_objective_learns_and_samples_with_every_ode_sampler(objective):
     torch.manual_seed(0)
     images, labels = digits(16)
-    model = DDPM(**TINY, **objective, ema_decay=0.9)
+    model = Diffusion(**{**TINY, **objective}, ema_decay=0.9)
     before = eval_loss(model, images, labels)
     train(model, images, labels, steps=60)
     assert eval_loss(model, images, labels) < 0.6 * before
@@ -236,8 +237,8 @@ def test_spacing_and_recompute_eps_reach_the_sampler(trained):
 
 
 def test_continuous_objectives_refuse_the_ancestral_sampler_and_spacing():
-    model = DDPM(**TINY, objective="flow", ema_decay=0)
-    with pytest.raises(ValueError, match="ancestral ddpm sampler needs objective ddpm"):
+    model = Diffusion(**{**TINY, "objective": "flow"}, ema_decay=0)
+    with pytest.raises(ValueError, match="ancestral ddpm sampler needs a discrete"):
         model.sample(2, sampler="ddpm")
     with pytest.raises(ValueError, match="leave spacing unset"):
         model.sample(2, sampler="heun", spacing="leading")
@@ -248,35 +249,35 @@ def test_continuous_objectives_refuse_the_ancestral_sampler_and_spacing():
     "kwargs, message",
     [
         ({"image_size": 10, "channel_mults": (1, 2, 2)}, "image_size 10 is not divisible by 4"),
-        ({"objective": "edm", "prediction": "v"}, "applies to objective ddpm"),
-        ({"objective": "flow", "min_snr_gamma": 5.0}, "model.min_snr_gamma"),
-        ({"flow_time_sampling": "uniform"}, "model.flow_time_sampling=uniform applies to objective flow"),
+        ({"objective": {"name": "edm", "prediction": "v"}}, r"model.objective.prediction: unknown key for EDMObjective"),
+        ({"objective": {"name": "flow", "min_snr_gamma": 5.0}}, "model.objective.min_snr_gamma: unknown key"),
         ({"attention_heads": 3}, "attention_heads=3 does not divide"),
-        ({"beta_start": 0.1}, "beta_start < beta_end"),
+        ({"objective": {"name": "vp", "beta_start": 0.1}}, "beta_start < beta_end"),
     ],
 )
 def test_bad_combinations_of_arguments_raise_config_errors(kwargs, message):
     with pytest.raises(ConfigError, match=message):
-        DDPM(**{**TINY, **kwargs})
+        Diffusion(**{**TINY, **kwargs})
 
 
 @pytest.mark.parametrize(
     "kwargs, message",
     [
-        ({"objective": "score"}, "model.objective: expected one of 'ddpm', 'edm', 'flow'"),
-        ({"min_snr_gamma": 0.0}, "model.min_snr_gamma: expected a number > 0"),
-        ({"objective": "edm", "sigma_data": 0.0}, "model.sigma_data: expected a number > 0"),
-        ({"prediction": "score"}, "model.prediction: expected one of 'eps', 'x0', 'v'"),
+        ({"objective": "score"}, "model.objective.name: unknown objective 'score'. Valid choices: edm, flow, vp"),
+        ({"objective": {"name": "vp", "min_snr_gamma": 0.0}}, "model.objective.min_snr_gamma: expected a number > 0"),
+        ({"objective": {"name": "edm", "sigma_data": 0.0}}, "model.objective.sigma_data: expected a number > 0"),
+        ({"objective": {"name": "vp", "prediction": "score"}}, "model.objective.prediction: expected one of 'eps', 'x0', 'v'"),
+        ({"objective": {"timesteps": 10}}, r"model.objective: expected an objective name \(edm, flow, vp\) or a section"),
         ({"label_dropout": 1.0}, r"model.label_dropout: expected a number in \[0, 1\)"),
         ({"ema_decay": 1.0}, r"model.ema_decay: expected a number in \[0, 1\)"),
         ({"num_classes": 0}, "model.num_classes: expected an integer >= 1"),
         ({"attention_heads": 0}, "model.attention_heads: expected an integer >= 1"),
-        ({"objective": "flow", "flow_time_sampling": "beta"}, "model.flow_time_sampling: expected one of"),
+        ({"objective": {"name": "flow", "time_sampling": "beta"}}, "model.objective.time_sampling: expected one of"),
     ],
 )
 def test_bad_single_values_are_config_errors_where_the_config_is_read(kwargs, message):
     with pytest.raises(ConfigError, match=message):
-        check_arguments("model", DDPM, {**TINY, **kwargs})
+        check_arguments("model", Diffusion, {**TINY, **kwargs})
 
 
 # ---------------------------------------------------------------------------------- Lightning and checkpoints
@@ -290,7 +291,7 @@ def fit(model, images, labels, steps: int) -> L.Trainer:
 def test_lightning_updates_ema_each_step_and_checkpoints_rebuild_the_sampler(tmp_path):
     torch.manual_seed(0)
     images, labels = digits(32)
-    model = DDPM(**TINY, num_classes=10, ema_decay=0.99)
+    model = Diffusion(**TINY, num_classes=10, ema_decay=0.99)
     trainer = fit(model, images, labels, steps=3)
     assert int(model.ema.num_updates) == 3
     trainer.save_checkpoint(tmp_path / "ddpm.ckpt")
@@ -309,7 +310,7 @@ def test_latent_diffusion_trains_samples_and_keeps_its_first_stage(tmp_path):
     ae = Autoencoder(channels=1, image_size=8, architecture="conv", conv_channels=(8,), latent_dim=2, lr=1e-2)
     fit(ae, images, labels, steps=5).save_checkpoint(tmp_path / "ae.ckpt")
 
-    model = build_model("ddpm", {**TINY, "base_channels": 8, "channel_mults": (1,), "first_stage": str(tmp_path / "ae.ckpt"),
+    model = build_model("diffusion", {**TINY, "base_channels": 8, "channel_mults": (1,), "first_stage": str(tmp_path / "ae.ckpt"),
                                  "ema_decay": 0.9})
     assert model.diffusion_shape == (2, 4, 4)
     assert model.unet.in_channels == 2
@@ -334,7 +335,7 @@ def test_latent_diffusion_trains_samples_and_keeps_its_first_stage(tmp_path):
     few = model.sample(3, generator=g(0), sampler="dpmpp_2m", steps=4)  # the ODE samplers decode latents too
     assert few.shape == (3, 1, 8, 8) and not torch.allclose(few, out)
 
-    # The DDPM checkpoint holds the first stage: sampling works after the AE file is gone.
+    # The diffusion checkpoint holds the first stage: sampling works after the AE file is gone.
     trainer.save_checkpoint(tmp_path / "ldm.ckpt")
     (tmp_path / "ae.ckpt").unlink()
     restored = load_model(tmp_path / "ldm.ckpt")
@@ -346,33 +347,55 @@ def test_latent_diffusion_rejects_flat_latents(tmp_path):
     ae = Autoencoder(channels=1, image_size=8, architecture="mlp", hidden_dims=(16,), latent_dim=3)
     fit(ae, *digits(16), steps=1).save_checkpoint(tmp_path / "mlp_ae.ckpt")
     with pytest.raises(ConfigError, match="latents must be spatial"):
-        build_model("ddpm", {**TINY, "first_stage": str(tmp_path / "mlp_ae.ckpt")})
+        build_model("diffusion", {**TINY, "first_stage": str(tmp_path / "mlp_ae.ckpt")})
     # The model reads no file itself: a path without the builder's spec is refused with the way to build it.
-    with pytest.raises(ConfigError, match=r"build_model\('ddpm'"):
-        DDPM(**TINY, first_stage=str(tmp_path / "mlp_ae.ckpt"))
+    with pytest.raises(ConfigError, match=r"a model never opens files itself.*lit_gen.build.build_model"):
+        Diffusion(**TINY, first_stage=str(tmp_path / "mlp_ae.ckpt"))
 
 
 def test_checkpoints_from_before_the_objectives_still_load(tmp_path):
-    # A checkpoint saved before objective / min_snr_gamma / sigma_data existed rebuilds as objective ddpm.
+    # A checkpoint saved before objective / min_snr_gamma / sigma_data / attention_heads existed, with the flat
+    # settings of its time (timesteps, prediction, ...), rebuilds as the vp objective with those settings.
     torch.manual_seed(0)
     images, labels = digits(16)
-    model = DDPM(**TINY, ema_decay=0.9)
+    model = Diffusion(**TINY, ema_decay=0.9)
     fit(model, images, labels, steps=1).save_checkpoint(tmp_path / "new.ckpt")
     saved = torch.load(tmp_path / "new.ckpt", weights_only=True)
-    for key in ("objective", "min_snr_gamma", "sigma_data", "attention_heads", "flow_time_sampling"):
-        del saved["hyper_parameters"][key]
+    hparams = saved["hyper_parameters"]
+    for key in ("objective", "attention_heads"):
+        del hparams[key]
+    hparams.update(timesteps=100, beta_schedule="linear", beta_start=1e-4, beta_end=0.02, prediction="eps")
+    saved["lit_gen"]["model"] = "ddpm"  # the family's name then
     torch.save(saved, tmp_path / "old.ckpt")
     restored = load_model(tmp_path / "old.ckpt")
-    assert restored.objective.name == "ddpm" and restored.objective.min_snr_gamma is None
+    assert restored.hparams.objective == model.hparams.objective and restored.objective.name == "vp"
     torch.testing.assert_close(restored.sample(2, generator=g(0), steps=4), model.eval().sample(2, generator=g(0), steps=4))
 
 
-@pytest.mark.parametrize("objective, expected", [("ddpm", "ddim"), ("edm", "euler"), ("flow", "euler")])
+def test_a_flat_objective_setting_in_a_config_names_the_section_it_moved_to():
+    from lit_gen.config import load_config
+
+    with pytest.raises(ConfigError, match=r"model.prediction moved into the objective section: write "
+                                          r"model.objective: \{name: vp, prediction: 'v'\}"):
+        load_config("configs/ddpm_digits.yaml", ["model.prediction=v"])
+    with pytest.raises(ConfigError, match=r"model.flow_time_sampling moved .*\{name: flow, time_sampling: 'uniform'\}"):
+        load_config("configs/quickstart.yaml", ["model.flow_time_sampling=uniform"])
+    # The new form, dotted or whole; a name alone keeps the objective's defaults; ddpm is vp's alias.
+    assert load_config("configs/ddpm_digits.yaml", ["model.objective.prediction=v"]).model["objective"]["prediction"] == "v"
+    flow = load_config("configs/ddpm_digits.yaml", ["model.objective=flow"]).model["objective"]
+    assert flow == {"name": "flow", "time_sampling": "logit_normal"}
+    assert load_config("configs/quickstart.yaml", ["model.objective=ddpm"]).model["objective"]["name"] == "vp"
+    assert load_config("configs/quickstart.yaml", ["model.objective.time_sampling=uniform"]).model["objective"] == {
+        "name": "flow", "time_sampling": "uniform"}
+    assert load_config("configs/quickstart.yaml", ["model.name=ddpm"]).model["name"] == "diffusion"
+
+
+@pytest.mark.parametrize("objective, expected", [("vp", "ddim"), ("ddpm", "ddim"), ("edm", "euler"), ("flow", "euler")])
 def test_records_name_the_sampler_that_runs(objective, expected):
     from lit_gen.metrics.sampling import sample_settings
 
-    model = DDPM(channels=1, image_size=8, base_channels=8, channel_mults=(1,), attention_resolutions=(), norm_groups=4,
-                 objective=objective)
+    model = Diffusion(channels=1, image_size=8, base_channels=8, channel_mults=(1,), attention_resolutions=(), norm_groups=4,
+                      objective=objective)
     assert sample_settings(model, {})["sampler"] == expected
     assert sample_settings(model, {"sampler": "heun"})["sampler"] == "heun"
 
@@ -380,7 +403,7 @@ def test_records_name_the_sampler_that_runs(objective, expected):
 # ---------------------------------------------------------------------------------- default sampler
 def test_the_default_sampler_is_what_sample_does_when_told_nothing():
     torch.manual_seed(0)
-    model = DDPM(**TINY, ema_decay=0, default_sampler={"sampler": "heun", "steps": 3})
+    model = Diffusion(**TINY, ema_decay=0, default_sampler={"sampler": "heun", "steps": 3})
     assert model.sample_defaults()["sampler"] == "heun" and model.sample_defaults()["steps"] == 3
     calls = []
     forward = model.unet.forward
@@ -390,22 +413,22 @@ def test_the_default_sampler_is_what_sample_does_when_told_nothing():
     assert torch.equal(default, model.sample(2, generator=g(0), sampler="heun", steps=3))
     # A caller's option wins over the default, one option at a time.
     assert not torch.equal(default, model.sample(2, generator=g(0), steps=4))
-    plain = DDPM(**TINY, ema_decay=0)
-    assert plain.sample_defaults() | {"steps": 50} == DDPM.SAMPLE_DEFAULTS and plain.sample_defaults()["steps"] == 50
+    plain = Diffusion(**TINY, ema_decay=0)
+    assert plain.sample_defaults() | {"steps": 50} == Diffusion.SAMPLE_DEFAULTS and plain.sample_defaults()["steps"] == 50
 
 
 def test_a_default_sampler_the_model_cannot_run_is_refused_when_built():
     with pytest.raises(ConfigError, match=r"model.default_sampler: unknown sample\(\) option\(s\) temperature"):
-        DDPM(**TINY, default_sampler={"temperature": 1.0})
+        Diffusion(**TINY, default_sampler={"temperature": 1.0})
     with pytest.raises(ConfigError, match=r"model.default_sampler=.*steps must be in \[1, 100\]"):
-        DDPM(**TINY, default_sampler={"steps": 500})
+        Diffusion(**TINY, default_sampler={"steps": 500})
     with pytest.raises(ConfigError, match="guidance=2.0 needs a class-conditional model"):
-        DDPM(**TINY, default_sampler={"guidance": 2.0})
+        Diffusion(**TINY, default_sampler={"guidance": 2.0})
 
 
 def test_the_fid_record_names_the_default_sampler_that_ran():
     from lit_gen.metrics.sampling import sample_settings
 
-    model = DDPM(**TINY, default_sampler={"sampler": "dpmpp_2m", "steps": 7})
+    model = Diffusion(**TINY, default_sampler={"sampler": "dpmpp_2m", "steps": 7})
     assert sample_settings(model, {}) == {"sampler": "dpmpp_2m", "steps": 7, "eta": 0.0, "guidance": 1.0, "weights": "ema"}
     assert sample_settings(model, {"steps": 9, "use_ema": False})["steps"] == 9

@@ -1,46 +1,49 @@
-"""Denoising diffusion (Ho et al. 2020), with DDIM sampling (Song et al. 2021), classifier-free
-guidance (Ho & Salimans 2022) and latent diffusion over a frozen autoencoder (Rombach et al. 2022).
+"""The diffusion family: a U-Net trained by one of the diffusion objectives, sampled by any sampler that fits it.
 
-Training (``objective="ddpm"``): draw t ~ U{0..T-1} and eps ~ N(0, I), noise the batch to
-x_t = sqrt(ab_t) x0 + sqrt(1 - ab_t) eps, and regress the U-Net's output on eps (or x0, or v) with an
-MSE, optionally min-SNR weighted. The other objectives of the family change only how the batch is
-noised and what the U-Net regresses on: ``"edm"`` (Karras et al. 2022's preconditioning) and
-``"flow"`` (rectified flow / flow matching). Sampling runs the reverse process or the probability-flow
-ODE with the EMA weights. The math lives in ``lit_gen.diffusion``; the U-Net never sees it.
+Ho et al. 2020's denoising diffusion and its descendants: the objective (``model.objective``, a
+component of its own: ``lit_gen.diffusion.objectives``) says how a batch is noised and what the U-Net
+regresses on (``vp``: Ho et al.'s discrete schedule with eps-, x0- or v-prediction, optionally min-SNR
+weighted; ``edm``: Karras et al. 2022's preconditioning; ``flow``: rectified flow / flow matching), and
+the samplers of ``lit_gen.diffusion.samplers`` walk its noise levels back to data with the EMA weights.
+Class conditioning with classifier-free guidance (Ho & Salimans 2022) and latent diffusion over a
+frozen autoencoder (Rombach et al. 2022) work with every objective. The math lives in
+``lit_gen.diffusion``; the U-Net never sees it.
+
+Registered as ``diffusion``; ``ddpm`` is an alias (configs and checkpoints written with it still load).
 """
 
 from __future__ import annotations
 
 import logging
-from typing import Annotated, ClassVar, Literal
+from typing import Annotated, Any, ClassVar
 
 import torch
 import torch.distributed as dist
 from torch import Tensor
 
-from lit_gen import registry
 from lit_gen.diffusion.guidance import guided
-from lit_gen.diffusion.objectives import EDMObjective, FlowObjective, FlowTimeSampling, VPObjective
-from lit_gen.diffusion.samplers import SAMPLERS, sample_loop
-from lit_gen.diffusion.schedule import SPACINGS, NoiseSchedule, Prediction
+from lit_gen.diffusion.likelihood import variational_bound
+from lit_gen.diffusion.samplers import Sampler, check_sampler, sample, sampler_that_runs
+from lit_gen.diffusion.schedule import SPACINGS, Spacing
 from lit_gen.errors import ConfigError
 from lit_gen.models.base import GenerativeModule, LossOutput, to_unit_range
-from lit_gen.nn import noise
+from lit_gen.models.capabilities import NLL, Autoencoding
+from lit_gen.models.first_stage import first_stage_spec, stage_from_spec
+from lit_gen.nn import draws, layers
 from lit_gen.nn.ema import EMA
-from lit_gen.nn import layers
 from lit_gen.nn.layers import Conditioning
 from lit_gen.nn.unet import UNet
-from lit_gen.rules import Fraction, PositiveFloat, PositiveInt, Range
-from lit_gen.signatures import Added, forward, plain, upgrade_arguments
+from lit_gen.rules import Component, Fraction, PositiveInt
+from lit_gen.signatures import Added, Moved, build_component, component_section, forward
 
 log = logging.getLogger(__name__)
 
 
-class DDPM(GenerativeModule):
-    """Denoising diffusion probabilistic model.
+class Diffusion(GenerativeModule):
+    """A U-Net, its training objective, its EMA, optional class conditioning and an optional frozen first stage.
 
-    The architecture and schedule defaults are Ho et al.'s CIFAR-10 model; ``configs/ddpm_cifar.yaml``
-    adds the rest of their training setup (warm-up, plain EMA, batch size, clipping, step budget).
+    The architecture defaults are Ho et al.'s CIFAR-10 model; ``configs/ddpm_cifar.yaml`` adds the
+    rest of their training setup (warm-up, plain EMA, batch size, clipping, step budget).
 
     Args:
         channels (int, default 3): image channels (filled from the dataset by the config).
@@ -60,24 +63,10 @@ class DDPM(GenerativeModule):
             Nichol 2021), or Ho et al.'s per-channel bias before it, which a GroupNorm whose groups hold
             one channel subtracts exactly (the block then never sees t). The config refuses "add" where a
             block would be blind; checkpoints written before this argument existed load as "add".
-        timesteps (int, default 1000): diffusion steps T.
-        beta_schedule ("linear" | "cosine", default "linear"): Ho et al.'s linear betas or Nichol &
-            Dhariwal's cosine alpha-bar.
-        beta_start (float, default 1e-4), beta_end (float, default 0.02): ends of the linear schedule.
-        prediction ("eps" | "x0" | "v", default "eps"): what the U-Net predicts and the MSE targets
-            (objective "ddpm" only).
-        objective ("ddpm" | "edm" | "flow", default "ddpm"): the training objective, see
-            ``lit_gen.diffusion.objectives``. "ddpm": Ho et al.'s discrete schedule (``timesteps``,
-            ``beta_*``, ``prediction``). "edm": Karras et al. 2022's preconditioned denoiser, log-normal
-            sigma (P_mean -1.2, P_std 1.2) and its loss weighting. "flow": rectified flow / flow
-            matching, x_t = (1 - t) x0 + t eps with a velocity target and logit-normal t. The
-            continuous objectives sample with the ODE samplers ("ddim" means "euler" for them).
-        min_snr_gamma (float | None, default None): weight the "ddpm" loss by min-SNR-gamma (Hang et
-            al. 2023 use 5) for the chosen ``prediction``; None keeps Ho et al.'s unweighted loss.
-        flow_time_sampling ("logit_normal" | "uniform", default "logit_normal"): how objective "flow"
-            draws t in training: Esser et al. 2024's logit-normal, or uniform as in Liu et al. 2022.
-        sigma_data (float, default 0.5): the data's standard deviation for objective "edm" (0.5
-            for pixels in [-1, 1]; latent diffusion scales latents to unit variance, so use 1.0 there).
+        objective (section, default "vp"): the training objective and its settings, a registered
+            component: a name (``vp``, ``edm``, ``flow``; ``ddpm`` = ``vp``) or ``{name: ..., <its
+            arguments>}``, e.g. ``{name: vp, prediction: v, min_snr_gamma: 5}`` or ``{name: flow,
+            time_sampling: uniform}`` (``lit_gen.diffusion.objectives`` documents each one's arguments).
         num_classes (int | None, default None): classes to condition on; None is unconditional.
         label_dropout (float, default 0.1): probability of replacing a training label with the null
             class, so one network also learns the unconditional model classifier-free guidance needs.
@@ -88,12 +77,12 @@ class DDPM(GenerativeModule):
             none (``lit_gen.sample``, ``lit_gen.evaluate``, grids, FID during training), e.g.
             ``{sampler: heun, steps: 5}``; keys are ``sample()``'s options (``SAMPLE_DEFAULTS``). None:
             DDIM with 50 steps (Euler along the ODE for edm and flow), EMA weights, no guidance.
-        first_stage (str | None, default None): path of an autoencoder checkpoint (any family with
-            ``encode``/``decode``, e.g. ``ae`` with ``architecture: conv``) for latent diffusion. It is
-            frozen; the U-Net diffuses its latents, scaled to unit variance by a factor estimated
-            on the first training batch, and samples are decoded by it. Its weights are saved in
-            this model's checkpoints, so the file is needed only to start training; it is read by
-            ``lit_gen.build.build_model``, never by the model.
+        first_stage (str | None, default None): path of an autoencoder checkpoint (any family that offers
+            ``lit_gen.models.capabilities.Autoencoding``, e.g. ``ae`` with ``architecture: conv``) for
+            latent diffusion. It is frozen; the U-Net diffuses its latents, scaled to unit variance by a
+            factor estimated on the first training batch, and samples are decoded by it. Its weights are
+            saved in this model's checkpoints, so the file is needed only to start training; it is read
+            by ``lit_gen.build.build_model``, never by the model.
         first_stage_spec (dict | None, default None): the first stage's family and arguments, filled
             in by ``lit_gen.build.build_model`` (so a checkpoint rebuilds it without the file); leave unset.
         lr (float, default 2e-4): peak learning rate (Ho et al.: 2e-4 for CIFAR-10).
@@ -109,23 +98,16 @@ class DDPM(GenerativeModule):
         "conditioning": Added("add", "U-Net blocks added the embedding before their GroupNorm"),
         "default_sampler": Added(None, "sample() defaulted to DDIM, 50 steps"),
     }
+    #: Settings of one objective that were the family's own before the objective had a section.
+    MOVED_ARGUMENTS: ClassVar[dict[str, Moved]] = {
+        **{name: Moved("objective", name, "vp") for name in
+           ("timesteps", "beta_schedule", "beta_start", "beta_end", "prediction", "min_snr_gamma")},
+        "flow_time_sampling": Moved("objective", "time_sampling", "flow"),
+        "sigma_data": Moved("objective", "sigma_data", "edm"),
+    }
     #: What ``sample()`` does when neither the caller nor ``default_sampler`` says otherwise.
     SAMPLE_DEFAULTS: ClassVar[dict] = {"sampler": "ddim", "steps": 50, "eta": 0.0, "guidance": 1.0, "use_ema": True,
                                        "clip_x0": None, "spacing": None, "recompute_eps": True}
-
-    @staticmethod
-    def check_config(args: dict) -> None:
-        """Refuse settings no checkpoint needs but a config could ask for: U-Net blocks blind to t."""
-        if args["conditioning"] != "add":
-            return
-        widths = sorted({args["base_channels"] * m for m in args["channel_mults"]})
-        blind = [w for w in widths if w // layers.norm_groups(w, args["norm_groups"]) == 1]
-        if blind:
-            raise ConfigError(
-                f"model.conditioning=add with model.norm_groups={args['norm_groups']}: the U-Net blocks of width "
-                f"{', '.join(map(str, blind))} get one channel per GroupNorm group, which subtracts the added "
-                "embedding exactly, so they never see the noise level. Use model.conditioning=scale_shift (the "
-                f"default), or model.norm_groups={max(1, min(blind) // 4)} for at least 4 channels per group")
 
     def __init__(
         self,
@@ -139,15 +121,7 @@ class DDPM(GenerativeModule):
         norm_groups: PositiveInt = 32,
         attention_heads: PositiveInt = 1,
         conditioning: Conditioning = "scale_shift",
-        timesteps: PositiveInt = 1000,
-        beta_schedule: Literal["linear", "cosine"] = "linear",
-        beta_start: Annotated[float, Range(gt=0, lt=1)] = 1e-4,
-        beta_end: Annotated[float, Range(gt=0, lt=1)] = 0.02,
-        prediction: Prediction = "eps",
-        objective: Literal["ddpm", "edm", "flow"] = "ddpm",
-        min_snr_gamma: PositiveFloat | None = None,
-        flow_time_sampling: FlowTimeSampling = "logit_normal",
-        sigma_data: PositiveFloat = 0.5,
+        objective: Annotated[str | dict, Component("objective")] = "vp",
         num_classes: PositiveInt | None = None,
         label_dropout: Fraction = 0.1,
         ema_decay: Fraction = 0.9999,
@@ -157,24 +131,14 @@ class DDPM(GenerativeModule):
         first_stage_spec: dict | None = None,
         **optimizer,
     ) -> None:
-        super().__init__(**forward(DDPM, optimizer))
+        super().__init__(**forward(Diffusion, optimizer))
+        objective = component_section("model.objective", objective, "objective")  # complete, in the checkpoint too
         self.save_hyperparameters()
-        if objective != "ddpm" and prediction != "eps":
-            raise ConfigError(f"model.prediction={prediction} applies to objective ddpm; objective {objective} trains "
-                              f"its own target ({'the preconditioned F' if objective == 'edm' else 'the velocity'}): "
-                              "leave prediction at eps")
-        if min_snr_gamma is not None and objective != "ddpm":
-            raise ConfigError(f"model.min_snr_gamma={min_snr_gamma}: min-SNR weighting needs objective ddpm (Hang et al. "
-                              "use 5); edm and flow have their own weighting, leave it null")
-        if flow_time_sampling != "logit_normal" and objective != "flow":
-            raise ConfigError(f"model.flow_time_sampling={flow_time_sampling} applies to objective flow; objective "
-                              f"{objective} draws its own noise levels: leave it at logit_normal")
         unknown = sorted(set(default_sampler or {}) - set(self.SAMPLE_DEFAULTS))
         if unknown:
             raise ConfigError(f"model.default_sampler: unknown sample() option(s) {', '.join(unknown)}; "
                               f"choose from {', '.join(self.SAMPLE_DEFAULTS)}")
         self.default_sampler = dict(default_sampler or {})
-        self.prediction = prediction
         self.num_classes = num_classes
         self.label_dropout = label_dropout
         self.conditional = num_classes is not None
@@ -183,7 +147,8 @@ class DDPM(GenerativeModule):
         self.first_stage = None
         shape = (channels, image_size, image_size)
         if first_stage is not None:
-            self.first_stage = self._build_first_stage(first_stage, first_stage_spec)
+            self.first_stage = stage_from_spec(first_stage, first_stage_spec, Autoencoding,
+                                               "an autoencoder with encode/decode", "configs/ae_digits.yaml")
             shape = self._latent_shape(channels, image_size)
             # 0 = not estimated yet; a buffer so checkpoints keep the value training used.
             self.register_buffer("latent_scale", torch.zeros(()))
@@ -199,17 +164,11 @@ class DDPM(GenerativeModule):
                 dropout=dropout, image_size=shape[1], num_classes=num_classes, groups=norm_groups,
                 attention_heads=attention_heads, conditioning=conditioning,
             )
-            self.schedule = NoiseSchedule(timesteps, beta_schedule, beta_start, beta_end)
+            self.objective = build_component("objective", objective)
         except ValueError as exc:
             where = f" (the U-Net runs on latents of shape {shape})" if first_stage is not None else ""
             raise ConfigError(f"model: {exc}{where}") from None
         self.ema = EMA(self.unet, ema_decay, ema_warmup) if ema_decay > 0 else None
-        if objective == "edm":
-            self.objective = EDMObjective(sigma_data)
-        elif objective == "flow":
-            self.objective = FlowObjective(flow_time_sampling)
-        else:
-            self.objective = VPObjective(self.schedule, prediction, min_snr_gamma)
         try:  # a default that sample() would refuse fails now, naming the setting, not at the first grid
             settings = self.sample_defaults()
             self._check_sample_args(1, None, settings["sampler"], settings["steps"], settings["eta"], settings["guidance"],
@@ -217,26 +176,25 @@ class DDPM(GenerativeModule):
         except ValueError as exc:
             raise ConfigError(f"model.default_sampler={self.default_sampler}: {exc}") from None
 
+    @staticmethod
+    def check_config(args: dict) -> None:
+        """Refuse settings no checkpoint needs but a config could ask for: U-Net blocks blind to t."""
+        if args["conditioning"] != "add":
+            return
+        widths = sorted({args["base_channels"] * m for m in args["channel_mults"]})
+        blind = [w for w in widths if w // layers.norm_groups(w, args["norm_groups"]) == 1]
+        if blind:
+            raise ConfigError(
+                f"model.conditioning=add with model.norm_groups={args['norm_groups']}: the U-Net blocks of width "
+                f"{', '.join(map(str, blind))} get one channel per GroupNorm group, which subtracts the added "
+                "embedding exactly, so they never see the noise level. Use model.conditioning=scale_shift (the "
+                f"default), or model.norm_groups={max(1, min(blind) // 4)} for at least 4 channels per group")
+
     # ------------------------------------------------------------------ first stage (latent diffusion)
     @staticmethod
     def first_stage_spec_for(name: str, hparams: dict) -> dict:
-        """The ``first_stage_spec`` this family saves for a first stage of family ``name`` with ``hparams``."""
-        return {"model": name, "hparams": plain(hparams)}
-
-    def _build_first_stage(self, path: str, spec: dict | None):
-        if spec is None:
-            raise ConfigError(f"model.first_stage: {path} has not been read: a model never opens files itself. Build "
-                              "it with lit_gen.build.build_model('ddpm', {...}) (python -m lit_gen.fit does), which "
-                              "reads the first-stage checkpoint and passes its first_stage_spec and weights")
-        # The weights come after construction: from the first-stage file (lit_gen.build) or our own checkpoint.
-        stage_cls = registry.resolve("model", spec["model"])
-        module = stage_cls(**upgrade_arguments(stage_cls, spec["hparams"]))  # a spec saved before an argument's rename
-        if not (callable(getattr(module, "encode", None)) and callable(getattr(module, "decode", None))):
-            raise ConfigError(f"model.first_stage: {path} holds a {type(module).__name__}, which has no encode/decode; "
-                              "latent diffusion needs an autoencoder (e.g. ae with architecture: conv)")
-        module.eval()
-        module.requires_grad_(False)  # frozen: excluded from trainable_parameters()
-        return module
+        """The ``first_stage_spec`` saved for a first stage of family ``name`` with ``hparams`` (``lit_gen.build``)."""
+        return first_stage_spec(name, hparams)
 
     @torch.no_grad()
     def _latent_shape(self, channels: int, image_size: int) -> tuple[int, int, int]:
@@ -247,7 +205,7 @@ class DDPM(GenerativeModule):
                               "use a convolutional autoencoder (architecture: conv)")
         return tuple(z.shape[1:])
 
-    def train(self, mode: bool = True) -> "DDPM":
+    def train(self, mode: bool = True) -> "Diffusion":
         # Lightning calls train() on the whole model each epoch; the frozen first stage stays in eval.
         super().train(mode)
         if self.first_stage is not None:
@@ -282,7 +240,7 @@ class DDPM(GenerativeModule):
     # ------------------------------------------------------------------ training
     def loss(self, batch) -> LossOutput:
         """The objective's (weighted) MSE between the U-Net output and its target (Ho et al.'s simple
-        loss, eq. 14, for "ddpm"), plus the loss per quartile of noise levels (``loss_q0`` = the
+        loss, eq. 14, for "vp"), plus the loss per quartile of noise levels (``loss_q0`` = the
         least noisy quarter)."""
         images, labels = batch
         x0 = self.to_diffusion_space(images)
@@ -326,13 +284,13 @@ class DDPM(GenerativeModule):
         *,
         labels: Tensor | None = None,
         generator: torch.Generator | None = None,
-        sampler: Literal["ddpm", "ddim", "euler", "heun", "dpmpp_2m"] | None = None,
+        sampler: Sampler | None = None,
         steps: int | None = None,
         eta: float | None = None,
         guidance: float | None = None,
         use_ema: bool | None = None,
         clip_x0: bool | None = None,
-        spacing: Literal["linspace", "leading", "trailing", "karras"] | None = None,
+        spacing: Spacing | None = None,
         recompute_eps: bool | None = None,
         progress: bool = False,
     ) -> Tensor:
@@ -344,36 +302,31 @@ class DDPM(GenerativeModule):
         :param labels: (n,) int64 classes for a conditional model; None draws them uniformly from
             ``generator`` (before the noise). Unconditional models take no labels.
         :param generator: source of every random draw; the same seed gives the same images.
-        :param sampler: ``"ddim"``, ``"ddpm"`` (ancestral), or the ODE samplers ``"euler"``, ``"heun"``
-            (Karras et al. 2022; 2 steps - 1 network evaluations) and ``"dpmpp_2m"`` (DPM-Solver++(2M),
-            Lu et al. 2022); see ``lit_gen.diffusion.samplers``. Objectives edm and flow take the ODE
-            samplers only (``"ddim"`` is ``"euler"`` for them).
-        :param steps: denoising steps, 1 .. timesteps for objective ddpm (use ``timesteps`` with
-            ``"ddpm"`` for Ho et al.'s sampler); any number >= 1 for edm and flow.
-        :param eta: DDIM noise (0 deterministic, 1 = ancestral); ignored by ``"ddpm"``.
-        :param spacing: which training timesteps ``steps`` keeps (objective ddpm): ``"linspace"``
-            (999 ... 0), ``"leading"`` (diffusers: 980, 960, ..., 0), ``"trailing"`` (999, 979, ..., 19)
-            or ``"karras"`` (Karras et al.'s sigmas, rho 7). None: ``"linspace"`` for ddim/ddpm,
-            ``"karras"`` for the ODE samplers (with it, 10 DPM-Solver++(2M) steps land over twice as
-            close to the exact ODE solution of Gaussian data as with linspace:
-            ``tests/diffusion/test_samplers.py``). edm and flow have their own discretisation.
-        :param recompute_eps: DDIM: rebuild eps from the clipped x_0 (default) or keep the network's own (False).
+        :param sampler: a name of ``lit_gen.diffusion.samplers.SAMPLERS``: ``ddim``, ``ddpm`` (ancestral),
+            or the ODE samplers ``euler``, ``heun`` (2 steps - 1 network evaluations) and ``dpmpp_2m``.
+            Continuous objectives (edm, flow) take the ODE samplers only (``ddim`` runs as ``euler``).
+        :param steps: denoising steps, 1 .. timesteps for objective vp (use ``timesteps`` with
+            ``ddpm`` for Ho et al.'s sampler); any number >= 1 for edm and flow.
+        :param eta: DDIM noise (0 deterministic, 1 = ancestral); only ``ddim`` on objective vp.
+        :param spacing: which training timesteps ``steps`` keeps (objective vp): ``linspace``,
+            ``leading``, ``trailing`` or ``karras`` (``lit_gen.diffusion.schedule.spaced_timesteps``).
+            None: ``linspace`` for ddim/ddpm, ``karras`` for the ODE samplers.
+        :param recompute_eps: DDIM: rebuild eps from the clipped x0 (default) or keep the network's own (False).
         :param guidance: classifier-free guidance weight w (conditional models only; 1 = none).
         :param use_ema: sample with the EMA weights (the raw weights when the EMA is disabled).
-        :param clip_x0: clamp predicted x_0 to [-1, 1]; None = yes for pixels, no for latents.
+        :param clip_x0: clamp predicted x0 to [-1, 1]; None = yes for pixels, no for latents.
         :param progress: show a progress bar.
         """
         given = {"sampler": sampler, "steps": steps, "eta": eta, "guidance": guidance, "use_ema": use_ema,
                  "clip_x0": clip_x0, "spacing": spacing, "recompute_eps": recompute_eps}
         settings = {**self.sample_defaults(), **{k: v for k, v in given.items() if v is not None}}
-        sampler, steps, eta, guidance = settings["sampler"], settings["steps"], settings["eta"], settings["guidance"]
-        use_ema, clip_x0, spacing, recompute_eps = (settings[k] for k in ("use_ema", "clip_x0", "spacing", "recompute_eps"))
-        self._check_sample_args(n, labels, sampler, steps, eta, guidance, spacing)
+        self._check_sample_args(n, labels, settings["sampler"], settings["steps"], settings["eta"], settings["guidance"],
+                                settings["spacing"])
         if self.conditional and labels is None:
-            labels = noise.randint(self.num_classes, (n,), generator=generator, device=self.device)
-        net = self.ema.averaged if use_ema and self.ema is not None else self.unet
+            labels = draws.randint(self.num_classes, (n,), generator=generator, device=self.device)
+        net = self.ema.averaged if settings["use_ema"] and self.ema is not None else self.unet
         if self.conditional:
-            model_fn = guided(net, labels.to(self.device, torch.long), self.num_classes, guidance)
+            model_fn = guided(net, labels.to(self.device, torch.long), self.num_classes, settings["guidance"])
         else:
             def model_fn(x: Tensor, t: Tensor) -> Tensor:
                 return net(x, t)
@@ -381,11 +334,11 @@ class DDPM(GenerativeModule):
         was_training = net.training
         net.eval()
         try:
-            x = sample_loop(
-                model_fn, self.objective, (n, *self.diffusion_shape), sampler=sampler, steps=steps, eta=eta,
-                clip_x0=self.first_stage is None if clip_x0 is None else clip_x0, spacing=spacing,
-                recompute_eps=recompute_eps, generator=generator, device=self.device, progress=progress,
-            )
+            clip = settings["clip_x0"]
+            x = sample(model_fn, self.objective, (n, *self.diffusion_shape), sampler=settings["sampler"],
+                       steps=settings["steps"], spacing=settings["spacing"], eta=settings["eta"],
+                       recompute_eps=settings["recompute_eps"], clip_x0=self.first_stage is None if clip is None else clip,
+                       generator=generator, device=self.device, progress=progress)
         finally:
             net.train(was_training)
         if self.first_stage is not None:
@@ -399,32 +352,39 @@ class DDPM(GenerativeModule):
         """The ``sample()`` options a caller who gives none gets: ``SAMPLE_DEFAULTS`` updated by ``default_sampler``
         (a discrete schedule shorter than the default 50 steps samples all of its timesteps)."""
         defaults = dict(self.SAMPLE_DEFAULTS)
-        if self.objective.name == "ddpm":
-            defaults["steps"] = min(defaults["steps"], len(self.schedule))
+        if self.objective.discrete:
+            defaults["steps"] = min(defaults["steps"], len(self.objective.schedule))
         return {**defaults, **self.default_sampler}
+
+    def sample_record(self, options: dict[str, Any]) -> dict[str, Any]:
+        """What ``sample(**options)`` runs, as records name it: the sampler that ran, steps, eta, guidance, weights."""
+        effective = {**self.sample_defaults(), **options}
+        runs = sampler_that_runs(effective["sampler"], self.objective.discrete)
+        return {"sampler": runs, "steps": effective["steps"], "eta": effective["eta"], "guidance": effective["guidance"],
+                "weights": "ema" if effective["use_ema"] and self.ema is not None else "raw"}
 
     def _check_sample_args(self, n, labels, sampler, steps, eta, guidance, spacing) -> None:
         if n < 1:
             raise ValueError(f"n must be at least 1, got {n}")
-        if sampler not in SAMPLERS:
-            raise ValueError(f"unknown sampler {sampler!r}; choose one of {', '.join(SAMPLERS)}")
-        objective = self.objective.name
-        if objective == "ddpm":
-            T = len(self.schedule)
+        check_sampler(sampler, discrete=self.objective.discrete, eta=eta)
+        if self.objective.discrete:
+            T = len(self.objective.schedule)
             if not 1 <= steps <= T:
                 raise ValueError(f"steps must be in [1, {T}] (the model's timesteps), got {steps}")
-        # The continuous objectives' rules (no ancestral sampler, no spacing, steps >= 1) are checked by
-        # sample_loop and the objectives' own levels, before any network evaluation.
-        if spacing is not None and spacing not in SPACINGS:
-            raise ValueError(f"unknown spacing {spacing!r}; choose one of {', '.join(SPACINGS)}")
-        if eta < 0:
-            raise ValueError(f"eta must be >= 0 (0 = deterministic DDIM, 1 = ancestral), got {eta}")
+            if spacing is not None and spacing not in SPACINGS:
+                raise ValueError(f"unknown spacing {spacing!r}; choose one of {', '.join(SPACINGS)}")
+        else:
+            if steps < 1:
+                raise ValueError(f"steps must be at least 1, got {steps}")
+            if spacing is not None:
+                raise ValueError(f"spacing={spacing!r} picks discrete timesteps of objective vp; objective "
+                                 f"{self.objective.name} has its own discretisation: leave spacing unset")
         if not self.conditional:
             if labels is not None:
-                raise ValueError("this DDPM is unconditional (num_classes=None): call sample() without labels")
+                raise ValueError("this diffusion model is unconditional (num_classes=None): call sample() without labels")
             if guidance != 1.0:
                 raise ValueError(f"guidance={guidance} needs a class-conditional model (num_classes set); "
-                                 "leave guidance at 1 for an unconditional DDPM")
+                                 "leave guidance at 1 for an unconditional model")
             return
         if labels is not None:
             if labels.shape != (n,) or labels.dtype not in (torch.int64, torch.int32):
@@ -433,7 +393,41 @@ class DDPM(GenerativeModule):
                 raise ValueError(f"labels must be in [0, {self.num_classes}) (num_classes={self.num_classes}), "
                                  f"got values from {int(labels.min())} to {int(labels.max())}")
 
+    # ------------------------------------------------------------------ likelihood
+    def likelihood_unavailable(self) -> str | None:
+        """Why this model has no comparable bits/dim (None: its variational bound over all T terms is one)."""
+        if not self.objective.likelihood_bound:
+            return (f"objective {self.objective.name}: its likelihood (probability flow) is not implemented "
+                    "(not comparable)")
+        if self.first_stage is not None:
+            return "latent diffusion: its bound is over the first stage's latents, not pixels (not comparable)"
+        return None
 
-def _forget_latent_scale_known(module: DDPM, incompatible_keys) -> None:
+    @torch.no_grad()
+    def negative_log_likelihood(self, x: Tensor, labels: Tensor, *, generator: torch.Generator, samples: int,
+                                terms: int | None) -> NLL:
+        """Ho et al.'s variational bound per image (``lit_gen.diffusion.likelihood``), EMA weights when kept,
+        conditioned on the true labels for a conditional model; ``terms`` of the T - 1 L_t terms (None: all)."""
+        net = self.ema.averaged if self.ema is not None else self.unet
+        if self.conditional:
+            def model_fn(x_t: Tensor, t: Tensor) -> Tensor:
+                return net(x_t, t, labels)
+        else:
+            def model_fn(x_t: Tensor, t: Tensor) -> Tensor:
+                return net(x_t, t)
+        schedule = self.objective.schedule
+        T = len(schedule)
+        if terms is not None and not 1 <= terms <= T - 1:
+            raise ValueError(f"terms={terms}: choose 1 .. {T - 1} (the model's T - 1 terms) or leave it unset for all")
+        bound = variational_bound(model_fn, schedule, x, prediction=self.objective.prediction, clip_x0=True,
+                                  terms=terms, generator=generator)
+        what = f"VLB over all T={T} terms" if bound.terms == T - 1 else f"VLB, {bound.terms} of T-1={T - 1} terms sampled (unbiased)"
+        if self.conditional:
+            what += ", conditioned on the true labels"
+        return NLL(bound.total, {"prior": bound.prior, "decoder": bound.decoder}, what,
+                   {"timesteps": T, "terms": bound.terms, "weights": "ema" if self.ema is not None else "raw"})
+
+
+def _forget_latent_scale_known(module: Diffusion, incompatible_keys) -> None:
     """After a checkpoint is loaded, whether the latent scale is set is read again from the buffer."""
     module._latent_scale_known = None
