@@ -1,7 +1,8 @@
 """Fuzzing the command-line modules: whatever a user hands them, a result or one line and exit code 2.
 
-Random sweep files (schema-shaped, with wrong types, non-finite numbers and bounds; and broken YAML)
-given to ``lit_gen.sweep --dry-run`` print a plan or fail with one ``error:`` line; random bytes
+Random sweep files given to ``lit_gen.sweep --dry-run``: valid ones (valid by construction) print their
+plan; a valid one with one known mistake fails with one ``error:`` line naming it; anything else
+(wrong types, non-finite numbers and bounds, broken YAML) prints a plan or one error line; random bytes
 given as a checkpoint to ``sample``, ``evaluate`` and ``fit --resume`` fail with one line. Most
 examples call the in-process ``main`` through ``run_main`` (what ``python -m`` runs); a few run the
 real commands.
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import math
 import string
 import tempfile
 from pathlib import Path
@@ -24,6 +26,9 @@ from hypothesis import strategies as st
 from lit_gen import evaluate, fit, sample, sweep
 from lit_gen.cli import run_main
 from lit_gen.sweeping.parameters import DISTRIBUTION_KEYS
+
+REPO = Path(__file__).resolve().parents[1]
+
 
 def fuzz(examples: int):
     return settings(max_examples=examples, deadline=None,
@@ -75,7 +80,8 @@ def ordered(low, high) -> dict:
         return {"min": low, "max": high}
 
 
-# Specs a user means to be valid (most of them are), so that many files get as far as a plan.
+# Specs valid by construction: finite numbers in range, for random and bayes search.
+EXPONENTS = st.builds(ordered, st.floats(-10, 10), st.floats(-10, 10))  # log_uniform's exp(+-10) is finite
 VALID_SPEC = st.one_of(
     st.builds(lambda v: {"value": v}, st.one_of(SMALL, st.booleans(), st.text(string.ascii_letters, max_size=5))),
     st.builds(lambda v: {"values": v}, st.lists(st.one_of(SMALL, st.text(string.ascii_letters, max_size=4)),
@@ -87,11 +93,27 @@ VALID_SPEC = st.one_of(
     st.builds(lambda d, r: {"distribution": d, **r},
               st.sampled_from(["log_uniform_values", "inv_log_uniform_values", "q_log_uniform_values"]),
               st.builds(ordered, POSITIVE, POSITIVE)),
+    st.builds(lambda d, r: {"distribution": d, **r}, st.sampled_from(["log_uniform", "inv_log_uniform"]), EXPONENTS),
+    st.builds(lambda d, mu, sigma: {"distribution": d, "mu": mu, "sigma": sigma},
+              st.sampled_from(["normal", "q_normal", "log_normal", "q_log_normal"]), st.floats(-10, 10),
+              st.floats(0, 10)),
+    st.builds(lambda d, a, b: {"distribution": d, "a": a, "b": b}, st.sampled_from(["beta", "q_beta"]), POSITIVE, POSITIVE),
+)
+# Valid for grid search: discrete, with 1 to 20 values on a q_uniform axis (max = min + n q, max excluded).
+GRID_SPEC = st.one_of(
+    st.builds(lambda v: {"value": v}, st.one_of(SMALL, st.booleans())),
+    st.builds(lambda v: {"values": v}, st.lists(st.one_of(SMALL, st.text(string.ascii_letters, max_size=4)),
+                                                min_size=1, max_size=4)),
+    st.builds(ordered, st.integers(-5, 50), st.integers(-5, 50)),
+    st.builds(lambda low, n, q: {"distribution": "q_uniform", "min": low, "max": low + n * q, "q": q},
+              st.integers(-5, 50), st.integers(1, 20), st.sampled_from([1, 2, 0.5, 0.25])),
+)
+# Forms that may be valid or not: bounds and moments of any number (overflowing, non-finite, strings).
+RISKY_SPEC = st.one_of(
     st.builds(lambda d, r: {"distribution": d, **r}, st.sampled_from(["log_uniform", "inv_log_uniform"]),
               st.builds(ordered, NUMBERS, NUMBERS)),
     st.builds(lambda d, mu, sigma: {"distribution": d, "mu": mu, "sigma": sigma},
               st.sampled_from(["normal", "q_normal", "log_normal", "q_log_normal"]), NUMBERS, NUMBERS),
-    st.builds(lambda d, a, b: {"distribution": d, "a": a, "b": b}, st.sampled_from(["beta", "q_beta"]), POSITIVE, POSITIVE),
 )
 # Anything else: wrong keys, wrong types, non-finite values and bounds, unknown distributions.
 ANY_SPEC = st.one_of(
@@ -103,7 +125,8 @@ ANY_SPEC = st.one_of(
     SCALARS,
 )
 COMMAND = ["${env}", "${interpreter}", "-m", "lit_gen.fit", "--config", "configs/vae_digits.yaml", "${args_no_hyphens}"]
-VALID_NAMES = st.from_regex(r"[A-Za-z_][A-Za-z0-9_.-]{0,8}", fullmatch=True)
+# No dots: a dotted key ("a.b") beside a nested one (a: {parameters: {b: ...}}) is the same parameter twice.
+VALID_NAMES = st.from_regex(r"[A-Za-z_][A-Za-z0-9_-]{0,8}", fullmatch=True)
 
 
 def parameter_tree(names, spec):
@@ -115,27 +138,32 @@ def parameter_tree(names, spec):
     )
 
 
-# Files a user means to be right: a known method, parameters in the W&B forms, a usable command.
-INTENDED = st.fixed_dictionaries(
-    {
-        "method": st.sampled_from(["grid", "random", "bayes"]),
-        "parameters": parameter_tree(VALID_NAMES, VALID_SPEC),
-        "command": st.just(COMMAND),
-        "metric": st.fixed_dictionaries({"name": st.just("val/loss"), "goal": st.sampled_from(["minimize", "maximize"])}),
-    },
-    optional={
-        "early_terminate": st.fixed_dictionaries({"type": st.just("hyperband"), "min_iter": st.integers(1, 5),
-                                                  "eta": st.integers(2, 4)}),
-        "run_cap": st.integers(1, 10),
-        "name": st.text(string.ascii_letters, min_size=1, max_size=8),
-    },
-)
+def valid_files(method: str, spec) -> st.SearchStrategy[dict]:
+    """Sweep files that are right: ``method`` over ``spec``s, a metric, a usable command, optional extras."""
+    return st.fixed_dictionaries(
+        {
+            "method": st.just(method),
+            "parameters": parameter_tree(VALID_NAMES, spec),
+            "command": st.just(COMMAND),
+            "metric": st.fixed_dictionaries({"name": st.just("val/loss"),
+                                             "goal": st.sampled_from(["minimize", "maximize"])}),
+        },
+        optional={
+            "early_terminate": st.fixed_dictionaries({"type": st.just("hyperband"), "min_iter": st.integers(1, 5),
+                                                      "eta": st.integers(2, 4)}),
+            "run_cap": st.integers(1, 10),
+            "name": st.text(string.ascii_letters, min_size=1, max_size=8),
+        },
+    )
+
+
+VALID = st.one_of(valid_files("grid", GRID_SPEC), valid_files("random", VALID_SPEC), valid_files("bayes", VALID_SPEC))
 # Files with anything anywhere: wrong keys and types, unknown methods and macros, non-finite numbers.
 ANYTHING = st.tuples(
     st.fixed_dictionaries(
         {
             "method": st.sampled_from(["grid", "random", "bayes", "custom", "grdi", None]),
-            "parameters": st.one_of(parameter_tree(NAMES, st.one_of(VALID_SPEC, ANY_SPEC)), SCALARS),
+            "parameters": st.one_of(parameter_tree(NAMES, st.one_of(VALID_SPEC, RISKY_SPEC, ANY_SPEC)), SCALARS),
             "command": st.one_of(st.just(COMMAND), SCALARS,
                                  st.lists(st.one_of(st.text(max_size=12), st.sampled_from(["${args}", "${nope}", "a${args}"])),
                                           max_size=4)),
@@ -156,11 +184,80 @@ ANYTHING = st.tuples(
 ).map(lambda t: {**t[0], **t[1]})
 
 
+def with_parameter(spec: dict):
+    """A mistake: the file gains parameter ``zz_bad`` with ``spec``."""
+    return lambda raw: {**raw, "parameters": {**raw["parameters"], "zz_bad": spec}}
+
+
+def grid_of(spec: dict):
+    """A mistake: the file becomes a grid over parameter ``zz_bad`` alone, with ``spec``."""
+    return lambda raw: {**raw, "method": "grid", "parameters": {"zz_bad": spec}}
+
+
+# One mistake each, made in a valid file, and what its error line says.
+MISTAKES = {
+    "unknown top-level key": (lambda raw: {**raw, "metod": "grid"}, "unknown top-level key 'metod'"),
+    "misspelt method": (lambda raw: {**raw, "method": "grdi"}, "is not a search method"),
+    "min above max": (with_parameter({"min": 2, "max": 1}), "parameters.zz_bad: min (2) is greater than max (1)"),
+    "NaN value": (with_parameter({"value": float("nan")}), "parameters.zz_bad.value: expected a finite number"),
+    "infinite bound": (with_parameter({"min": 0.0, "max": float("inf")}), "parameters.zz_bad.max: expected a finite"),
+    "log_uniform_values from 0": (with_parameter({"distribution": "log_uniform_values", "min": 0, "max": 1}),
+                                  "parameters.zz_bad.min"),
+    "zero step": (with_parameter({"distribution": "q_uniform", "min": 0, "max": 1, "q": 0}),
+                  "parameters.zz_bad.q: the quantisation step must be > 0"),
+    "negative sigma": (with_parameter({"distribution": "normal", "sigma": -1}),
+                       "parameters.zz_bad.sigma: must be >= 0"),
+    "unknown distribution": (with_parameter({"distribution": "gaussian"}), "unknown distribution 'gaussian'"),
+    "1e-4 read as a string": (with_parameter({"values": ["1e-4"]}), "parameters.zz_bad.values[0]: '1e-4' was read"),
+    "overflowing log_uniform": (with_parameter({"distribution": "log_uniform", "min": 0, "max": 1000}),
+                                "parameters.zz_bad: log_uniform with these bounds draws values beyond a float's range"),
+    "grid over a continuous parameter": (grid_of({"min": 0.0, "max": 1.0}),
+                                         "parameters.zz_bad: method: grid needs discrete parameters"),
+    "grid axis of 10**12 values": (grid_of({"min": 0, "max": 10**12}),
+                                   "parameters.zz_bad: method: grid would try 1e+12 values"),
+    "unknown macro": (lambda raw: {**raw, "command": [*COMMAND, "${nope}"]}, "unknown macro ${nope}"),
+    "run_cap 0": (lambda raw: {**raw, "run_cap": 0}, "run_cap: must be a positive integer"),
+    "bayes without a metric": (lambda raw: {k: v for k, v in {**raw, "method": "bayes"}.items() if k != "metric"},
+                               "method: bayes needs metric"),
+    "hyperband eta 1": (lambda raw: {**raw, "early_terminate": {"type": "hyperband", "min_iter": 1, "eta": 1}},
+                        "early_terminate.eta: must be greater than 1"),
+}
+
+
 def dry_run(text: str) -> tuple[int, str, str]:
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "sweep.yaml"
         path.write_text(text)
         return call(sweep.main, [str(path), "--dry-run", "--count", "2", "--store", str(Path(folder) / "store")])
+
+
+def leaves(tree: dict) -> list[dict]:
+    """The parameter specs of a (valid) parameters: mapping, nested ones included."""
+    return [leaf for spec in tree.values()
+            for leaf in (leaves(spec["parameters"]) if "parameters" in spec else [spec])]
+
+
+def grid_points(spec: dict) -> int:
+    """How many values grid search takes for a GRID_SPEC spec."""
+    if "value" in spec:
+        return 1
+    if "values" in spec:
+        return len(spec["values"])
+    if "q" in spec:
+        return round((spec["max"] - spec["min"]) / spec["q"])
+    return spec["max"] - spec["min"] + 1
+
+
+def assert_plan(code, out: str, err: str, raw: dict, name: str = "sweep") -> None:
+    """Exit 0 and the dry-run plan of ``raw``: its method and parameter count, then its first 2 trials' commands."""
+    assert code == 0 and "Traceback" not in err, err
+    name = raw.get("name", name)
+    params = leaves(raw["parameters"])
+    assert out.startswith(f"sweep {name}: {raw['method']} search over {len(params)} parameter(s)"), out
+    trials = 2 if raw["method"] != "grid" else min(2, math.prod(map(grid_points, params)))
+    commands = [line for line in out.splitlines() if line.startswith("  python -m lit_gen.fit --config ")]
+    assert "first 2 trial(s)" in out and len(commands) == trials, out
+    assert all(f"--run-id {name}-00{i} " in command for i, command in enumerate(commands)), out
 
 
 def check_plan_or_one_line(text: str) -> None:
@@ -172,8 +269,27 @@ def check_plan_or_one_line(text: str) -> None:
         assert_one_error_line(code, err)
 
 
+@fuzz(100)
+@given(VALID)
+@example({"method": "grid", "parameters": {"lr": {"values": [1e-4, 1e-3]},
+                                           "model": {"parameters": {"beta": {"value": 1}}}},
+          "command": COMMAND, "metric": {"name": "val/loss", "goal": "minimize"}})
+def test_valid_sweep_files_give_their_plan(raw):
+    code, out, err = dry_run(yaml.safe_dump(raw, sort_keys=False))
+    assert_plan(code, out, err, raw)
+
+
+@fuzz(100)
+@given(VALID, st.sampled_from(sorted(MISTAKES)))
+def test_one_mistake_in_a_valid_sweep_file_gives_one_line_naming_it(raw, mistake):
+    make, message = MISTAKES[mistake]
+    code, _, err = dry_run(yaml.safe_dump(make(raw), sort_keys=False))
+    assert_one_error_line(code, err)
+    assert message in err, (mistake, err)
+
+
 @fuzz(150)
-@given(st.one_of(INTENDED, ANYTHING))
+@given(ANYTHING)
 @example({"method": "random", "parameters": {"lr": {"distribution": "log_uniform", "min": 0, "max": 1000}}})
 @example({"method": "random", "parameters": {"lr": {"min": -1e308, "max": 1e308}}})
 @example({"method": "grid", "parameters": {"n": {"min": 0, "max": 10**12}}})
@@ -182,17 +298,44 @@ def check_plan_or_one_line(text: str) -> None:
 @example({"method": "random", "parameters": {"lr": {"values": [0.1, float("inf")]}}})
 @example({"method": "random", "parameters": {"lr": {"distribution": "q_normal", "mu": 0, "sigma": 1e300, "q": 1e-300}}})
 def test_random_sweep_files_give_a_plan_or_one_line(raw):
+    # Whether these are valid is not known here (the tests above pin both sides); they must not crash.
     check_plan_or_one_line(yaml.safe_dump(raw, sort_keys=False))
 
 
+def cut(raw: dict, length: int) -> str:
+    """The first ``length`` characters of ``raw`` as YAML."""
+    return yaml.safe_dump(raw, sort_keys=False)[:length]
+
+
 @fuzz(60)
-@given(st.one_of(st.text(max_size=80),
-                 st.tuples(st.one_of(INTENDED, ANYTHING), st.integers(0, 400)).map(lambda s: yaml.safe_dump(s[0], sort_keys=False)[:s[1]])))
-@example("method: grid\nparameters: {lr: {values: [1, 2]\n")
-@example("method: random\nparameters:\n  lr: {value: 1}\n\tbad: tab\n")
-@example("!!python/object:os.system x")
-def test_broken_yaml_gives_a_plan_or_one_line(text):
-    check_plan_or_one_line(text)
+@given(st.one_of(st.tuples(st.text(max_size=80), st.none()),
+                 st.tuples(VALID, st.integers(0, 400)).map(lambda s: (cut(s[0], s[1]), s[0])),
+                 st.tuples(ANYTHING, st.integers(0, 400)).map(lambda s: (cut(s[0], s[1]), None))))
+@example(("method: grid\nparameters: {lr: {values: [1, 2]\n", None))
+@example(("method: random\nparameters:\n  lr: {value: 1}\n\tbad: tab\n", None))
+@example(("!!python/object:os.system x", None))
+def test_broken_yaml_gives_a_plan_or_one_line(case):
+    """Text that is not YAML is one error line; a valid file cut where it still reads whole gives its plan."""
+    text, whole = case
+    try:
+        loaded = yaml.safe_load(text)
+    except yaml.YAMLError:
+        code, _, err = dry_run(text)
+        assert_one_error_line(code, err)
+        assert "not valid YAML" in err, err
+        return
+    if whole is not None and loaded == whole:
+        assert_plan(*dry_run(text), whole)
+    else:
+        check_plan_or_one_line(text)
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "sweeps").glob("*.yaml")), ids=lambda p: p.name)
+def test_every_shipped_sweep_gives_its_plan(path):
+    raw = yaml.safe_load(path.read_text())
+    code, out, err = call(sweep.main, [str(path), "--dry-run", "--count", "2"])
+    assert_plan(code, out, err, raw, name=path.stem)
+    assert f"store: runs/sweeps/{raw.get('name', path.stem)} (not created by --dry-run)" in out
 
 
 @pytest.mark.parametrize("spec, where", [

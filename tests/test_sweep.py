@@ -145,7 +145,6 @@ def _wandb_configs(run_dir: Path) -> list[dict]:
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not (REPO / "lit_gen" / "fit.py").is_file(), reason="lit_gen.fit is not written yet")
 def test_end_to_end_three_real_digits_trials(tmp_path, cli):
     store = tmp_path / "store"
     result = cli("lit_gen.sweep", "sweeps/vae_digits_smoke.yaml", "--count", "3", "--store", str(store),

@@ -12,4 +12,7 @@ def test_the_cause_of_a_miss_holds_only_numbers_this_run_measured():
     measured = {"4.25", "6.50", "5.00", "1.18", "3.50", "120", "50", "100", "1000"}
     numbers = set(re.findall(r"\d+(?:\.\d+)?", cause))
     assert numbers <= measured, numbers - measured
+    # ... and it gives them: both FIDs of the miss, the real-data floor, the sample count and DDIM-100's FID
+    # and ratio (an empty or number-free cause would pass the line above).
+    assert {"6.50", "4.25", "3.50", "120", "5.00", "1.18"} <= numbers, cause
     assert "ddim200" not in cause and "sampling_200ep" not in cause

@@ -2,6 +2,7 @@
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -81,25 +82,85 @@ def test_respaced_sampling_calls_the_model_at_training_timesteps():
     assert seen[0] == T - 1 and seen[-1] == 0
 
 
+def exact_linear_map(alphas_cumprod: np.ndarray, sampler: str, mu: float, std: float) -> tuple[float, float, float]:
+    """(A, B, V): the sampler over the steps of ``alphas_cumprod`` (ascending, float64) with the exact eps model
+    of N(mu, std^2) data takes x_T to A x_T + B + N(0, V).
+
+    E[x0 | x_t] is affine in x_t, so every step is affine plus (DDPM) independent Gaussian noise, and the
+    chain is one affine map plus the noises pushed through the later steps. Written from Ho et al.'s and
+    Song et al.'s update rules, independently of NoiseSchedule and sample_loop.
+    """
+    A, B, V = 1.0, 0.0, 0.0
+    for i in range(len(alphas_cumprod) - 1, -1, -1):
+        ab, ab_prev = alphas_cumprod[i], (alphas_cumprod[i - 1] if i > 0 else 1.0)
+        a, s = math.sqrt(ab), math.sqrt(1 - ab)
+        p = a * std**2 / (ab * std**2 + 1 - ab)  # E[x0 | x] = p x + q
+        q = mu * (1 - a * p)
+        if sampler == "ddpm":  # the posterior q(x_{t-1} | x_t, x0) at the predicted x0
+            beta = 1 - ab / ab_prev
+            coef1, coef2 = beta * math.sqrt(ab_prev) / (1 - ab), (1 - ab_prev) * math.sqrt(1 - beta) / (1 - ab)
+            k, l, noise = coef1 * p + coef2, coef1 * q, beta * (1 - ab_prev) / (1 - ab)
+        else:  # DDIM, eta = 0: sqrt(ab') x0 + sqrt(1 - ab') eps with eps = (x - a x0) / s
+            k = math.sqrt(ab_prev) * p + math.sqrt(1 - ab_prev) * (1 - a * p) / s
+            l, noise = (math.sqrt(ab_prev) - math.sqrt(1 - ab_prev) * a / s) * q, 0.0
+        A, B, V = k * A, k * B + l, k * k * V + noise  # the last step (i = 0) adds no noise: its variance is 0
+    return A, B, V
+
+
+def check_exact_linear_map(out: torch.Tensor, x_T: torch.Tensor, sampler: str, A: float, B: float, V: float) -> None:
+    """``out`` is A x_T + B (DDIM: to rounding), plus (DDPM) noise of mean 0 and variance V."""
+    residual = (out.double() - (A * x_T.double() + B)).flatten()
+    n = len(residual)
+    if sampler == "ddim":
+        # Deterministic: float32 rounding over the steps leaves ~1e-6 (measured); skipping DDIM-20's first step 4e-4.
+        assert residual.abs().max().item() < 1e-4
+    else:
+        # The noise the steps add is all there is: its mean within 4 standard errors (sqrt(V / n)) of 0 and its
+        # variance within 4 of theirs (V sqrt(2 / (n - 1)): 2% at n = 5000) of V. A sampler that drops its noise
+        # leaves variance 0; a noise 20% short leaves 0.64 V.
+        assert abs(residual.mean().item()) < 4 * math.sqrt(V / n)
+        assert abs(residual.var().item() / V - 1) < 4 * math.sqrt(2 / (n - 1))
+
+
 @pytest.mark.parametrize("sampler", ["ddpm", "ddim"])
 def test_full_chain_with_the_exact_model_recovers_gaussian_data(sampler):
     # With the true E[eps | x_t], the full chain reproduces the data distribution (Ho et al.'s
-    # betas, scaled to 400 steps to keep the test fast).
+    # betas, scaled to 400 steps to keep the test fast). 20000 samples resolve the output variance to 1%
+    # (its 4-standard-error band is 4%), enough to tell Ho et al.'s other variance, beta_t, 7.6% off here.
     mu, std = 0.4, 0.3
     s = NoiseSchedule(400, "linear", 2.5e-4, 0.05)
-    out = sample_loop(gaussian_data_eps(s, mu, std), s, (5_000, 1, 1, 1), sampler=sampler, clip_x0=False, generator=g(0))
-    assert out.mean().item() == pytest.approx(mu, abs=0.01)
-    assert out.std().item() == pytest.approx(std, abs=0.012)
+    x_T = torch.randn(20_000, 1, 1, 1, generator=g(0))
+    out = sample_loop(gaussian_data_eps(s, mu, std), s, x_T.shape, sampler=sampler, clip_x0=False, x_T=x_T,
+                      generator=g(1))
+    # The chain's exact output distribution N(B, A^2 + V) is the data's up to its discretisation (400 steps:
+    # std 0.291 for DDPM, 0.296 for DDIM) ...
+    A, B, V = exact_linear_map(np.cumprod(1 - np.linspace(2.5e-4, 0.05, 400)), sampler, mu, std)
+    exact_std = math.sqrt(A**2 + V)
+    assert B == pytest.approx(mu, abs=1e-3) and exact_std == pytest.approx(std, abs=0.01)
+    # ... and the samples' mean and std are its, within 4 standard errors (std / sqrt(n), std / sqrt(2 (n - 1))).
+    n = len(out)
+    assert out.mean().item() == pytest.approx(B, abs=4 * exact_std / math.sqrt(n))
+    assert out.std().item() == pytest.approx(exact_std, abs=4 * exact_std / math.sqrt(2 * (n - 1)))
+    # Sample by sample, it is the chain's exact map, which a chain of fewer steps misses.
+    check_exact_linear_map(out, x_T, sampler, A, B, V)
 
 
 @pytest.mark.parametrize("sampler, steps", [("ddim", 20), ("ddpm", 50)])
-def test_few_step_sampling_keeps_the_data_mean(sampler, steps):
-    # Few steps shrink the spread somewhat (discretisation error) but must not bias the mean.
+def test_few_step_sampling_keeps_the_data_mean_and_follows_its_exact_map(sampler, steps):
+    # Few steps shrink the spread (DDIM-20: std 0.238, DDPM-50: 0.252 of the data's 0.3, computed exactly
+    # below) but must not bias the mean.
     s = NoiseSchedule(1000)
-    out = sample_loop(gaussian_data_eps(s, 0.4, 0.3), s, (5_000, 1, 1, 1), sampler=sampler, steps=steps,
-                      clip_x0=False, generator=g(0))
-    assert out.mean().item() == pytest.approx(0.4, abs=0.01)
-    assert 0.2 < out.std().item() < 0.31
+    x_T = torch.randn(5_000, 1, 1, 1, generator=g(0))
+    out = sample_loop(gaussian_data_eps(s, 0.4, 0.3), s, x_T.shape, sampler=sampler, steps=steps, clip_x0=False,
+                      x_T=x_T, generator=g(1))
+    # The steps "linspace" keeps, from Ho et al.'s betas.
+    kept = np.linspace(0, 999, steps).round().astype(int)
+    A, B, V = exact_linear_map(np.cumprod(1 - np.linspace(1e-4, 0.02, 1000))[kept], sampler, 0.4, 0.3)
+    assert B == pytest.approx(0.4, abs=1e-3)  # no bias in the exact map
+    std = math.sqrt(A**2 + V)
+    # The sample mean within 4 standard errors (std / sqrt(n)) of the exact mean B.
+    assert out.mean().item() == pytest.approx(B, abs=4 * std / math.sqrt(len(out)))
+    check_exact_linear_map(out, x_T, sampler, A, B, V)
 
 
 @pytest.mark.parametrize("prediction", ["x0", "v"])

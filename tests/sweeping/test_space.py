@@ -172,8 +172,7 @@ def test_shipped_sweeps_are_valid_overrides_of_their_config(path):
     spec = load_sweep(path)
     assert spec.program == "lit_gen/fit.py" and "${args_no_hyphens}" in spec.command
     config = REPO / spec.command[spec.command.index("--config") + 1]
-    if not config.is_file():
-        pytest.skip(f"{config.name} is not written yet")
+    assert config.is_file(), f"{path.name} runs {config.name}, which does not exist"
     # One draw of every parameter, passed exactly as a trial gets it, must pass config validation.
     params = RandomStrategy(spec, seed=0).suggest([], 0).params
     overrides = format_flags("args_no_hyphens", spec.nest(params))
