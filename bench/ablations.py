@@ -61,7 +61,7 @@ ARMS: dict[str, list[str]] = {
     "no_clipping": ["trainer.gradient_clip_val=null"],
     "norm_groups_8": ["model.norm_groups=8"],
     "attention_heads_4": ["model.attention_heads=4"],
-    "uniform_t": ["model.flow_time_sampling=uniform"],
+    "uniform_t": ["model.objective.time_sampling=uniform"],
     "lr_4e-3": ["model.lr=4.0e-3"],
 }
 
@@ -130,8 +130,8 @@ def main(argv: list[str] | None = None) -> None:
     from lit_gen.config import load_config
 
     cfg = load_config(REPO / args.config)
-    if cfg.data["name"] != "digits" or cfg.model["name"] != "ddpm":
-        raise SystemExit(f"--config {args.config}: expected a ddpm config on the digits data")
+    if cfg.data["name"] != "digits" or cfg.model["name"] != "diffusion":
+        raise SystemExit(f"--config {args.config}: expected a diffusion config on the digits data")
     resolution = cfg.data["image_size"] or 8
     yardstick = Yardstick.build("digits", resolution)
     num_samples = args.num_samples or (200 if args.quick else yardstick.n)

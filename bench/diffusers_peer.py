@@ -378,7 +378,7 @@ def run_lit_gen(spec: dict) -> tuple[dict[str, torch.Tensor], dict]:
     summary = json.loads(next(workdir.rglob("summary.json")).read_text())
     model = load_model(next(workdir.rglob("last.ckpt")), map_location="cpu").eval()
     settings = model.sample_defaults()
-    sampler = sampler_that_runs(settings["sampler"], discrete=model.objective.name == "ddpm")
+    sampler = sampler_that_runs(settings["sampler"], discrete=model.objective.discrete)
     started = time.perf_counter()
     samples = sample_in_chunks(model, spec["num_samples"], spec["sample_seed"])  # the config's default sampler
     return {"default": samples}, {"steps_done": summary["global_step"], "train_seconds": round(seconds, 1),

@@ -101,7 +101,7 @@ def main(argv: list[str] | None = None) -> None:
                 num_samples = args.num_samples or (200 if args.quick else yardstick.n)
                 rec.numbers.update(resolution=yardstick.resolution, floors=yardstick.floors(num_samples),
                                    default_sampler=model.sample_defaults())
-            continuous = model.objective.name != "ddpm"
+            continuous = not model.objective.discrete
             for name, sampler, steps, options in (REFERENCE, *FEW_STEP, *(() if continuous else DDIM_VARIANTS)):
                 runs_as = sampler_that_runs(sampler, discrete=not continuous)
                 images, seconds, nfe = draw(model, num_samples, 1000 + seed, sampler, steps, options)

@@ -79,18 +79,19 @@ def quadratic_schedule(schedule, steps: int):
 
 @torch.no_grad()
 def quadratic_batches(model, n: int, batch_size: int, generator: torch.Generator, steps: int):
-    """DDIM (eta 0, EMA weights, x0 clipped) over the quadratic spacing, through lit_gen's own sample_loop."""
-    from lit_gen.diffusion.samplers import sample_loop
+    """DDIM (eta 0, EMA weights, x0 clipped) over the quadratic spacing, through lit_gen's own DDIM."""
+    from lit_gen.diffusion.objectives import VPObjective
+    from lit_gen.diffusion.samplers import sample
     from lit_gen.models.base import to_unit_range
 
-    schedule = quadratic_schedule(model.schedule, steps)
+    objective = VPObjective.from_schedule(quadratic_schedule(model.objective.schedule, steps), model.objective.prediction)
     net = model.ema.averaged if model.ema is not None else model.unet
     net.eval()
     done = 0
     while done < n:
         b = min(batch_size, n - done)
-        x = sample_loop(lambda x, t: net(x, t), schedule, (b, *model.diffusion_shape), sampler="ddim", steps=None,
-                        prediction=model.prediction, clip_x0=True, generator=generator)
+        x = sample(lambda x, t: net(x, t), objective, (b, *model.diffusion_shape), sampler="ddim", clip_x0=True,
+                   generator=generator)
         done += b
         yield to_unit_range(x)
 

@@ -27,6 +27,7 @@ import torch
 from torch import Tensor
 
 from lit_gen.errors import EvaluationError
+from lit_gen.models.capabilities import Autoencoding
 
 log = logging.getLogger("lit_gen.sample")
 

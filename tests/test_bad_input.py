@@ -33,7 +33,7 @@ def assert_one_clear_line(code, err, *needles):
         ("vae_digits", ["data.val_fraction=1.5"], ["val_fraction"]),
         ("vae_digits", ["data.batch_size=0"], ["batch_size"]),
         ("vae_digits", ["trainer.precision=17"], ["trainer"]),
-        ("ddpm_digits", ["model.beta_start=0.02", "model.beta_end=0.0001"], ["beta_end"]),
+        ("ddpm_digits", ["model.objective.beta_start=0.02", "model.objective.beta_end=0.0001"], ["beta_end"]),
         ("ddpm_digits", ["data.image_size=6"], ["image_size", "6"]),
         ("ddpm_digits", ["model.guidance_scale=3"], ["model.guidance_scale: unknown key"]),
         ("vae_digits", ["model.beta=nan"], ["model.beta: expected a finite number, got nan"]),
@@ -88,7 +88,7 @@ def test_prior_on_a_checkpoint_of_another_family(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("config, overrides, needles", [
-    ("ddpm_digits", [], ["holds a 'vae' model", "does not fit the DDPM"]),
+    ("ddpm_digits", [], ["holds a 'vae' model", "does not fit the Diffusion"]),
     ("vae_digits", ["model.latent_dim=3"], ["does not fit the VAE", "reshaped"]),
 ])
 def test_resuming_a_checkpoint_of_another_model(tmp_path, capsys, config, overrides, needles):

@@ -34,7 +34,7 @@ def runs(tmp_path_factory):
     assert fit(["--config", "configs/prior_vqvae_digits.yaml", f"model.first_stage={first_stage}", "model.n_layer=1",
                 "model.n_embd=32", *common, "--run-id", "prior"]) == 0
     assert fit(["--config", "configs/ddpm_digits.yaml", "model.base_channels=8", "model.num_res_blocks=1",
-                "model.timesteps=50", "run.sample_options={steps: 5}", *common, "--run-id", "ddpm"]) == 0
+                "model.objective.timesteps=50", "run.sample_options={steps: 5}", *common, "--run-id", "ddpm"]) == 0
     return {name: out / folder / name for name, folder in
             [("ae", "ae_digits"), ("vae", "vae_digits"), ("vq", "vqvae_digits"), ("prior", "prior_vqvae_digits"),
              ("ddpm", "ddpm_digits")]}
@@ -70,9 +70,9 @@ def recomputed_bits_per_dim(run, *, split: str, count: int, samples: int, seed: 
     dataset = datamodule.dataset(split)
     x = torch.stack([dataset[i][0] for i in range(count)])
     generator = torch.Generator().manual_seed(seed)
-    if hasattr(model, "schedule"):
+    if hasattr(model, "objective"):
         net = model.ema.averaged
-        nats = variational_bound(lambda x_t, t: net(x_t, t), model.schedule, x, prediction=model.prediction,
+        nats = variational_bound(lambda x_t, t: net(x_t, t), model.objective, x,
                                  generator=generator).total
     else:
         nats = -model.likelihood_bounds(x, samples=samples, generator=generator).iw
@@ -183,7 +183,7 @@ def test_evaluate_bpd_writes_a_record_with_its_protocol(runs, capsys, tmp_path):
     with pytest.raises(SystemExit) as info:
         run_main(main, ["--ckpt", str(runs["vae"] / "checkpoints" / "last.ckpt"), "--bpd", "--bpd-terms", "4"])
     assert info.value.code == 2
-    assert "only diffusion models have timesteps" in capsys.readouterr().err
+    assert "only diffusion models with discrete timesteps have terms" in capsys.readouterr().err
 
 
 def test_compare_measure_refuses_diffusion_terms_out_of_range_in_one_line(runs, tmp_path, capsys):
@@ -193,7 +193,7 @@ def test_compare_measure_refuses_diffusion_terms_out_of_range_in_one_line(runs, 
         run_main(main, [str(runs["ddpm"]), "--measure", "--refresh", "--bpd-terms", "100000", "--out", str(tmp_path / "c")])
     assert info.value.code == 2
     err = capsys.readouterr().err.strip()
-    assert "--bpd-terms 100000: choose 1 .. " in err and len(err.splitlines()) == 1
+    assert "terms=100000: choose 1 .. 49" in err and len(err.splitlines()) == 1
 
 
 def test_prior_bits_per_code_is_its_cross_entropy(runs):
@@ -295,8 +295,8 @@ def test_an_active_w_and_b_run_receives_the_table(runs, tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("family, kwargs, reason", [
-    ("ddpm", {"objective": "edm"}, "objective edm: its likelihood (probability flow) is not implemented"),
-    ("ddpm", {"objective": "flow"}, "objective flow"),
+    ("diffusion", {"objective": "edm"}, "objective edm: its likelihood (probability flow) is not implemented"),
+    ("diffusion", {"objective": "flow"}, "objective flow"),
     ("vae", {"likelihood": "bernoulli"}, "likelihood: bernoulli is not a distribution over 256 grey levels"),
 ])
 def test_families_without_a_comparable_likelihood_get_a_reason_not_a_number(family, kwargs, reason):
@@ -305,8 +305,8 @@ def test_families_without_a_comparable_likelihood_get_a_reason_not_a_number(fami
     from lit_gen import registry
     from lit_gen.metrics.likelihood import evaluate_likelihood
 
-    small = {"ddpm": dict(channels=1, image_size=8, base_channels=8, channel_mults=(1,), num_res_blocks=1,
-                          attention_resolutions=(), norm_groups=8, timesteps=10),
+    small = {"diffusion": dict(channels=1, image_size=8, base_channels=8, channel_mults=(1,), num_res_blocks=1,
+                               attention_resolutions=(), norm_groups=8),
              "vae": dict(channels=1, image_size=8, hidden_dims=(8,), latent_dim=2)}[family]
     model = registry.resolve("model", family)(**small, **kwargs)
     data = TensorDataset(torch.zeros(4, 1, 8, 8), torch.zeros(4, dtype=torch.long))

@@ -165,5 +165,5 @@ def test_the_old_codebook_ema_key_as_an_override_or_sweep_parameter_names_the_ne
     assert load_config(CONFIGS / "vqvae_digits.yaml", ["model.codebook_ema_decay=0.5"]).model["codebook_ema_decay"] == 0.5
     # DDPM keeps ema_decay for its weight EMA, and has no codebook.
     assert load_config(CONFIGS / "ddpm_digits.yaml", ["model.ema_decay=0.99"]).model["ema_decay"] == 0.99
-    with pytest.raises(ConfigError, match="model.codebook_ema_decay: unknown key for DDPM"):
+    with pytest.raises(ConfigError, match="model.codebook_ema_decay: unknown key for Diffusion"):
         load_config(CONFIGS / "ddpm_digits.yaml", ["model.codebook_ema_decay=0.99"])

@@ -66,7 +66,7 @@ def test_sampler_options_for_a_vae_are_a_clear_user_error(setup, tmp_path, capsy
                                  "--feature", f"classifier:{classifier}", "--steps", "50", "--guidance", "3",
                                  "--cache-dir", str(tmp_path)], capsys)
     assert code == EXIT_USER_ERROR
-    assert "VAE.sample() does not take guidance, steps" in err and "apply to DDPM" in err
+    assert "VAE.sample() does not take guidance, steps" in err and "apply to diffusion checkpoints" in err
 
 
 def test_a_checkpoint_without_its_run_folder_needs_data(setup, tmp_path, capsys):

@@ -151,13 +151,13 @@ def test_spacing_and_recompute_eps_flags_reach_a_ddpm_checkpoint(tmp_path, capsy
     images = {}
     for name, flags in [("plain", []), ("leading", ["--spacing", "leading"]), ("recompute", ["--recompute-eps"]),
                         ("network", ["--no-recompute-eps"])]:
-        code, _, err = run_sample(["--ckpt", str(ckpt), "--num", "4", "--steps", "5", *flags, "--device", "cpu",
+        code, _, err = run_sample(["--ckpt", str(ckpt), "--num", "4", "--sampler", "ddim", "--steps", "5", *flags, "--device", "cpu",
                                    "--out", str(tmp_path / f"{name}.png"), "--tensor", str(tmp_path / f"{name}.pt")], capsys)
         assert code == 0, err
         images[name] = torch.load(tmp_path / f"{name}.pt", weights_only=True)
-    assert images["leading"]["sample_options"] == {"steps": 5, "spacing": "leading"}
-    assert images["recompute"]["sample_options"] == {"steps": 5, "recompute_eps": True}
-    assert images["network"]["sample_options"] == {"steps": 5, "recompute_eps": False}
+    assert images["leading"]["sample_options"] == {"sampler": "ddim", "steps": 5, "spacing": "leading"}
+    assert images["recompute"]["sample_options"] == {"sampler": "ddim", "steps": 5, "recompute_eps": True}
+    assert images["network"]["sample_options"] == {"sampler": "ddim", "steps": 5, "recompute_eps": False}
     assert torch.equal(images["plain"]["images"], images["recompute"]["images"])  # the default
     assert not torch.equal(images["plain"]["images"], images["network"]["images"])
     assert not torch.equal(images["plain"]["images"], images["leading"]["images"])

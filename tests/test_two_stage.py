@@ -50,7 +50,7 @@ PIPELINES = {
     "ldm_digits": Pipeline(
         "ldm_digits",
         stage1_tiny=("model.conv_channels=[8]",),
-        stage2_tiny=("model.base_channels=8", "model.num_res_blocks=1", "model.timesteps=20", "model.warmup_steps=1",
+        stage2_tiny=("model.base_channels=8", "model.num_res_blocks=1", "model.objective.timesteps=20", "model.warmup_steps=1",
                      "run.sample_options={'steps': 4}"),
         sample_args=("--num", "6", "--nrow", "3", "--steps", "4"),
         images=6, grid_columns=3, image_shape=(1, 8, 8),

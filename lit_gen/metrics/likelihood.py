@@ -103,8 +103,9 @@ def evaluate_likelihood(model, dataset, *, split: str = "test", count: int | Non
     dims = math.prod(dataset[0][0].shape)
     base = dict(family=family, split=split, seed=seed, dims=dims, checkpoint=checkpoint, global_step=global_step)
     if not isinstance(model, Likelihood):
-        return LikelihoodRecord(bits_per_dim=None, reason=f"the {family} family defines no likelihood (not comparable)",
-                                bound=None, count=0, **base)
+        # The model may say why it has none (an autoencoder, a VQ first stage); otherwise it just has none here.
+        reason = getattr(model, "no_likelihood", None) or f"the {family} family defines no likelihood (not comparable)"
+        return LikelihoodRecord(bits_per_dim=None, reason=reason, bound=None, count=0, **base)
     reason = model.likelihood_unavailable()
     if reason is not None:
         return LikelihoodRecord(bits_per_dim=None, reason=reason, bound=None, count=0, **base)

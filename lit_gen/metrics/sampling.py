@@ -15,7 +15,7 @@ from collections.abc import Iterator
 import torch
 from torch import Tensor
 
-from lit_gen.diffusion.samplers import SAMPLERS, sampler_help
+from lit_gen.diffusion.samplers import sampler_help
 from lit_gen.diffusion.schedule import SPACINGS
 from lit_gen.errors import EvaluationError
 from lit_gen.models.capabilities import SamplingDefaults
@@ -124,11 +124,11 @@ def add_sampler_arguments(parser) -> None:
     """The diffusion sampler flags shared by the sample and evaluate CLIs."""
     group = parser.add_argument_group("sampler options (diffusion checkpoints only)")
     group.add_argument("--sampler", default=None,
-                       choices=list(SAMPLERS), help=sampler_help())
+                       help=sampler_help())  # checked by the model, from the same table, in one line
     group.add_argument("--steps", type=int, default=None, help="denoising steps")
     group.add_argument("--eta", type=float, default=None, help="DDIM noise (0 = deterministic)")
-    group.add_argument("--spacing", default=None, choices=list(SPACINGS),
-                       help="which timesteps the steps keep (objective vp)")
+    group.add_argument("--spacing", default=None,
+                       help=f"which timesteps the steps keep (objective vp): {' | '.join(SPACINGS)}")
     group.add_argument("--recompute-eps", action=argparse.BooleanOptionalAction, default=None,
                        help="DDIM: rebuild eps from the clipped x0 (the default), or keep the network's own "
                             "with --no-recompute-eps")

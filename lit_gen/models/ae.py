@@ -124,6 +124,8 @@ class Autoencoder(CodecModule):
 
     #: What ``encode`` returns, for records (``lit_gen.models.capabilities.Autoencoding``).
     encoded_as = "the encoder's output"
+    #: Why ``evaluate --bpd`` and ``compare`` show no bits/dim for it.
+    no_likelihood = "an autoencoder defines no likelihood"
 
     def encode(self, x: Tensor) -> Tensor:
         """Images in [-1, 1] -> codes of shape (B, *latent_shape)."""

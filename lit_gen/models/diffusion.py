@@ -419,8 +419,7 @@ class Diffusion(GenerativeModule):
         T = len(schedule)
         if terms is not None and not 1 <= terms <= T - 1:
             raise ValueError(f"terms={terms}: choose 1 .. {T - 1} (the model's T - 1 terms) or leave it unset for all")
-        bound = variational_bound(model_fn, schedule, x, prediction=self.objective.prediction, clip_x0=True,
-                                  terms=terms, generator=generator)
+        bound = variational_bound(model_fn, self.objective, x, clip_x0=True, terms=terms, generator=generator)
         what = f"VLB over all T={T} terms" if bound.terms == T - 1 else f"VLB, {bound.terms} of T-1={T - 1} terms sampled (unbiased)"
         if self.conditional:
             what += ", conditioned on the true labels"

@@ -112,6 +112,8 @@ class VQVAE(GenerativeModule):
 
     #: What ``encode`` returns, for records (``lit_gen.models.capabilities.Autoencoding``).
     encoded_as = "the encoder's output"
+    #: Why ``evaluate --bpd`` and ``compare`` show no bits/dim for it.
+    no_likelihood = "a VQ first stage defines no likelihood (train a prior over its codes)"
 
     def encode(self, x: Tensor) -> Tensor:
         """Images in [-1, 1] -> continuous pre-quantization latent z_e (B, code_dim, h, w).

@@ -16,6 +16,7 @@ import pytest
 import torch
 
 from lit_gen.diffusion.likelihood import variational_bound
+from lit_gen.diffusion.objectives import VPObjective
 from lit_gen.diffusion.schedule import NoiseSchedule
 from lit_gen.likelihood import HALF_BIN, bits_per_dim
 
@@ -120,7 +121,7 @@ def bound_and_draws(x0: torch.Tensor, terms: int | None):
         calls.append((x_t.double().numpy().reshape(len(x_t), -1), t.numpy().copy()))
         return exact(x_t, t)
 
-    bound = variational_bound(recording, schedule, x0, clip_x0=False, terms=terms,
+    bound = variational_bound(recording, VPObjective.from_schedule(schedule), x0, clip_x0=False, terms=terms,
                               generator=torch.Generator().manual_seed(1))
     return bound, calls
 
@@ -196,8 +197,9 @@ def test_a_worse_model_has_a_larger_bound(gaussian_data):
     schedule = NoiseSchedule(50)
     exact = exact_eps_predictor(schedule)
     g = torch.Generator().manual_seed(2)
-    good = variational_bound(exact, schedule, gaussian_data, clip_x0=False, generator=g).total.mean()
-    worse = variational_bound(lambda x, t: 0.8 * exact(x, t), schedule, gaussian_data, clip_x0=False,
+    objective = VPObjective.from_schedule(schedule)
+    good = variational_bound(exact, objective, gaussian_data, clip_x0=False, generator=g).total.mean()
+    worse = variational_bound(lambda x, t: 0.8 * exact(x, t), objective, gaussian_data, clip_x0=False,
                               generator=torch.Generator().manual_seed(2)).total.mean()
     assert worse > good + 0.1
 
@@ -205,4 +207,4 @@ def test_a_worse_model_has_a_larger_bound(gaussian_data):
 def test_terms_out_of_range_is_an_error(gaussian_data):
     schedule = NoiseSchedule(10)
     with pytest.raises(ValueError, match="terms must be in"):
-        variational_bound(exact_eps_predictor(schedule), schedule, gaussian_data[:2], terms=10)
+        variational_bound(exact_eps_predictor(schedule), VPObjective.from_schedule(schedule), gaussian_data[:2], terms=10)
