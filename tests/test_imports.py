@@ -177,7 +177,11 @@ def test_find_cycles_reports_a_circle():
 
 #: Layers that must not reach up to the modules that read files or parse command lines.
 LOWER = ("lit_gen.models", "lit_gen.nn", "lit_gen.diffusion", "lit_gen.metrics.features", "lit_gen.metrics.fid")
-UPPER = ("lit_gen.checkpoints", "lit_gen.build", "lit_gen.fit", "lit_gen.sample", "lit_gen.evaluate", "lit_gen.cli")
+UPPER = ("lit_gen.checkpoints", "lit_gen.build", "lit_gen.fit", "lit_gen.sample", "lit_gen.evaluate", "lit_gen.cli",
+         "lit_gen.commands.fit", "lit_gen.commands.sample", "lit_gen.commands.evaluate")
+#: The command-line programs and their entry points: only each other import them.
+COMMANDS = ("lit_gen.commands", "lit_gen.fit", "lit_gen.sample", "lit_gen.evaluate", "lit_gen.compare", "lit_gen.sweep",
+            "lit_gen.slurm", "lit_gen.report")
 
 
 def test_models_and_building_blocks_never_import_checkpoints_or_clis():
@@ -191,6 +195,17 @@ def test_models_and_building_blocks_never_import_checkpoints_or_clis():
         if dep in UPPER
     )
     assert not upward, "imports that point up the layers:\n  " + "\n  ".join(upward)
+
+
+def test_the_library_never_imports_a_command():
+    """Commands sit on top: a module outside lit_gen.commands (and the entry points) never imports one."""
+    def is_command(name: str) -> bool:
+        return any(name == c or name.startswith(c + ".") for c in COMMANDS)
+
+    graph = import_graph()
+    upward = sorted(f"{module} -> {dep}" for module, deps in graph.items()
+                    if not is_command(module) for dep in deps if is_command(dep))
+    assert not upward, "library modules that import a command:\n  " + "\n  ".join(upward)
 
 
 def test_no_import_cycles():

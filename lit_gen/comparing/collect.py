@@ -69,7 +69,7 @@ def find_runs(paths: list[str] = (), pattern: str | None = None) -> list[Path]:
 
 def read_run(folder: str | Path) -> RunInfo:
     """Read one run folder (see the module docstring for the files)."""
-    from lit_gen.report import _fid_records, last_sample_grid, read_metrics_csv
+    from lit_gen.comparing.run_report import fid_records, last_sample_grid, read_metrics_csv
 
     folder = Path(folder).resolve()
     config = yaml.safe_load((folder / "config.yaml").read_text()) or {}
@@ -89,7 +89,7 @@ def read_run(folder: str | Path) -> RunInfo:
         images_seen=images_seen(config, steps),
         seconds=summary.get("seconds"),
         curves=read_metrics_csv(folder / "metrics.csv") if (folder / "metrics.csv").is_file() else {},
-        fid_records=[r for r in _fid_records(folder) if "metric" in r and "value" in r],
+        fid_records=[r for r in fid_records(folder) if "metric" in r and "value" in r],
         likelihood=_latest_json(folder / "likelihood", "bpd_*.json"),
         measures={p.stem: json.loads(p.read_text()) for p in sorted((folder / "measures").glob("*.json"))}
         if (folder / "measures").is_dir() else {},

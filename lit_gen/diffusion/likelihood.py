@@ -26,7 +26,7 @@ from torch import Tensor
 
 from lit_gen.diffusion.objectives import Level, VPObjective
 from lit_gen.diffusion.schedule import NoiseSchedule, extract
-from lit_gen.likelihood import discretized_gaussian_log_likelihood, normal_kl
+from lit_gen.nn.densities import discretized_gaussian_log_likelihood, normal_kl
 from lit_gen.nn import draws
 
 ModelFn = Callable[[Tensor, Tensor], Tensor]

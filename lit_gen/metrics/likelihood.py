@@ -2,7 +2,7 @@
 
 One entry point, ``evaluate_likelihood``, for every model that offers the ``Likelihood`` capability
 (``lit_gen.models.capabilities``): the model says what its bound is (all in the discretized convention
-of ``lit_gen.likelihood``, so bits/dim compare) and why it has none where it has none. The VAE gives
+of ``lit_gen.nn.densities``, so bits/dim compare) and why it has none where it has none. The VAE gives
 its importance-weighted bound (the ELBO beside it), the diffusion family Ho et al.'s variational bound
 over all T terms, the code prior its bits per code (no bits/dim: the VQ decoder is deterministic). A
 model without the capability defines no likelihood here.
@@ -21,7 +21,7 @@ from torch.utils.data import DataLoader, Subset
 
 from lit_gen import registry
 from lit_gen.errors import EvaluationError
-from lit_gen.likelihood import bits_per_dim
+from lit_gen.nn.densities import bits_per_dim
 from lit_gen.models.capabilities import Likelihood
 
 CONVENTION = ("discretized: each value of [-1, 1] is a bin of width 2/255 (256 levels, open edge bins); "

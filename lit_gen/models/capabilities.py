@@ -56,7 +56,7 @@ class NLL(NamedTuple):
 
 @runtime_checkable
 class Likelihood(Protocol):
-    """A bound on -log p(x) in the discretized convention of ``lit_gen.likelihood`` (bits/dim compare)."""
+    """A bound on -log p(x) in the discretized convention of ``lit_gen.nn.densities`` (bits/dim compare)."""
 
     def likelihood_unavailable(self) -> str | None:
         """Why this model's bound is not a comparable bits/dim (None: it is)."""

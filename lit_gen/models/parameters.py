@@ -2,7 +2,7 @@
 
 A diffusion model holds a second copy of its U-Net (the EMA average) and latent diffusion or a code prior a
 frozen first stage; counting them as model size doubles it. Everywhere lit_gen shows a size it
-shows ``trained`` and lists the other two apart (``lit_gen.report.describe_parameters`` words it).
+shows ``trained`` and lists the other two apart (``lit_gen.comparing.run_report.describe_parameters`` words it).
 """
 
 from __future__ import annotations

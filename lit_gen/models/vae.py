@@ -8,7 +8,7 @@ a weight on the KL term (beta-VAE, Higgins et al. 2017):
 
 Both terms are in nats per image. ``sample()`` decodes draws from the prior N(0, I).
 ``likelihood_bounds()`` gives the ELBO and the importance-weighted bound of Burda et al. (2016) in
-the discretized convention of ``lit_gen.likelihood`` (bits/dim comparable with other families).
+the discretized convention of ``lit_gen.nn.densities`` (bits/dim comparable with other families).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from lit_gen.likelihood import (bits_per_dim, discretized_gaussian_log_likelihood, gaussian_log_density,
+from lit_gen.nn.densities import (bits_per_dim, discretized_gaussian_log_likelihood, gaussian_log_density,
                                 importance_weighted_bounds)
 from lit_gen.models.capabilities import NLL
 from lit_gen.models.ae import CodecModule

@@ -18,7 +18,7 @@ import torch
 from lit_gen.diffusion.likelihood import variational_bound
 from lit_gen.diffusion.objectives import VPObjective
 from lit_gen.diffusion.schedule import NoiseSchedule
-from lit_gen.likelihood import HALF_BIN, bits_per_dim
+from lit_gen.nn.densities import HALF_BIN, bits_per_dim
 
 S = 0.2  # data standard deviation on [-1, 1]
 

@@ -14,7 +14,7 @@ import pytest
 import torch
 from torch import nn
 
-from lit_gen.likelihood import HALF_BIN, bits_per_dim, discretized_gaussian_log_likelihood
+from lit_gen.nn.densities import HALF_BIN, bits_per_dim, discretized_gaussian_log_likelihood
 from lit_gen.models.vae import VAE
 
 D, L, S = 4, 2, 0.1  # pixel dimensions (a 2x2 image), latent size, decoder std on [-1, 1]

@@ -19,7 +19,7 @@ from lit_gen.sweeping.space import load_sweep
 from lit_gen.sweeping.store import FAILED
 from tests.sweeping.fake_program import write_sweep
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def test_a_bad_sweep_file_is_one_line_on_stderr_and_exit_code_2(tmp_path, cli):

@@ -1,4 +1,4 @@
-"""lit_gen.callbacks.fid: FID during training never changes training, logs its value with the protocol."""
+"""lit_gen.callbacks.measure_fid: FID during training never changes training, logs its value with the protocol."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import lightning as L
 import pytest
 import torch
 
-from lit_gen.callbacks.fid import FIDCallback
+from lit_gen.callbacks.measure_fid import FIDCallback
 from lit_gen.callbacks.metrics_file import MetricsFile
 from lit_gen.callbacks.step_seed import StepSeed
 from lit_gen.config import EvalSettings, load_config
