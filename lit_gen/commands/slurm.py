@@ -40,7 +40,7 @@ from pathlib import Path
 from lit_gen.cli import run_main, setup_logging
 from lit_gen.errors import ConfigError, LitGenError
 
-DEFAULT_SCRIPT = Path(__file__).resolve().parents[1] / "slurm" / "fit.sbatch"
+DEFAULT_SCRIPT = Path(__file__).resolve().parents[2] / "slurm" / "fit.sbatch"
 _TIME = re.compile(r"^(\d+-)?\d{1,3}(:\d{2}){0,2}$")  # SLURM's forms: MM, MM:SS, HH:MM:SS, D-HH[:MM[:SS]]
 
 
