@@ -224,7 +224,26 @@ def read_yaml(path: str | Path, _chain: tuple[Path, ...] = ()) -> DictConfig:
     if not isinstance(parent, str):
         raise ConfigError(f"{path}: 'extends' must be one file name, got {parent!r}")
     base = read_yaml(path.parent / parent, (*_chain, resolved))
+    base = OmegaConf.create(_without_renamed(OmegaConf.to_container(base, resolve=False),
+                                             OmegaConf.to_container(node, resolve=False)))
     return OmegaConf.merge(base, node)
+
+
+def _without_renamed(base: Any, child: Any) -> Any:
+    """``base`` less the sections ``child`` replaces: a section that names another entry (``name:`` changes,
+    e.g. ``objective: {name: flow}`` over ``{name: vp, timesteps: 1000}``) starts afresh; the parent's settings
+    belong to the entry it named, not to the new one. Other sections merge key by key."""
+    if not isinstance(base, dict) or not isinstance(child, dict):
+        return base
+    out = dict(base)
+    for key, value in child.items():
+        old = out.get(key)
+        if isinstance(value, dict) and isinstance(old, dict):
+            if "name" in value and value["name"] != old.get("name"):
+                out.pop(key)
+            else:
+                out[key] = _without_renamed(old, value)
+    return out
 
 
 # ---------------------------------------------------------------------------------- overrides
@@ -299,9 +318,15 @@ def _set_dotted(target: dict, parts: list[str], value: Any) -> None:
         if not isinstance(child, dict):
             raise ConfigError(f"override {'.'.join(parts)}: {part!r} holds a value, not a section")
         target = child
-    if isinstance(value, dict) and isinstance(target.get(last), dict):
+    old = target.get(last)
+    if last == "name" and target.get("name") not in (None, value):
+        target.clear()  # a.name=other: another entry, whose settings are not the old entry's (_without_renamed)
+        target[last] = value
+    elif isinstance(value, dict) and isinstance(old, dict) and "name" in value and value["name"] != old.get("name"):
+        target[last] = value
+    elif isinstance(value, dict) and isinstance(old, dict):
         for key, item in value.items():
-            _set_dotted(target[last], [str(key)], item)
+            _set_dotted(old, [str(key)], item)
     else:
         target[last] = value
 

@@ -36,7 +36,14 @@ OBJECTIVES: dict[str, str] = {
     "flow": "lit_gen.diffusion.objectives:FlowObjective",
 }
 
-TABLES: dict[str, dict[str, str]] = {"model": MODELS, "data": DATAMODULES, "objective": OBJECTIVES}
+#: The averages of the weights a family may keep (``model.ema``).
+EMAS: dict[str, str] = {
+    "exponential": "lit_gen.nn.ema:EMA",
+    "power": "lit_gen.nn.ema:PowerEMA",
+    "post_hoc": "lit_gen.nn.ema:PostHocEMA",
+}
+
+TABLES: dict[str, dict[str, str]] = {"model": MODELS, "data": DATAMODULES, "objective": OBJECTIVES, "ema": EMAS}
 
 #: Other names users type for an entry: the names it had before (configs, checkpoints and sweeps written
 #: with them keep working).

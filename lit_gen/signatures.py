@@ -36,10 +36,15 @@ from lit_gen.rules import Component, Range
 
 
 def _own_parameters(klass: type) -> tuple[dict[str, inspect.Parameter], bool]:
-    """The named arguments of ``klass.__init__`` and whether it takes ``**kwargs``."""
+    """The named arguments of ``klass.__init__`` and whether it takes ``**kwargs``.
+
+    Positional-only arguments are not part of a config: they are what code builds a component around
+    (an EMA's network), given by the code that builds it.
+    """
     signature = inspect.signature(klass.__init__)
     named = {name: p for name, p in signature.parameters.items()
-             if name != "self" and p.kind not in (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)}
+             if name != "self" and p.kind not in (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD,
+                                                  inspect.Parameter.POSITIONAL_ONLY)}
     return named, any(p.kind is inspect.Parameter.VAR_KEYWORD for p in signature.parameters.values())
 
 
@@ -253,9 +258,10 @@ def component_section(path: str, value: Any, kind: str) -> dict[str, Any]:
     return {"name": registry.canonical(kind, value["name"]), **args}
 
 
-def build_component(kind: str, section: dict[str, Any]):
-    """The registered part a complete component section (``component_section``'s result) describes."""
-    return registry.resolve(kind, section["name"])(**{k: v for k, v in section.items() if k != "name"})
+def build_component(kind: str, section: dict[str, Any], *around: Any):
+    """The registered part a complete component section (``component_section``'s result) describes, built
+    around ``around`` (its positional-only arguments, e.g. the network an EMA averages)."""
+    return registry.resolve(kind, section["name"])(*around, **{k: v for k, v in section.items() if k != "name"})
 
 
 def _default(cls: type, key: str, param: inspect.Parameter) -> Any:

@@ -48,7 +48,7 @@ def test_the_page_adds_one_sampler_that_every_tool_then_offers(with_the_page_sam
     from lit_gen.metrics.sampling import add_sampler_arguments
 
     model = Diffusion(channels=1, image_size=8, base_channels=8, channel_mults=(1,), attention_resolutions=(),
-                      norm_groups=4, objective="flow", ema_decay=0)
+                      norm_groups=4, objective="flow", ema={"name": "exponential", "decay": 0})
     a = model.sample(2, sampler="euler_ancestral", steps=4, generator=torch.Generator().manual_seed(0))
     b = model.sample(2, sampler="euler_ancestral", steps=4, generator=torch.Generator().manual_seed(1))
     assert a.shape == (2, 1, 8, 8) and not torch.allclose(a, b) and 0 <= a.min() and a.max() <= 1

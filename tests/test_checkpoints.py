@@ -170,7 +170,7 @@ def test_latent_diffusion_spec_saved_with_the_old_name_still_loads(tmp_path):
     stage_path = old_vqvae_file(tmp_path)
     model = build_model("ddpm", dict(channels=1, image_size=8, base_channels=8, channel_mults=(1,), num_res_blocks=1,
                                      attention_resolutions=(), norm_groups=4, objective={"name": "vp", "timesteps": 20},
-                                     ema_decay=0.0,
+                                     ema={"name": "exponential", "decay": 0.0},
                                      first_stage=str(stage_path))).eval()
     assert model.hparams["first_stage_spec"]["hparams"]["codebook_ema_decay"] == 0.9
 

@@ -163,7 +163,32 @@ def test_the_old_codebook_ema_key_as_an_override_or_sweep_parameter_names_the_ne
     with pytest.raises(ConfigError, match=RENAMED_CODEBOOK_EMA.format("vqvae")):
         load_config(CONFIGS / "vqvae_digits.yaml", override)
     assert load_config(CONFIGS / "vqvae_digits.yaml", ["model.codebook_ema_decay=0.5"]).model["codebook_ema_decay"] == 0.5
-    # DDPM keeps ema_decay for its weight EMA, and has no codebook.
-    assert load_config(CONFIGS / "ddpm_digits.yaml", ["model.ema_decay=0.99"]).model["ema_decay"] == 0.99
+    # The diffusion family's weight EMA is a section of its own now, and it has no codebook.
+    assert load_config(CONFIGS / "ddpm_digits.yaml", ["model.ema.decay=0.99"]).model["ema"]["decay"] == 0.99
+    with pytest.raises(ConfigError, match=r"model.ema_decay moved into the ema section: write "
+                                          r"model.ema: \{name: exponential, decay: 0.99\}"):
+        load_config(CONFIGS / "ddpm_digits.yaml", ["model.ema_decay=0.99"])
     with pytest.raises(ConfigError, match="model.codebook_ema_decay: unknown key for Diffusion"):
         load_config(CONFIGS / "ddpm_digits.yaml", ["model.codebook_ema_decay=0.99"])
+
+
+def test_a_section_that_names_another_entry_starts_afresh_in_files_and_overrides(tmp_path):
+    # The parent's objective settings belong to vp; switching the objective by name must not carry them to flow.
+    parent = write(tmp_path / "parent.yaml", """
+        model: {name: diffusion, objective: {name: vp, timesteps: 500, prediction: v}}
+        data: {name: digits}
+    """)
+    child = write(tmp_path / "child.yaml", """
+        extends: parent.yaml
+        model: {objective: {name: flow, time_sampling: uniform}}
+    """)
+    assert load_config(child).model["objective"] == {"name": "flow", "time_sampling": "uniform"}
+    for override in (["model.objective={name: edm, sigma_data: 1.0}"], ["model.objective.name=edm", "model.objective.sigma_data=1.0"]):
+        assert load_config(parent, override).model["objective"]["sigma_data"] == 1.0
+    # The same entry merges key by key, in files and overrides alike.
+    same = write(tmp_path / "same.yaml", """
+        extends: parent.yaml
+        model: {objective: {name: vp, timesteps: 100}}
+    """)
+    assert load_config(same).model["objective"]["prediction"] == "v"
+    assert load_config(parent, ["model.objective={name: vp, timesteps: 50}"]).model["objective"]["prediction"] == "v"

@@ -88,3 +88,35 @@ def test_fit_cli_with_two_processes_writes_one_run(tmp_path, cli):
     rows = [json.loads(line) for line in (tmp_path / "vae_digits" / "ddp" / "metrics.jsonl").read_text().splitlines()]
     # data.batch_size is per process: 64 x 2 processes = 128 images a step, 10 steps an epoch.
     assert [(r["epoch"], r["step"]) for r in rows] == [(0, 10), (1, 20)]
+
+
+class EMADigest(L.Callback):
+    """Each rank writes a digest of its power EMA's snapshot when training ends."""
+
+    def __init__(self, folder) -> None:
+        self.folder = folder
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        import hashlib
+
+        digest = hashlib.sha256()
+        for profile in pl_module.ema.snapshot()["profiles"]:
+            for key, value in sorted(profile["state_dict"].items()):
+                digest.update(key.encode() + value.numpy().tobytes())
+        (self.folder / f"digest_{trainer.global_rank}.txt").write_text(digest.hexdigest())
+
+
+def test_every_rank_keeps_the_same_power_ema_and_rank_0_writes_its_snapshots(tmp_path):
+    from lit_gen.callbacks.ema_snapshots import EMASnapshots, read_snapshots
+
+    L.seed_everything(0, verbose=False)
+    cfg = load_config("configs/quickstart.yaml", ["model.base_channels=8", "model.attention_resolutions=[]",
+                                                  "model.ema={name: power, sigma_rels: [0.05, 0.1], snapshot_every: 3}",
+                                                  f"data.batch_size={BATCH}"])
+    datamodule, model = build(cfg)
+    trainer = L.Trainer(accelerator="cpu", devices=2, strategy="ddp_spawn", max_steps=9, limit_val_batches=0, logger=False,
+                        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                        callbacks=[EMASnapshots(tmp_path / "ema"), EMADigest(tmp_path)])
+    trainer.fit(model, datamodule=datamodule)
+    assert (tmp_path / "digest_0.txt").read_text() == (tmp_path / "digest_1.txt").read_text()
+    assert [s["step"] for s in read_snapshots(tmp_path / "ema")] == [3, 6, 9]

@@ -180,7 +180,7 @@ LOWER = ("lit_gen.models", "lit_gen.nn", "lit_gen.diffusion", "lit_gen.metrics.f
 UPPER = ("lit_gen.checkpoints", "lit_gen.build", "lit_gen.fit", "lit_gen.sample", "lit_gen.evaluate", "lit_gen.cli",
          "lit_gen.commands.fit", "lit_gen.commands.sample", "lit_gen.commands.evaluate")
 #: The command-line programs and their entry points: only each other import them.
-COMMANDS = ("lit_gen.commands", "lit_gen.fit", "lit_gen.sample", "lit_gen.evaluate", "lit_gen.compare", "lit_gen.sweep",
+COMMANDS = ("lit_gen.commands", "lit_gen.fit", "lit_gen.sample", "lit_gen.evaluate", "lit_gen.compare", "lit_gen.sweep", "lit_gen.ema",
             "lit_gen.slurm", "lit_gen.report")
 
 

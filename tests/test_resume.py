@@ -24,9 +24,9 @@ FAMILIES = {
     "vae": ["--config", "configs/vae_digits.yaml"],
     # Two optimizers (manual optimization); the discriminator starts early so both phases are resumed.
     "vqgan": ["--config", "configs/vqgan_digits.yaml", "model.disc_start=10", "model.hidden_channels=16"],
-    # EMA weights and a warm-up + cosine learning-rate schedule are part of the resumed state.
+    # Power EMAs (their snapshots too) and a warm-up + cosine learning-rate schedule are part of the resumed state.
     "ddpm": ["--config", "configs/ddpm_digits.yaml", "model.base_channels=16", "model.num_res_blocks=1",
-             "run.sample_options={steps: 2}"],
+             "run.sample_options={steps: 2}", "model.ema={name: power, sigma_rels: [0.05, 0.1], snapshot_every: 4}"],
 }
 
 
@@ -100,3 +100,10 @@ def test_kill_and_resume_matches_uninterrupted_run(family, tmp_path):
     assert_same_tensors(a["state_dict"], b["state_dict"], "state_dict")
     assert_same_tensors(a["optimizer_states"], b["optimizer_states"], "optimizer_states")
     assert a.get("lr_schedulers") == b.get("lr_schedulers")
+    snapshots = sorted(p.name for p in (tmp_path / name / "full" / "ema").glob("snapshot_*.pt"))
+    assert (family == "ddpm") == bool(snapshots)
+    assert snapshots == sorted(p.name for p in (tmp_path / name / "cut" / "ema").glob("snapshot_*.pt"))
+    for snapshot in snapshots:  # the killed run rewrote the ones after its last checkpoint: the same bits
+        assert_same_tensors(torch.load(tmp_path / name / "full" / "ema" / snapshot, weights_only=True)["profiles"][1],
+                            torch.load(tmp_path / name / "cut" / "ema" / snapshot, weights_only=True)["profiles"][1],
+                            snapshot)

@@ -68,7 +68,7 @@ FAMILY = {"ddpm": {"name": "ddpm"}, "diffusion": {"name": "diffusion"}, "vqvae":
     ("vqgan", "disc_lr", 0.0, r"model.disc_lr: expected a number > 0 \(or null\)"),
     ("vqgan", "grad_clip", -1.0, r"model.grad_clip: expected a number > 0 \(or null\)"),
     ("vqgan", "num_codes", 1, "model.num_codes: expected an integer >= 2"),  # forwarded to VQVAE, still checked
-    ("ddpm", "ema_decay", 1.0, r"model.ema_decay: expected a number in \[0, 1\)"),
+    ("diffusion", "ema", {"name": "exponential", "decay": 1.0}, r"model.ema.decay: expected a number in \[0, 1\)"),
     ("ddpm", "label_dropout", 1.0, r"model.label_dropout: expected a number in \[0, 1\)"),
     ("diffusion", "objective", {"name": "edm", "sigma_data": 0.0}, "model.objective.sigma_data: expected a number > 0"),
     ("diffusion", "objective", {"name": "vp", "min_snr_gamma": 0.0},

@@ -114,6 +114,7 @@ def main(argv: list[str]) -> int:
     tame_lightning_logging()
 
     from lit_gen import runs
+    from lit_gen.callbacks.ema_snapshots import EMASnapshots
     from lit_gen.callbacks.last_checkpoint import LastCheckpoint
     from lit_gen.callbacks.metrics_file import MetricsFile, scalar_metrics
     from lit_gen.callbacks.nonfinite import NonFiniteGuard
@@ -148,6 +149,7 @@ def main(argv: list[str]) -> int:
         LastCheckpoint(run.last_checkpoint, cfg.run.checkpoint_every_n_steps),
         samples,
         L.pytorch.callbacks.LearningRateMonitor(logging_interval="step"),
+        EMASnapshots(run.path / "ema"),  # a power EMA's snapshots (nothing for other models)
         MetricsFile(run.metrics),
     ]
     if cfg.eval.fid_every_n_epochs > 0:

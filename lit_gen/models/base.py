@@ -366,6 +366,10 @@ class GenerativeModule(L.LightningModule):
         params = [p for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
         torch.nn.utils.clip_grads_with_norm_(params, max_norm, norm)
 
+    def ema_snapshot(self) -> dict | None:
+        """A snapshot of the weight averages due now (see ``CallbackContract``); families without one: None."""
+        return None
+
     def trainable_parameters(self):
         """Parameters the optimizer updates (families with frozen parts override this)."""
         return [p for p in self.parameters() if p.requires_grad]

@@ -46,6 +46,10 @@ class CallbackContract(Protocol):
         """For each optimizer step taken during the current training batch, in order, whether it was
         skipped for a non-finite loss or gradient (empty for a batch that only accumulated)."""
 
+    def ema_snapshot(self) -> dict | None:
+        """The snapshot of the weight averages due after the optimizer step just taken, a plain dict the
+        snapshot callback saves (None when none is due or the family keeps no power EMA)."""
+
     def log(self, name: str, value: Any, **kwargs: Any) -> None:
         """Lightning's ``LightningModule.log``."""
 

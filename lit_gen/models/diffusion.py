@@ -30,7 +30,6 @@ from lit_gen.models.base import GenerativeModule, LossOutput, to_unit_range
 from lit_gen.models.capabilities import NLL, Autoencoding
 from lit_gen.models.first_stage import first_stage_spec, stage_from_spec
 from lit_gen.nn import draws, layers
-from lit_gen.nn.ema import EMA
 from lit_gen.nn.layers import Conditioning
 from lit_gen.nn.unet import UNet
 from lit_gen.rules import Component, Fraction, PositiveInt
@@ -70,9 +69,13 @@ class Diffusion(GenerativeModule):
         num_classes (int | None, default None): classes to condition on; None is unconditional.
         label_dropout (float, default 0.1): probability of replacing a training label with the null
             class, so one network also learns the unconditional model classifier-free guidance needs.
-        ema_decay (float, default 0.9999): decay of the weight EMA used for sampling; 0 disables it.
-        ema_warmup (bool, default True): ramp the EMA decay as min(decay, (1 + n) / (10 + n)) over
-            the first updates (important for short runs, where 0.9999 would keep the random init).
+        ema (section, default "exponential"): the average of the weights that samples, a registered
+            component (``lit_gen.nn.ema``): ``{name: exponential, decay: 0.9999, warmup: true}`` (Ho et
+            al.'s EMA; decay 0 keeps none; the warm-up ramps the decay as min(decay, (1 + n) / (10 + n)),
+            which short runs need), ``{name: power, sigma_rels: [0.05, 0.10], snapshot_every: 1000}``
+            (Karras et al. 2024's power EMAs, whose snapshots in the run's ``ema/`` folder let
+            ``python -m lit_gen.ema`` build the average of any length after training), or ``post_hoc``
+            (one such synthesised average, written by that command).
         default_sampler (dict | None, default None): ``sample()`` options used wherever a caller gives
             none (``lit_gen.sample``, ``lit_gen.evaluate``, grids, FID during training), e.g.
             ``{sampler: heun, steps: 5}``; keys are ``sample()``'s options (``SAMPLE_DEFAULTS``). None:
@@ -104,6 +107,8 @@ class Diffusion(GenerativeModule):
            ("timesteps", "beta_schedule", "beta_start", "beta_end", "prediction", "min_snr_gamma")},
         "flow_time_sampling": Moved("objective", "time_sampling", "flow"),
         "sigma_data": Moved("objective", "sigma_data", "edm"),
+        "ema_decay": Moved("ema", "decay", "exponential"),
+        "ema_warmup": Moved("ema", "warmup", "exponential"),
     }
     #: What ``sample()`` does when neither the caller nor ``default_sampler`` says otherwise.
     SAMPLE_DEFAULTS: ClassVar[dict] = {"sampler": "ddim", "steps": 50, "eta": 0.0, "guidance": 1.0, "use_ema": True,
@@ -124,8 +129,7 @@ class Diffusion(GenerativeModule):
         objective: Annotated[str | dict, Component("objective")] = "vp",
         num_classes: PositiveInt | None = None,
         label_dropout: Fraction = 0.1,
-        ema_decay: Fraction = 0.9999,
-        ema_warmup: bool = True,
+        ema: Annotated[str | dict, Component("ema")] = "exponential",
         default_sampler: dict | None = None,
         first_stage: str | None = None,
         first_stage_spec: dict | None = None,
@@ -133,6 +137,7 @@ class Diffusion(GenerativeModule):
     ) -> None:
         super().__init__(**forward(Diffusion, optimizer))
         objective = component_section("model.objective", objective, "objective")  # complete, in the checkpoint too
+        ema = component_section("model.ema", ema, "ema")
         self.save_hyperparameters()
         unknown = sorted(set(default_sampler or {}) - set(self.SAMPLE_DEFAULTS))
         if unknown:
@@ -168,7 +173,8 @@ class Diffusion(GenerativeModule):
         except ValueError as exc:
             where = f" (the U-Net runs on latents of shape {shape})" if first_stage is not None else ""
             raise ConfigError(f"model: {exc}{where}") from None
-        self.ema = EMA(self.unet, ema_decay, ema_warmup) if ema_decay > 0 else None
+        keeps_none = ema["name"] == "exponential" and ema["decay"] == 0
+        self.ema = None if keeps_none else build_component("ema", ema, self.unet)
         try:  # a default that sample() would refuse fails now, naming the setting, not at the first grid
             settings = self.sample_defaults()
             self._check_sample_args(1, None, settings["sampler"], settings["steps"], settings["eta"], settings["guidance"],
@@ -275,6 +281,10 @@ class Diffusion(GenerativeModule):
         """Move the EMA weights towards the current U-Net (called after each optimizer step that was not skipped)."""
         if self.ema is not None:
             self.ema.update(self.unet)
+
+    def ema_snapshot(self) -> dict | None:
+        """The power EMA's snapshot due after the step just taken (None when none is due or kept)."""
+        return self.ema.snapshot() if self.ema is not None and self.ema.snapshot_due() else None
 
     # ------------------------------------------------------------------ sampling
     @torch.no_grad()

@@ -95,3 +95,17 @@ def synthesis(sources: Sequence[tuple[float, float]], t: float, gamma: float) ->
     target = profile_inner(t, gamma, t, gamma)
     squared = float(x @ a @ x - 2 * x @ b + target)
     return Synthesis(x.tolist(), math.sqrt(max(squared, 0.0) / target))
+
+
+def combine(state_dicts: Sequence[dict[str, torch.Tensor]], weights: Sequence[float]) -> dict[str, torch.Tensor]:
+    """sum_i weights[i] * state_dicts[i] for every floating tensor (in float64, then the tensor's dtype);
+    other tensors (counters) are the last state dict's."""
+    assert len(state_dicts) == len(weights) and state_dicts, (len(state_dicts), len(weights))
+    out = {}
+    for key, last in state_dicts[-1].items():
+        if torch.is_floating_point(last):
+            total = sum(w * sd[key].double() for sd, w in zip(state_dicts, weights))
+            out[key] = total.to(last.dtype)
+        else:
+            out[key] = last.clone()
+    return out

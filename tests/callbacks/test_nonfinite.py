@@ -152,7 +152,7 @@ def test_a_skipped_step_advances_only_the_global_step():
     torch.manual_seed(0)
     model = PoisonedDiffusion(bad_steps={3}, channels=1, image_size=8, base_channels=8, channel_mults=(1,),
                               num_res_blocks=1, attention_resolutions=(), dropout=0.0, norm_groups=4,
-                              objective={"name": "vp", "timesteps": 20}, ema_decay=0.9, lr=1e-3, warmup_steps=2,
+                              objective={"name": "vp", "timesteps": 20}, ema={"name": "exponential", "decay": 0.9}, lr=1e-3, warmup_steps=2,
                               lr_schedule="cosine")
     states = {}
 

@@ -50,7 +50,7 @@ def trained():
     """A tiny unconditional diffusion model fitted to 16 digits, with its loss before and after."""
     torch.manual_seed(0)
     images, labels = digits(16)
-    model = Diffusion(**TINY, ema_decay=0.9)
+    model = Diffusion(**TINY, ema={"name": "exponential", "decay": 0.9})
     before = eval_loss(model, images, labels)
     train(model, images, labels, steps=60)
     return model, before, eval_loss(model, images, labels)
@@ -61,7 +61,7 @@ def conditional():
     """A tiny class-conditional diffusion model trained briefly on all 1,797 digits."""
     torch.manual_seed(0)
     images, labels = digits(None)
-    model = Diffusion(**TINY, num_classes=10, label_dropout=0.2, ema_decay=0.9)
+    model = Diffusion(**TINY, num_classes=10, label_dropout=0.2, ema={"name": "exponential", "decay": 0.9})
     train(model, images, labels, steps=80, batch_size=64)
     return model
 
@@ -80,7 +80,7 @@ def test_a_tiny_model_fits_a_handful_of_digits(trained):
 def test_loss_reports_each_timestep_quartile():
     torch.manual_seed(0)
     images, labels = digits(64)
-    out = Diffusion(**TINY, ema_decay=0).loss((images, labels))
+    out = Diffusion(**TINY, ema={"name": "exponential", "decay": 0}).loss((images, labels))
     assert set(out.terms) == {"loss_q0", "loss_q1", "loss_q2", "loss_q3"}
     assert out.total.ndim == 0 and out.total.requires_grad
 
@@ -88,7 +88,7 @@ def test_loss_reports_each_timestep_quartile():
 def test_training_draws_from_the_reseeded_global_rng():
     # The training loop reseeds the global RNG every step; equal seeds must give equal losses.
     images, labels = digits(8)
-    model = Diffusion(**TINY, ema_decay=0)
+    model = Diffusion(**TINY, ema={"name": "exponential", "decay": 0})
     torch.manual_seed(7)
     a = model.loss((images, labels)).total
     torch.manual_seed(7)
@@ -96,7 +96,7 @@ def test_training_draws_from_the_reseeded_global_rng():
 
 
 def test_label_dropout_replaces_labels_with_the_null_class():
-    model = Diffusion(**TINY, num_classes=10, label_dropout=0.3, ema_decay=0)
+    model = Diffusion(**TINY, num_classes=10, label_dropout=0.3, ema={"name": "exponential", "decay": 0})
     seen = []
     forward = model.unet.forward
     model.unet.forward = lambda x, t, labels=None: seen.append(labels) or forward(x, t, labels)
@@ -206,7 +206,7 @@ def test_unconditional_model_rejects_labels_and_guidance(trained):
 def test_every_objective_learns_and_samples_with_every_ode_sampler(objective):
     torch.manual_seed(0)
     images, labels = digits(16)
-    model = Diffusion(**{**TINY, **objective}, ema_decay=0.9)
+    model = Diffusion(**{**TINY, **objective}, ema={"name": "exponential", "decay": 0.9})
     before = eval_loss(model, images, labels)
     train(model, images, labels, steps=60)
     assert eval_loss(model, images, labels) < 0.6 * before
@@ -237,7 +237,7 @@ def test_spacing_and_recompute_eps_reach_the_sampler(trained):
 
 
 def test_continuous_objectives_refuse_the_ancestral_sampler_and_spacing():
-    model = Diffusion(**{**TINY, "objective": "flow"}, ema_decay=0)
+    model = Diffusion(**{**TINY, "objective": "flow"}, ema={"name": "exponential", "decay": 0})
     with pytest.raises(ValueError, match="ancestral ddpm sampler needs a discrete"):
         model.sample(2, sampler="ddpm")
     with pytest.raises(ValueError, match="leave spacing unset"):
@@ -269,7 +269,9 @@ def test_bad_combinations_of_arguments_raise_config_errors(kwargs, message):
         ({"objective": {"name": "vp", "prediction": "score"}}, "model.objective.prediction: expected one of 'eps', 'x0', 'v'"),
         ({"objective": {"timesteps": 10}}, r"model.objective: expected an objective name \(edm, flow, vp\) or a section"),
         ({"label_dropout": 1.0}, r"model.label_dropout: expected a number in \[0, 1\)"),
-        ({"ema_decay": 1.0}, r"model.ema_decay: expected a number in \[0, 1\)"),
+        ({"ema": {"name": "exponential", "decay": 1.0}}, r"model.ema.decay: expected a number in \[0, 1\)"),
+        ({"ema": {"name": "power", "sigma_rels": [0.05, 0.3]}}, r"model.ema.sigma_rels: expected a number in \(0, 0.2886\) at item 1"),
+        ({"ema": {"name": "power", "snapshot_every": 0}}, r"model.ema.snapshot_every: expected an integer >= 1"),
         ({"num_classes": 0}, "model.num_classes: expected an integer >= 1"),
         ({"attention_heads": 0}, "model.attention_heads: expected an integer >= 1"),
         ({"objective": {"name": "flow", "time_sampling": "beta"}}, "model.objective.time_sampling: expected one of"),
@@ -291,7 +293,7 @@ def fit(model, images, labels, steps: int) -> L.Trainer:
 def test_lightning_updates_ema_each_step_and_checkpoints_rebuild_the_sampler(tmp_path):
     torch.manual_seed(0)
     images, labels = digits(32)
-    model = Diffusion(**TINY, num_classes=10, ema_decay=0.99)
+    model = Diffusion(**TINY, num_classes=10, ema={"name": "exponential", "decay": 0.99})
     trainer = fit(model, images, labels, steps=3)
     assert int(model.ema.num_updates) == 3
     trainer.save_checkpoint(tmp_path / "ddpm.ckpt")
@@ -311,7 +313,7 @@ def test_latent_diffusion_trains_samples_and_keeps_its_first_stage(tmp_path):
     fit(ae, images, labels, steps=5).save_checkpoint(tmp_path / "ae.ckpt")
 
     model = build_model("diffusion", {**TINY, "base_channels": 8, "channel_mults": (1,), "first_stage": str(tmp_path / "ae.ckpt"),
-                                 "ema_decay": 0.9})
+                                 "ema": {"name": "exponential", "decay": 0.9}})
     assert model.diffusion_shape == (2, 4, 4)
     assert model.unet.in_channels == 2
     frozen = {k: v.clone() for k, v in model.first_stage.state_dict().items()}
@@ -358,7 +360,7 @@ def test_checkpoints_from_before_the_objectives_still_load(tmp_path):
     # settings of its time (timesteps, prediction, ...), rebuilds as the vp objective with those settings.
     torch.manual_seed(0)
     images, labels = digits(16)
-    model = Diffusion(**TINY, ema_decay=0.9)
+    model = Diffusion(**TINY, ema={"name": "exponential", "decay": 0.9})
     fit(model, images, labels, steps=1).save_checkpoint(tmp_path / "new.ckpt")
     saved = torch.load(tmp_path / "new.ckpt", weights_only=True)
     hparams = saved["hyper_parameters"]
@@ -403,7 +405,7 @@ def test_records_name_the_sampler_that_runs(objective, expected):
 # ---------------------------------------------------------------------------------- default sampler
 def test_the_default_sampler_is_what_sample_does_when_told_nothing():
     torch.manual_seed(0)
-    model = Diffusion(**TINY, ema_decay=0, default_sampler={"sampler": "heun", "steps": 3})
+    model = Diffusion(**TINY, ema={"name": "exponential", "decay": 0}, default_sampler={"sampler": "heun", "steps": 3})
     assert model.sample_defaults()["sampler"] == "heun" and model.sample_defaults()["steps"] == 3
     calls = []
     forward = model.unet.forward
@@ -413,7 +415,7 @@ def test_the_default_sampler_is_what_sample_does_when_told_nothing():
     assert torch.equal(default, model.sample(2, generator=g(0), sampler="heun", steps=3))
     # A caller's option wins over the default, one option at a time.
     assert not torch.equal(default, model.sample(2, generator=g(0), steps=4))
-    plain = Diffusion(**TINY, ema_decay=0)
+    plain = Diffusion(**TINY, ema={"name": "exponential", "decay": 0})
     assert plain.sample_defaults() | {"steps": 50} == Diffusion.SAMPLE_DEFAULTS and plain.sample_defaults()["steps"] == 50
 
 

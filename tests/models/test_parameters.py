@@ -26,7 +26,7 @@ def test_diffusion_counts_the_unet_once_and_its_ema_copy_apart():
 
 def test_diffusion_without_ema_has_no_copy():
     model = Diffusion(channels=1, image_size=8, base_channels=16, channel_mults=(1, 2), attention_resolutions=(),
-                      norm_groups=8, ema_decay=0.0)
+                      norm_groups=8, ema={"name": "exponential", "decay": 0.0})
     assert count_parameters(model) == ParameterCounts(_numel(model.unet), 0, 0)
 
 

@@ -92,6 +92,6 @@ def test_applied_to_swaps_weights_in_and_back():
 
 
 def test_bad_decay_is_an_assertion_below_the_config():
-    # model.ema_decay's rule is checked where the config is read (tests/test_rules.py); a Python caller gets this.
+    # model.ema.decay's rule is checked where the config is read (tests/test_rules.py); a Python caller gets this.
     with pytest.raises(AssertionError):
         EMA(net(), decay=1.0)
