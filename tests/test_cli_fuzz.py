@@ -255,7 +255,9 @@ def assert_plan(code, out: str, err: str, raw: dict, name: str = "sweep") -> Non
     params = leaves(raw["parameters"])
     assert out.startswith(f"sweep {name}: {raw['method']} search over {len(params)} parameter(s)"), out
     trials = 2 if raw["method"] != "grid" else min(2, math.prod(map(grid_points, params)))
-    commands = [line for line in out.splitlines() if line.startswith("  python -m lit_gen.fit --config ")]
+    command = raw.get("command") or []
+    program = command[command.index("-m") + 1] if "-m" in command else "lit_gen.fit"  # the trial program
+    commands = [line for line in out.splitlines() if line.startswith(f"  python -m {program} ")]
     assert "first 2 trial(s)" in out and len(commands) == trials, out
     assert all(f"--run-id {name}-00{i} " in command for i, command in enumerate(commands)), out
 

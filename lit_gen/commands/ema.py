@@ -70,7 +70,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     measure.add_argument("--data-root", default=None, help="dataset folder (default: the one in the run's config)")
     measure.add_argument("--memorization-points", type=int, default=MAX_POINTS)
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
-    return parser.parse_args(argv)
+    return parser.parse_intermixed_args(argv)  # a sweep puts its KEY=VALUE arguments after the options
 
 
 def sweep_arguments(pairs: list[str]) -> dict[str, str]:

@@ -107,3 +107,15 @@ def test_evaluate_measures_every_length_and_a_sweep_trial_writes_its_metric(powe
     metrics = json.loads((trial / "metrics.jsonl").read_text().splitlines()[-1])
     summary = json.loads((trial / "summary.json").read_text())
     assert metrics["fid"] == rows[0]["value"] == summary["metrics"]["fid"] and summary["sigma_rel"] == 0.06
+
+
+def test_the_arguments_a_sweep_trial_gets_parse_in_the_engines_order():
+    from lit_gen.commands.ema import parse_args, sweep_arguments
+
+    # python -m lit_gen.sweep builds: <command's fixed args> --run-id <trial> <parameters> <extras>.
+    args = parse_args(["runs/x/y", "--evaluate", "--num-samples", "10", "--run-id", "s-000", "sigma_rel=0.03",
+                       "run.output_dir=store/runs", "logger.group=s"])
+    assert args.run == "runs/x/y" and args.run_id == "s-000" and args.evaluate and args.num_samples == 10
+    assert sweep_arguments(args.sweep) == {"sigma_rel": "0.03", "run.output_dir": "store/runs", "logger.group": "s"}
+    with pytest.raises(Exception, match="the sweep's parameter must be named sigma_rel"):
+        sweep_arguments(["decay=0.9"])

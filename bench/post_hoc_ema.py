@@ -1,0 +1,186 @@
+"""Post-hoc EMA against chosen-in-advance EMAs: FID of the best length built after training, paired over seeds.
+
+    python -m bench.post_hoc_ema                        # the 16x16 recipe, 830 steps, 3 seeds
+    python -m bench.post_hoc_ema --quick                # 100 steps, 1 seed of each: a smoke run
+    python -m bench.post_hoc_ema --config configs/ddpm_mnist.yaml --data-root data --steps 3000 --threads 2
+
+Arms, each trained through ``lit_gen.fit`` as a user runs it, for the same number of optimizer steps
+(830: what 240 s of the whole fit gave the 16x16 recipe on 2 threads; matching steps keeps the result
+independent of the machine's load), on the yardstick's training digits (``bench.yardstick``):
+
+- ``post_hoc``: the recipe with ``model.ema={name: power, sigma_rels: [0.05, 0.10], snapshot_every: steps/10}``,
+  ``--seeds`` runs. After training ``lit_gen.ema`` builds the average of every length in ``LENGTHS`` from
+  each run's snapshots; each is judged. The best length is the one of lowest mean held-out FID over the
+  seeds (chosen on these runs, which favours post-hoc EMA: the record says so).
+- ``default``: the recipe as shipped (its exponential EMA), ``--seeds`` runs.
+- ``grid``: the recipe with each decay of ``GRID`` (exponential EMA), one run each (seed 0): as many training
+  runs as ``post_hoc`` spends. The grid's best decay then runs the other seeds (its seed-0 run is the grid's).
+
+Samples: the config's default sampler, sampling seed 1000 + training seed, as many as the yardstick holds
+out. Judged by ``bench.yardstick`` (held-out FID for the verdicts; training FID, precision/recall,
+memorisation and haze recorded). Targets, paired by training seed (``bench.stats.paired_log_ratio``):
+FID(best post-hoc length) / FID(default) <= 1 and / FID(grid best) <= 1. Recorded too: FID against
+sigma_rel with its spread over seeds, the disk per snapshot and per run, and the seconds of a synthesis.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import time
+from pathlib import Path
+
+import torch
+
+from bench.common import CACHE, REPO, Recorder, base_parser, call_worker, load_average, sample_in_chunks, setup
+from bench.stats import mean_sd, paired_log_ratio
+from bench.yardstick import Yardstick
+
+CONFIG = "configs/ddpm_digits16.yaml"
+STEPS = 830
+#: The relative lengths built after training (EDM2's range around its tracked pair).
+LENGTHS = (0.02, 0.03, 0.04, 0.05, 0.07, 0.10, 0.13, 0.16, 0.20)
+#: The exponential decays of the grid (as many as the post-hoc arm's training runs).
+GRID = (0.99, 0.999, 0.9999)
+
+
+def power_overrides(steps: int) -> list[str]:
+    return [f"model.ema={{name: power, sigma_rels: [0.05, 0.10], snapshot_every: {max(1, steps // 10)}}}"]
+
+
+def judge_checkpoint(path: Path, yardstick: Yardstick, num_samples: int, seed: int) -> dict:
+    from lit_gen.checkpoints import load_model
+
+    model = load_model(path, map_location="cpu").eval()
+    images = sample_in_chunks(model, num_samples, 1000 + seed)
+    return yardstick.judge((images.clamp(0, 1) * 255).round() / 255.0, seed=seed)
+
+
+def post_hoc_lengths(run_dir: Path, yardstick: Yardstick, num_samples: int, seed: int, out: Path) -> tuple[dict, dict]:
+    """Every length of LENGTHS the snapshots reach, synthesised and judged; and the costs."""
+    from lit_gen.callbacks.ema_snapshots import read_snapshots
+    from lit_gen.checkpoints import read_checkpoint
+    from lit_gen.commands.ema import plan, synthesised_checkpoint
+    from lit_gen.errors import EvaluationError
+
+    snapshots = read_snapshots(run_dir / "ema")
+    step = snapshots[-1]["step"]
+    state = read_checkpoint(run_dir / "checkpoints" / "last.ckpt")
+    judged, seconds = {}, []
+    for sigma_rel in LENGTHS:
+        try:
+            started = time.perf_counter()
+            (_, built), = plan(snapshots, step, [sigma_rel], 0.05)
+            checkpoint = synthesised_checkpoint(state, snapshots, step, sigma_rel, built)
+            seconds.append(time.perf_counter() - started)
+        except EvaluationError:  # out of the snapshots' reach: no value, said so in the record
+            continue
+        path = out / f"sigma_rel_{sigma_rel:.3f}.ckpt"
+        torch.save(checkpoint, path)
+        judged[sigma_rel] = {**judge_checkpoint(path, yardstick, num_samples, seed),
+                             "relative_error": round(built.relative_error, 5)}
+    files = sorted((run_dir / "ema").glob("snapshot_*.pt"))
+    costs = {"snapshots": len(files), "snapshot_mib": round(files[-1].stat().st_size / 2**20, 3) if files else None,
+             "run_mib": round(sum(f.stat().st_size for f in files) / 2**20, 3),
+             "synthesis_seconds_median": round(sorted(seconds)[len(seconds) // 2], 3) if seconds else None}
+    return judged, costs
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = base_parser(__doc__.split("\n\n")[0])
+    parser.add_argument("--config", default=CONFIG, help=f"the diffusion config (default {CONFIG})")
+    parser.add_argument("--data-root", default=None, help="dataset folder (MNIST's files)")
+    parser.add_argument("--seeds", type=int, default=3, help="training seeds (default 3; the interval needs 3)")
+    parser.add_argument("--steps", type=int, default=None, help=f"optimizer steps per run (default {STEPS}, quick 100)")
+    parser.add_argument("--num-samples", type=int, default=None, help="samples per judged model (default: the held-out count)")
+    parser.add_argument("--threads", type=int, default=2, help="torch threads per run (default 2)")
+    parser.add_argument("--keep", default=str(CACHE / "post_hoc_ema"), help="folder for runs and checkpoints")
+    parser.add_argument("--worker-spec", default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    setup()
+    from lit_gen.config import load_config
+
+    cfg = load_config(REPO / args.config)
+    seeds = 1 if args.quick else args.seeds
+    steps = 100 if args.quick else args.steps or STEPS
+    from lit_gen import registry
+
+    resolution = cfg.data["image_size"] or registry.resolve("data", cfg.data["name"]).native_image_size
+    yardstick = Yardstick.build(cfg.data["name"], resolution, data_root=args.data_root)
+    num_samples = args.num_samples or (200 if args.quick else yardstick.n)
+    rec = Recorder("post_hoc_ema", f"post-hoc EMA against the default and a grid of exponential EMAs, {args.config}, "
+                   f"{steps} steps, {seeds} seeds")
+    workdir = Path(args.keep)
+    if workdir.exists():
+        shutil.rmtree(workdir)
+    extra = [f"data.root={args.data_root}"] if args.data_root else []
+
+    def train(arm: str, seed: int, overrides: list[str]) -> dict:
+        folder = workdir / arm / f"seed{seed}"
+        folder.mkdir(parents=True, exist_ok=True)
+        spec = {"arm": arm, "seed": seed, "overrides": [*extra, *overrides], "steps": steps, "num_samples": num_samples,
+                "threads": args.threads, "dir": str(folder), "config": args.config, "sampler": {}}
+        load = load_average()
+        result = call_worker("bench.ablations", spec, args.threads, 4 * 3600, f"{arm} seed {seed}")
+        print(f"  {arm} seed {seed}: {result['steps_done']} steps, {result['seconds_per_step']:.3f} s/step, load {load}",
+              flush=True)
+        return {**result, "folder": str(folder), "load_average_before": load, "load_average_after": load_average()}
+
+    def judged_run(result: dict, seed: int) -> dict:
+        images = torch.load(result["samples"], weights_only=True)["images"].float() / 255.0
+        return yardstick.judge(images, seed=seed)
+
+    runs: dict[str, dict[int, dict]] = {"default": {}, "post_hoc": {}}
+    lengths: dict[int, dict] = {}
+    costs: dict[int, dict] = {}
+    for seed in range(seeds):
+        result = train("post_hoc", seed, power_overrides(steps))
+        run_dir = next(Path(result["folder"]).rglob("last.ckpt")).parent.parent
+        (workdir / "post_hoc" / f"seed{seed}" / "lengths").mkdir(exist_ok=True)
+        lengths[seed], costs[seed] = post_hoc_lengths(run_dir, yardstick, num_samples, seed,
+                                                      workdir / "post_hoc" / f"seed{seed}" / "lengths")
+        runs["post_hoc"][seed] = {**result, "lengths": lengths[seed]}
+        default_run = train("default", seed, [])
+        runs["default"][seed] = {**default_run, **judged_run(default_run, seed)}
+    grid = {}
+    for decay in GRID:
+        r = train(f"grid_{decay:g}", 0, [f"model.ema={{name: exponential, decay: {decay}}}"])
+        grid[decay] = {**r, **judged_run(r, 0)}
+    best_decay = min(grid, key=lambda d: grid[d]["fid"])
+    runs["grid_best"] = {0: grid[best_decay]}
+    for seed in range(1, seeds):
+        r = train("grid_best", seed, [f"model.ema={{name: exponential, decay: {best_decay}}}"])
+        runs["grid_best"][seed] = {**r, **judged_run(r, seed)}
+
+    reached = [s for s in LENGTHS if all(s in lengths[seed] for seed in range(seeds))]
+    curve = {s: {"fids": [lengths[seed][s]["fid"] for seed in range(seeds)]} for s in reached}
+    for s, row in curve.items():
+        row["mean"], row["sd"] = (round(v, 3) for v in mean_sd(row["fids"]))
+    best = min(reached, key=lambda s: curve[s]["mean"])
+    post_hoc = curve[best]["fids"]
+    default = [runs["default"][seed]["fid"] for seed in range(seeds)]
+    grid_best = [runs["grid_best"][seed]["fid"] for seed in range(seeds)]
+    for name, reference in (("the default exponential EMA", default), (f"the grid's best decay ({best_decay:g})", grid_best)):
+        interval = paired_log_ratio(post_hoc, reference)
+        rec.target(f"FID post-hoc EMA at its best length ({best:g}) / FID {name}", interval.estimate, "<=", 1.0, "x",
+                   interval=interval)
+    for arm, values in (("post-hoc, best length", post_hoc), ("default", default), ("grid best", grid_best)):
+        mean, sd = mean_sd(values)
+        rec.headline[f"FID {arm}"] = f"{mean:.2f} ± {sd:.2f} held out (n={len(values)})"
+    rec.headline["FID against sigma_rel (mean ± sd over seeds)"] = ", ".join(
+        f"{s:g}: {row['mean']:.2f} ± {row['sd']:.2f}" for s, row in curve.items())
+    rec.headline["exponential grid (seed 0)"] = ", ".join(f"{d:g}: {g['fid']:.2f}" for d, g in grid.items())
+    rec.headline["cost"] = (f"{costs[0]['snapshot_mib']} MiB a snapshot (both profiles), {costs[0]['run_mib']} MiB a run "
+                            f"({costs[0]['snapshots']} snapshots), {costs[0]['synthesis_seconds_median']} s a synthesis")
+    rec.notes.append("the best post-hoc length and the grid's best decay are chosen on these very runs; the targets pair "
+                     "each seed's post-hoc value with the same seed's reference run")
+    rec.numbers.update(config=args.config, steps=steps, seeds=seeds, num_samples=num_samples, lengths=list(LENGTHS),
+                       grid=list(GRID), best_length=best, best_decay=best_decay, curve=curve, costs=costs,
+                       floors=yardstick.floors(num_samples), runs=runs, grid_runs=grid,
+                       unreachable=[s for s in LENGTHS if s not in reached])
+    path = rec.write(args.out)
+    rec.report(path)
+
+
+if __name__ == "__main__":
+    main()
