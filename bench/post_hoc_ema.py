@@ -13,8 +13,10 @@ independent of the machine's load), on the yardstick's training digits (``bench.
   each run's snapshots; each is judged. The best length is the one of lowest mean held-out FID over the
   seeds (chosen on these runs, which favours post-hoc EMA: the record says so).
 - ``default``: the recipe as shipped (its exponential EMA), ``--seeds`` runs.
-- ``grid``: the recipe with each decay of ``GRID`` (exponential EMA), one run each (seed 0): as many training
-  runs as ``post_hoc`` spends. The grid's best decay then runs the other seeds (its seed-0 run is the grid's).
+- ``grid``: the recipe with exponential EMAs whose averaging lengths 1 / (1 - decay) are the shares ``GRID`` of
+  the run (no warm-up: within a short run the warm-up's cap (1 + n) / (10 + n) would make every decay alike),
+  one run each (seed 0): as many training runs as ``post_hoc`` spends. The grid's best decay then runs the
+  other seeds (its seed-0 run is the grid's).
 
 Samples: the config's default sampler, sampling seed 1000 + training seed, as many as the yardstick holds
 out. Judged by ``bench.yardstick`` (held-out FID for the verdicts; training FID, precision/recall,
@@ -40,8 +42,14 @@ CONFIG = "configs/ddpm_digits16.yaml"
 STEPS = 830
 #: The relative lengths built after training (EDM2's range around its tracked pair).
 LENGTHS = (0.02, 0.03, 0.04, 0.05, 0.07, 0.10, 0.13, 0.16, 0.20)
-#: The exponential decays of the grid (as many as the post-hoc arm's training runs).
-GRID = (0.99, 0.999, 0.9999)
+#: The grid's exponential EMAs: averaging lengths 1 / (1 - decay) as shares of the run (as many as the
+#: post-hoc arm's training runs).
+GRID = (0.1, 0.25, 0.6)
+
+
+def grid_decay(share: float, steps: int) -> float:
+    """The decay whose averaging length 1 / (1 - decay) is ``share`` of ``steps``."""
+    return round(1.0 - 1.0 / (share * steps), 6)
 
 
 def power_overrides(steps: int) -> list[str]:
@@ -143,13 +151,14 @@ def main(argv: list[str] | None = None) -> None:
         default_run = train("default", seed, [])
         runs["default"][seed] = {**default_run, **judged_run(default_run, seed)}
     grid = {}
-    for decay in GRID:
-        r = train(f"grid_{decay:g}", 0, [f"model.ema={{name: exponential, decay: {decay}}}"])
-        grid[decay] = {**r, **judged_run(r, 0)}
+    for share in GRID:
+        decay = grid_decay(share, steps)
+        r = train(f"grid_{decay:g}", 0, [f"model.ema={{name: exponential, decay: {decay}, warmup: false}}"])
+        grid[decay] = {**r, **judged_run(r, 0), "share": share}
     best_decay = min(grid, key=lambda d: grid[d]["fid"])
     runs["grid_best"] = {0: grid[best_decay]}
     for seed in range(1, seeds):
-        r = train("grid_best", seed, [f"model.ema={{name: exponential, decay: {best_decay}}}"])
+        r = train("grid_best", seed, [f"model.ema={{name: exponential, decay: {best_decay}, warmup: false}}"])
         runs["grid_best"][seed] = {**r, **judged_run(r, seed)}
 
     reached = [s for s in LENGTHS if all(s in lengths[seed] for seed in range(seeds))]
@@ -175,7 +184,7 @@ def main(argv: list[str] | None = None) -> None:
     rec.notes.append("the best post-hoc length and the grid's best decay are chosen on these very runs; the targets pair "
                      "each seed's post-hoc value with the same seed's reference run")
     rec.numbers.update(config=args.config, steps=steps, seeds=seeds, num_samples=num_samples, lengths=list(LENGTHS),
-                       grid=list(GRID), best_length=best, best_decay=best_decay, curve=curve, costs=costs,
+                       grid={share: grid_decay(share, steps) for share in GRID}, best_length=best, best_decay=best_decay, curve=curve, costs=costs,
                        floors=yardstick.floors(num_samples), runs=runs, grid_runs=grid,
                        unreachable=[s for s in LENGTHS if s not in reached])
     path = rec.write(args.out)
