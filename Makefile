@@ -7,7 +7,7 @@ TORCH ?= torch==2.14.1 torchvision==0.29.1
 STAMP := $(VENV)/.installed
 BENCH_STAMP := $(VENV)/.bench-installed
 
-.PHONY: run test bench bench-gpu install clean
+.PHONY: run test test-kernels mutation bench bench-gpu install clean
 
 install: $(STAMP)
 
@@ -22,8 +22,23 @@ $(STAMP): pyproject.toml
 run: $(STAMP)
 	$(BIN)/python -m lit_gen.fit --config configs/quickstart.yaml
 
+# In parallel on every core (pytest-xdist), in a random order whose seed pytest-randomly prints.
 test: $(STAMP)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n auto
+
+# The numerics-heavy tests again under ATen's plain kernels (other vectorisation, other rounding): a test that
+# passes only by one machine's rounding fails here.
+test-kernels: $(STAMP)
+	ATEN_CPU_CAPABILITY=default $(BIN)/python -m pytest -q -n auto tests/diffusion tests/nn tests/metrics tests/test_old_checkpoints.py
+
+# Mutation testing of the numeric core (bench/mutation.py; hours on 2 cores, not part of CI).
+MUTATION_STAMP := $(VENV)/.mutation-installed
+$(MUTATION_STAMP): $(STAMP)
+	$(BIN)/python -m pip install --quiet -e ".[mutation]"
+	touch $(MUTATION_STAMP)
+
+mutation: $(MUTATION_STAMP)
+	$(BIN)/python -m bench.mutation
 
 $(BENCH_STAMP): $(STAMP)
 	$(BIN)/python -m pip install --quiet -e ".[bench]"

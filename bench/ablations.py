@@ -43,8 +43,8 @@ from pathlib import Path
 
 import torch
 
-from bench.common import (CACHE, REPO, Recorder, answer_as_worker, base_parser, call_worker, load_average, median,
-                          parse_named_overrides, sample_in_chunks, setup)
+from bench.common import (CACHE, REPO, Recorder, answer_as_worker, base_parser, cached_run, call_worker, load_average,
+                          median, parse_named_overrides, sample_in_chunks, setup)
 from bench.stats import lower_is_better_effect, mean_sd, paired_log_ratio
 from bench.yardstick import TRAIN_OVERRIDES, Yardstick
 
@@ -109,6 +109,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--threads", type=int, default=2, help="torch threads per run (default 2)")
     parser.add_argument("--jobs", type=int, default=1, help="runs side by side (default 1; steps are matched, not time)")
     parser.add_argument("--keep", default=str(CACHE / "ablations"), help="folder for the runs' checkpoints and samples")
+    parser.add_argument("--resume", action="store_true",
+                        help="reuse the runs an interrupted invocation finished in --keep (same settings); the record says which")
     parser.add_argument("--worker-spec", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if answer_as_worker(args.worker_spec, worker):
@@ -141,7 +143,7 @@ def main(argv: list[str] | None = None) -> None:
     floors = yardstick.floors(num_samples)
 
     workdir = Path(args.keep)
-    if workdir.exists():
+    if workdir.exists() and not args.resume:
         shutil.rmtree(workdir)
     # Seed-major order, alternating direction, so slow drift of the machine touches every arm alike.
     order = [(arm, seed) for seed in range(args.seeds) for arm in (list(arms) if seed % 2 == 0 else list(arms)[::-1])]
@@ -151,8 +153,13 @@ def main(argv: list[str] | None = None) -> None:
         folder.mkdir(parents=True, exist_ok=True)
         spec = {"arm": arm, "seed": seed, "overrides": arms[arm], "steps": steps, "num_samples": num_samples,
                 "threads": args.threads, "dir": str(folder), "config": args.config, "sampler": sampler}
-        load = load_average()
-        result = call_worker("bench.ablations", spec, args.threads, 3600, f"{arm} seed {seed}")
+
+        def train() -> dict:
+            before = load_average()
+            result = call_worker("bench.ablations", spec, args.threads, 3600, f"{arm} seed {seed}")
+            return {**result, "load_average_before": before, "load_average_after": load_average()}
+
+        result = cached_run(folder, spec, train, args.resume)
         saved = torch.load(result["samples"], weights_only=True)
         images = saved["images"].float() / 255.0
         judged = yardstick.judge(images, seed=seed)
@@ -160,9 +167,8 @@ def main(argv: list[str] | None = None) -> None:
             judged["class_accuracy"] = round(float((yardstick.extractor.extract(images).logits.argmax(1)
                                                     == saved["labels"]).double().mean()), 4)
         print(f"  {arm} seed {seed}: {judged} ({result['steps_done']} steps, {result['seconds_per_step']:.3f} s/step, "
-              f"load {load})", flush=True)
-        return {"arm": arm, "seed": seed, **judged, "load_average_before": load, "load_average_after": load_average(),
-                **result}
+              f"load {result['load_average_before']})", flush=True)
+        return {"arm": arm, "seed": seed, **judged, **result}
 
     with ThreadPoolExecutor(max_workers=args.jobs) as pool:
         runs = list(pool.map(lambda job: one(*job), order))
@@ -212,6 +218,10 @@ def main(argv: list[str] | None = None) -> None:
     if args.jobs > 1:
         rec.notes.append(f"{args.jobs} runs went side by side: the steps are matched, so only the seconds per step "
                          "(recorded, not compared) feel it")
+    reused = [f"{r['arm']} seed {r['seed']}" for r in runs if r.get("reused")]
+    if reused:
+        rec.notes.append("runs finished by an earlier, interrupted invocation with the same settings and reused here "
+                         "(--resume): " + ", ".join(reused))
     path = rec.write(args.out)
     rec.report(path)
 

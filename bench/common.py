@@ -503,6 +503,20 @@ def call_worker_quietly(module: str, spec: dict, threads: int, timeout: float, w
     raise AssertionError("unreachable")
 
 
+def cached_run(folder: Path, spec: dict, run: Callable[[], dict], resume: bool) -> dict:
+    """``run()``'s result, saved as ``folder/result.json`` beside the spec that produced it; with ``resume``
+    a saved result of the same spec is returned instead of running again (marked ``reused``), so a benchmark
+    interrupted after hours continues where it stopped."""
+    path = Path(folder) / "result.json"
+    if resume and path.is_file():
+        saved = json.loads(path.read_text())
+        if saved.get("spec") == spec:
+            return {**saved["result"], "reused": True}
+    result = run()
+    path.write_text(json.dumps({"spec": spec, "result": result}, default=str) + "\n")
+    return result
+
+
 def parse_named_overrides(text: str, flag: str) -> tuple[str, list[str]]:
     """``NAME=KEY=VALUE[;KEY=VALUE]`` (a benchmark's ``flag``) -> (NAME, config overrides)."""
     name, sep, rest = text.partition("=")

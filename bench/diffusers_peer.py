@@ -74,8 +74,8 @@ from typing import Any
 
 import torch
 
-from bench.common import (CACHE, LOAD_TRIES, REPO, Recorder, answer_as_worker, base_parser, call_worker_quietly,
-                          load_average, parse_named_overrides, sample_in_chunks, setup)
+from bench.common import (CACHE, LOAD_TRIES, REPO, Recorder, answer_as_worker, base_parser, cached_run,
+                          call_worker_quietly, load_average, parse_named_overrides, sample_in_chunks, setup)
 from bench.stats import mean_interval, mean_sd, ratio_of_means
 from bench.yardstick import TRAIN_OVERRIDES, Yardstick
 
@@ -464,6 +464,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--lit-gen-variant", action="append", default=[], metavar="NAME=KEY=VALUE[;KEY=VALUE]",
                         help="one more lit_gen arm, lit_gen_NAME, with these config overrides (repeatable), reported "
                              "beside the recipe; the targets judge the recipe")
+    parser.add_argument("--resume", action="store_true",
+                        help="reuse the runs an interrupted invocation finished in --keep (same settings); the record says which")
     parser.add_argument("--worker-spec", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if answer_as_worker(args.worker_spec, worker):
@@ -511,10 +513,21 @@ def main(argv: list[str] | None = None) -> None:
     timeout = budget * 4 + 900
     base = {"resolution": resolution, "budget": budget, "num_samples": num_samples, "threads": args.threads,
             "quick": args.quick}
-    calibration = {kind: run_worker({**base, "kind": kind, "calibrate": calibration_seconds}, timeout)
-                   for kind in ("lit_gen", *peers)}
-    with tempfile.TemporaryDirectory(prefix="lit_gen_peer_") as tmp:
-        calibration["lit_gen_fixed"] = run_worker({**base, "kind": "lit_gen", "fixed_cost": True, "dir": tmp}, timeout)
+    workdir = Path(args.keep) if args.keep else CACHE / ("peer" if resolution == 8 else f"peer{resolution}")
+    if workdir.exists() and not args.resume:
+        shutil.rmtree(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+
+    def calibrate_all() -> dict:
+        out = {kind: run_worker({**base, "kind": kind, "calibrate": calibration_seconds}, timeout) for kind in ("lit_gen", *peers)}
+        with tempfile.TemporaryDirectory(prefix="lit_gen_peer_") as tmp:
+            out["lit_gen_fixed"] = run_worker({**base, "kind": "lit_gen", "fixed_cost": True, "dir": tmp}, timeout)
+        return out
+
+    # The step plans come from it: an interrupted invocation's calibration is reused with its runs.
+    calibration = cached_run(workdir, {**base, "calibration": calibration_seconds, "peers": peers}, calibrate_all,
+                             args.resume)
+    calibration.pop("reused", None)
     # Two steps' worth of the fixed run were training; the rest is what every lit_gen run pays besides its steps.
     fixed = max(0.0, calibration["lit_gen_fixed"]["seconds"] - 2 * calibration["lit_gen"]["seconds_per_step"])
     base_lit = budget - fixed
@@ -524,9 +537,6 @@ def main(argv: list[str] | None = None) -> None:
             **{peer: max(10, int(PEER_STEP_SHARE * budget / calibration[peer]["seconds_per_step"])) for peer in peers}}
     rec.numbers.update(calibration=calibration, planned_steps=plan, lit_gen_fixed_seconds=round(fixed, 1))
 
-    workdir = Path(args.keep) if args.keep else CACHE / ("peer" if resolution == 8 else f"peer{resolution}")
-    if workdir.exists():
-        shutil.rmtree(workdir)
     runs: list[dict] = []
 
     def run(arm: str, kind: str, seed: int, settings: dict | None = None) -> dict:
@@ -535,7 +545,8 @@ def main(argv: list[str] | None = None) -> None:
         spec = {**base, "arm": arm, "kind": kind, "seed": seed, "sample_seed": 1000 + seed, "steps": plan[kind],
                 "dir": str(folder), "settings": settings, "fixed_seconds": fixed, "overrides": lit_arms.get(arm)}
         print(f"  {arm} seed {seed} ({plan[kind]} steps planned, load {load_average()})", flush=True)
-        result = {"arm": arm, "seed": seed, "settings": settings, "steps_planned": plan[kind], **run_worker(spec, timeout)}
+        result = {"arm": arm, "seed": seed, "settings": settings, "steps_planned": plan[kind],
+                  **cached_run(folder, spec, lambda: run_worker(spec, timeout), args.resume)}
         result["judged"] = {name: yardstick.judge(torch.load(path, weights_only=True).float() / 255.0, seed=seed)
                             for name, path in result["samples"].items()}
         result["best_sampler"] = min(result["judged"], key=lambda name: result["judged"][name]["fid"])
@@ -578,6 +589,10 @@ def main(argv: list[str] | None = None) -> None:
     over = [f"{r['arm']} seed {r['seed']}: {r['train_seconds']:.0f} s" for r in runs if r["train_seconds"] > 1.1 * budget]
     if over:
         rec.notes.append(f"runs whose whole loop took more than 110% of the {budget:.0f} s budget: " + "; ".join(over))
+    reused = [f"{r['arm']} seed {r['seed']}" for r in runs if r.get("reused")]
+    if reused:
+        rec.notes.append("runs finished by an earlier, interrupted invocation with the same settings and reused here "
+                         "(--resume): " + ", ".join(reused))
     loaded = [f"{r['arm']} seed {r['seed']}" for r in runs if not r["quiet"]]
     rec.notes.append(f"runs one after another, {args.threads} torch thread(s) each, on a {os.cpu_count()}-core machine; "
                      f"each run's load average before and after and its tries are in numbers.runs; "

@@ -319,7 +319,7 @@ def _set_dotted(target: dict, parts: list[str], value: Any) -> None:
             raise ConfigError(f"override {'.'.join(parts)}: {part!r} holds a value, not a section")
         target = child
     old = target.get(last)
-    if last == "name" and target.get("name") not in (None, value):
+    if parents and last == "name" and target.get("name") not in (None, value):
         target.clear()  # a.name=other: another entry, whose settings are not the old entry's (_without_renamed)
         target[last] = value
     elif isinstance(value, dict) and isinstance(old, dict) and "name" in value and value["name"] != old.get("name"):

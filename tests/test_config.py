@@ -192,3 +192,14 @@ def test_a_section_that_names_another_entry_starts_afresh_in_files_and_overrides
     """)
     assert load_config(same).model["objective"]["prediction"] == "v"
     assert load_config(parent, ["model.objective={name: vp, timesteps: 50}"]).model["objective"]["prediction"] == "v"
+
+
+def test_renaming_the_run_keeps_every_section(tmp_path):
+    # The run's own name is not a section's entry: name=other must not start the config afresh.
+    parent = write(tmp_path / "parent.yaml", """
+        name: first
+        model: {name: vae, latent_dim: 3}
+        data: {name: digits, batch_size: 7}
+    """)
+    cfg = load_config(parent, ["name=second"])
+    assert cfg.name == "second" and cfg.data["batch_size"] == 7 and cfg.model["latent_dim"] == 3

@@ -170,7 +170,11 @@ def test_shipped_sweeps_are_valid_overrides_of_their_config(path):
     from lit_gen.sweeping.strategies import RandomStrategy
 
     spec = load_sweep(path)
-    assert spec.program == "lit_gen/fit.py" and "${args_no_hyphens}" in spec.command
+    assert "${args_no_hyphens}" in spec.command
+    if spec.program == "lit_gen/ema.py":
+        _check_ema_sweep(spec)
+        return
+    assert spec.program == "lit_gen/fit.py"
     config = REPO / spec.command[spec.command.index("--config") + 1]
     assert config.is_file(), f"{path.name} runs {config.name}, which does not exist"
     # One draw of every parameter, passed exactly as a trial gets it, must pass config validation.
@@ -183,3 +187,18 @@ def test_shipped_sweeps_are_valid_overrides_of_their_config(path):
         for part in rest:
             node = node[part] if isinstance(node, dict) else getattr(node, part)
         assert node == value, name
+
+
+def _check_ema_sweep(spec):
+    """An EMA-length sweep's trial: its command parses and every drawn parameter is one ``lit_gen.ema`` takes."""
+    from lit_gen.commands.ema import parse_args, sweep_arguments
+    from lit_gen.sweeping.command import format_flags
+    from lit_gen.sweeping.strategies import RandomStrategy
+
+    params = RandomStrategy(spec, seed=0).suggest([], 0).params
+    flags = format_flags("args_no_hyphens", spec.nest(params)) + ["logger.group=g", "run.output_dir=/tmp/x"]
+    argv = list(spec.command[spec.command.index("lit_gen.ema") + 1:spec.command.index("${args_no_hyphens}")])
+    args = parse_args(argv + flags)
+    given = sweep_arguments(args.sweep)
+    for name, value in params.items():
+        assert float(given[name]) == value, name
