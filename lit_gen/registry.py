@@ -43,7 +43,15 @@ EMAS: dict[str, str] = {
     "post_hoc": "lit_gen.nn.ema:PostHocEMA",
 }
 
-TABLES: dict[str, dict[str, str]] = {"model": MODELS, "data": DATAMODULES, "objective": OBJECTIVES, "ema": EMAS}
+#: The quantizers of the VQ families (``model.quantizer``).
+QUANTIZERS: dict[str, str] = {
+    "vq": "lit_gen.nn.quantizers.vq:VectorQuantizer",
+    "fsq": "lit_gen.nn.quantizers.fsq:FiniteScalarQuantizer",
+    "lfq": "lit_gen.nn.quantizers.lfq:LookupFreeQuantizer",
+}
+
+TABLES: dict[str, dict[str, str]] = {"model": MODELS, "data": DATAMODULES, "objective": OBJECTIVES, "ema": EMAS,
+                                     "quantizer": QUANTIZERS}
 
 #: Other names users type for an entry: the names it had before (configs, checkpoints and sweeps written
 #: with them keep working).
@@ -57,7 +65,7 @@ def did_you_mean(value: str, choices) -> str:
 
 
 def names(kind: str) -> list[str]:
-    """The registered names of one kind ("model", "data" or "objective"), sorted (aliases left out)."""
+    """The registered names of one kind (a key of ``TABLES``), sorted (aliases left out)."""
     return sorted(TABLES[kind])
 
 

@@ -126,7 +126,7 @@ def check_arguments(section: str, cls: type, given: dict[str, Any]) -> dict[str,
     out: dict[str, Any] = {}
     for key, param in params.items():
         if key in given:
-            out[key] = coerce(f"{section}.{key}", given[key], hints.get(key, Any))
+            out[key] = coerce(f"{section}.{key}", given[key], hints.get(key, Any), default=param.default)
         elif param.default is inspect.Parameter.empty:
             raise ConfigError(f"{section}.{key} is required by {cls.__name__} but missing from the config")
         else:
@@ -222,29 +222,63 @@ def upgrade_arguments(cls: type, saved: dict[str, Any]) -> dict[str, Any]:
         if old not in out:
             continue
         value = out.pop(old)
-        # A file from before the section existed had the component that is the argument's default.
+        # A file from before the section existed had the component that is the argument's default; the file's
+        # own value wins over that default's settings, a section the file holds wins over the flat value.
+        from_file = moved.section in saved
         section = out.get(moved.section, parameters(cls)[moved.section].default)
         section = {"name": section} if isinstance(section, str) else dict(section)
         if registry.canonical(_component_kind(cls, moved.section), section.get("name")) == moved.component:
-            section.setdefault(moved.name, value)  # a setting of another component meant nothing: dropped
-        out[moved.section] = section
+            if from_file:
+                section.setdefault(moved.name, value)
+            else:
+                section[moved.name] = value
+        out[moved.section] = section  # a setting of another component meant nothing: dropped
     return out
 
 
 def _component_kind(cls: type, argument: str) -> str:
-    for rule in typing.get_args(schema_hints(cls).get(argument)):
-        if isinstance(rule, Component):
-            return rule.kind
-    raise AssertionError(f"{cls.__name__}.{argument} is not a Component argument")
+    kind = component_arguments(cls).get(argument)
+    if kind is None:
+        raise AssertionError(f"{cls.__name__}.{argument} is not a Component argument")
+    return kind
 
 
-def component_section(path: str, value: Any, kind: str) -> dict[str, Any]:
+def component_arguments(cls: type) -> dict[str, str]:
+    """``{argument: registry kind}`` for the constructor arguments of ``cls`` that are component sections."""
+    out = {}
+    for name, hint in schema_hints(cls).items():
+        for rule in typing.get_args(hint):
+            if isinstance(rule, Component):
+                out[name] = rule.kind
+    return out
+
+
+def complete_sections(cls: type, arguments: dict[str, Any]) -> dict[str, Any]:
+    """``arguments`` with each component argument completed (``component_section`` over its default)."""
+    out = dict(arguments)
+    params = parameters(cls)
+    for name, kind in component_arguments(cls).items():
+        if name in out:
+            out[name] = component_section(f"model.{name}", out[name], kind, default=params[name].default)
+    return out
+
+
+def component_section(path: str, value: Any, kind: str, default: Any = None) -> dict[str, Any]:
     """A component argument (a registered name, or a section ``{name, ...}``) checked and completed:
-    ``{"name": canonical name, every constructor argument}``; ConfigError naming ``path`` otherwise."""
+    ``{"name": canonical name, every constructor argument}``; ConfigError naming ``path`` otherwise.
+
+    ``default`` is the argument's default (a name or a section, e.g. VQ-GAN's ``{name: vq, num_codes: 1024}``):
+    a section that names the same entry, or names none, merges into it, as config sections merge into their
+    parent's (``model.quantizer.code_dim=8`` keeps the family's 1024 codes)."""
     if isinstance(value, (DictConfig, ListConfig)):
         value = OmegaConf.to_container(value, resolve=True)
     if isinstance(value, str):
         value = {"name": value}
+    base = {"name": default} if isinstance(default, str) else dict(default) if isinstance(default, dict) else {}
+    if isinstance(value, dict) and base:
+        name = value.get("name", base["name"])
+        if registry.canonical(kind, name) == registry.canonical(kind, base["name"]):
+            value = {**base, **value, "name": name}
     choices = ", ".join(registry.names(kind))
     if not isinstance(value, dict) or not isinstance(value.get("name"), str):
         article = "an" if kind[:1] in "aeiou" else "a"
@@ -281,18 +315,19 @@ class _RuleMismatch(_Mismatch):
     """The value has the right type but breaks a declared rule: reported as it is, even inside a union."""
 
 
-def coerce(path: str, value: Any, annotation: Any, strict: bool = True, finite: bool = True) -> Any:
+def coerce(path: str, value: Any, annotation: Any, strict: bool = True, finite: bool = True, default: Any = None) -> Any:
     """Check ``value`` against ``annotation`` and convert it; ConfigError naming ``path`` otherwise.
 
     With ``strict=False`` (Lightning's own arguments) annotations this checker does not know pass.
     With ``finite=True`` a NaN or infinity anywhere in ``value`` is refused, naming where it sits.
+    ``default`` is the argument's default, which a component section that names the same entry merges into.
     """
     if finite:
         check_finite(path, value)
     if typing.get_origin(annotation) is typing.Annotated:
         for rule in typing.get_args(annotation)[1:]:
             if isinstance(rule, Component):
-                return component_section(path, value, rule.kind)
+                return component_section(path, value, rule.kind, default=default)
     try:
         return _coerce(value, annotation, strict)
     except _Mismatch as exc:

@@ -28,7 +28,7 @@ def assert_one_clear_line(code, err, *needles):
 @pytest.mark.parametrize(
     "config, overrides, needles",
     [
-        ("vae_digits", ["model.name=vqvae", "model.num_codes=0"], ["num_codes"]),
+        ("vae_digits", ["model.name=vqvae", "model.quantizer.num_codes=0"], ["model.quantizer.num_codes"]),
         ("vae_digits", ["model.channels=3"], ["model.channels=3 does not match the dataset", "Remove model.channels"]),
         ("vae_digits", ["data.val_fraction=1.5"], ["val_fraction"]),
         ("vae_digits", ["data.batch_size=0"], ["batch_size"]),

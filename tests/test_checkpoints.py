@@ -93,16 +93,24 @@ def tiny_vq(family: str, **kwargs):
     from lit_gen.models.vqgan import VQGAN
     from lit_gen.models.vqvae import VQVAE
 
-    args = dict(channels=1, image_size=8, hidden_channels=8, num_res_blocks=1, num_downsamples=1, num_codes=16, code_dim=4)
+    args = dict(channels=1, image_size=8, hidden_channels=8, num_res_blocks=1, num_downsamples=1,
+                quantizer={"name": "vq", "num_codes": 16, "code_dim": 4, **kwargs})
     if family == "vqgan":
-        return VQGAN(**args, perceptual_weight=0.0, disc_layers=1, disc_channels=8, **kwargs)
-    return VQVAE(**args, **kwargs)
+        return VQGAN(**args, perceptual_weight=0.0, disc_layers=1, disc_channels=8)
+    return VQVAE(**args)
+
+
+#: The codebook settings that were the VQ families' own arguments before ``model.quantizer``.
+FLAT_CODEBOOK_ARGUMENTS = ("num_codes", "code_dim", "beta", "codebook_ema_decay", "dead_code_steps", "restart_dead_codes")
 
 
 def with_old_codebook_key(hparams: dict) -> dict:
-    """Hyperparameters as a vqvae/vqgan saved them when the codebook EMA was still called ``ema_decay``."""
-    old = {("ema_decay" if k == "codebook_ema_decay" else k): v for k, v in hparams.items()}
-    assert "ema_decay" in old and "codebook_ema_decay" not in old
+    """Hyperparameters as a vqvae/vqgan saved them first: flat codebook arguments, the EMA called ``ema_decay``."""
+    old = {k: v for k, v in hparams.items() if k != "quantizer"}
+    section = hparams["quantizer"]
+    assert section["name"] == "vq"
+    old.update({k: section[k] for k in FLAT_CODEBOOK_ARGUMENTS})
+    old["ema_decay"] = old.pop("codebook_ema_decay")
     return old
 
 
@@ -136,8 +144,8 @@ def test_vq_checkpoint_saved_with_the_old_ema_decay_name_loads_and_samples(tmp_p
 
     loaded = load_model(path)
     assert type(loaded) is type(model)
-    assert loaded.quantizer.codebook_ema_decay == 0.9 and loaded.hparams["codebook_ema_decay"] == 0.9
-    assert "ema_decay" not in loaded.hparams  # saved again, it is written under the new name
+    assert loaded.quantizer.codebook_ema_decay == 0.9 and loaded.hparams["quantizer"]["codebook_ema_decay"] == 0.9
+    assert "ema_decay" not in loaded.hparams  # saved again, it is written in today's form
     assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), loaded.state_dict().values()))
     expected = model.sample(3, generator=torch.Generator().manual_seed(1))
     assert torch.equal(loaded.sample(3, generator=torch.Generator().manual_seed(1)), expected)
@@ -151,7 +159,7 @@ def test_first_stage_saved_with_the_old_name_builds_a_prior_and_old_specs_still_
     # A prior built today from an old first-stage file saves its spec under the current name.
     prior = build_model("prior", dict(first_stage=str(stage_path), channels=1, image_size=8, n_layer=1, n_head=2,
                                       n_embd=16)).eval()
-    assert prior.hparams["first_stage_spec"]["hparams"]["codebook_ema_decay"] == 0.9
+    assert prior.hparams["first_stage_spec"]["hparams"]["quantizer"]["codebook_ema_decay"] == 0.9
     assert "ema_decay" not in prior.hparams["first_stage_spec"]["hparams"]
     assert prior.first_stage.quantizer.codebook_ema_decay == 0.9
 
@@ -172,7 +180,7 @@ def test_latent_diffusion_spec_saved_with_the_old_name_still_loads(tmp_path):
                                      attention_resolutions=(), norm_groups=4, objective={"name": "vp", "timesteps": 20},
                                      ema={"name": "exponential", "decay": 0.0},
                                      first_stage=str(stage_path))).eval()
-    assert model.hparams["first_stage_spec"]["hparams"]["codebook_ema_decay"] == 0.9
+    assert model.hparams["first_stage_spec"]["hparams"]["quantizer"]["codebook_ema_decay"] == 0.9
 
     torch.save(checkpoint_of(model, with_old_first_stage_spec(dict(model.hparams))), tmp_path / "ldm.ckpt")
     loaded = load_model(tmp_path / "ldm.ckpt", expect="ddpm")

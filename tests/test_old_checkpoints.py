@@ -41,3 +41,24 @@ def test_a_checkpoint_from_before_scale_shift_loads_as_added_conditioning_and_sa
         # The same network and sampler: equal up to float32 kernel rounding of another CPU (a wrong
         # network or conditioning moves samples by whole grey levels).
         assert torch.allclose(got, images, rtol=0, atol=1e-4), (key, float((got - images).abs().max()))
+
+
+VQ_FIXTURES = Path(__file__).parent / "fixtures" / "checkpoints_vq_flat"
+
+
+@pytest.mark.parametrize("family", ["vqvae", "vqgan"])
+def test_a_vq_checkpoint_from_before_the_quantizer_section_loads_and_codes_as_it_did(family):
+    # Written by the code of c20730f..main before model.quantizer: flat num_codes, code_dim, codebook_ema_decay...
+    model = load_model(VQ_FIXTURES / f"{family}.ckpt").eval()
+    section = model.hparams["quantizer"]
+    assert section["name"] == "vq" and (section["num_codes"], section["code_dim"]) == (16, 4)
+    assert (section["codebook_ema_decay"], section["dead_code_steps"], section["restart_dead_codes"]) == (0.9, 5, True)
+    assert "num_codes" not in model.hparams
+    expected = torch.load(VQ_FIXTURES / f"{family}.expected.pt", weights_only=True)
+    with torch.no_grad():
+        assert torch.equal(model.encode_indices(expected["images"]), expected["indices"])
+        recon = model.decode(model.encode(expected["images"]))
+        decoded = model.decode_indices(torch.arange(16).view(1, 4, 4))
+    # Equal up to another CPU's float32 kernel rounding; a wrong codebook or layer moves them by far more.
+    assert torch.allclose(recon, expected["recon"], rtol=0, atol=1e-5)
+    assert torch.allclose(decoded, expected["decoded"], rtol=0, atol=1e-5)

@@ -17,13 +17,17 @@ from tests.conftest import REPO
 STEPS = 30  # crosses the first epoch boundary of digits (21 steps of 64)
 # The kill lands at or a few steps after these (fast steps run on while the test reacts), early
 # enough that the run cannot finish first; the AE's lands around the epoch-end checkpoint (step 21).
-KILL_AT = {"ae": 20, "vae": 9, "vqgan": 14, "ddpm": 17}
+KILL_AT = {"ae": 20, "vae": 9, "vqgan": 14, "ddpm": 17, "vqvae_lfq": 12}
 
 FAMILIES = {
     "ae": ["--config", "configs/ae_digits.yaml"],
     "vae": ["--config", "configs/vae_digits.yaml"],
     # Two optimizers (manual optimization); the discriminator starts early so both phases are resumed.
     "vqgan": ["--config", "configs/vqgan_digits.yaml", "model.disc_start=10", "model.hidden_channels=16"],
+    # Lookup-free quantization: its entropy term and usage counters (the learned codebook's EMA and restarts
+    # are resumed by the vqgan run).
+    "vqvae_lfq": ["--config", "configs/vqvae_digits.yaml", "model.quantizer={name: lfq, num_codes: 16}",
+                  "model.quantizer.dead_code_steps=3"],
     # Power EMAs (their snapshots too) and a warm-up + cosine learning-rate schedule are part of the resumed state.
     "ddpm": ["--config", "configs/ddpm_digits.yaml", "model.base_channels=16", "model.num_res_blocks=1",
              "run.sample_options={steps: 2}", "model.ema={name: power, sigma_rels: [0.05, 0.1], snapshot_every: 4}"],

@@ -60,14 +60,18 @@ FAMILY = {"ddpm": {"name": "ddpm"}, "diffusion": {"name": "diffusion"}, "vqvae":
     ("vae", "gaussian_std", 0.0, r"model.gaussian_std: expected a number > 0 \(or null\)"),
     ("vae", "latent_dim", 0, "model.latent_dim: expected an integer >= 1"),
     ("dae", "noise_level", -0.1, "model.noise_level: expected a number >= 0"),
-    ("vqvae", "num_codes", 1, "model.num_codes: expected an integer >= 2"),
-    ("vqvae", "codebook_ema_decay", 1.0, r"model.codebook_ema_decay: expected a number in \(0, 1\) \(or null\)"),
-    ("vqvae", "dead_code_steps", 0, "model.dead_code_steps: expected an integer >= 1"),
+    ("vqvae", "quantizer", {"name": "vq", "num_codes": 1}, "model.quantizer.num_codes: expected an integer >= 2"),
+    ("vqvae", "quantizer", {"name": "vq", "codebook_ema_decay": 1.0},
+     r"model.quantizer.codebook_ema_decay: expected a number in \(0, 1\) \(or null\)"),
+    ("vqvae", "quantizer", {"name": "vq", "dead_code_steps": 0}, "model.quantizer.dead_code_steps: expected an integer >= 1"),
+    ("vqvae", "quantizer", {"name": "fsq", "levels": [8, 1]}, r"model.quantizer.levels: expected an integer >= 2 at item 1"),
+    ("vqvae", "quantizer", {"name": "lfq", "temperature": 0.0}, "model.quantizer.temperature: expected a number > 0"),
+    ("vqvae", "quantizer", {"name": "rvq"}, "model.quantizer.name: unknown quantizer 'rvq'"),
     ("vqvae", "num_downsamples", -1, "model.num_downsamples: expected an integer >= 0"),
     ("vqgan", "disc_start", -5, "model.disc_start: expected an integer >= 0"),
     ("vqgan", "disc_lr", 0.0, r"model.disc_lr: expected a number > 0 \(or null\)"),
     ("vqgan", "grad_clip", -1.0, r"model.grad_clip: expected a number > 0 \(or null\)"),
-    ("vqgan", "num_codes", 1, "model.num_codes: expected an integer >= 2"),  # forwarded to VQVAE, still checked
+    ("vqgan", "quantizer", {"name": "vq", "num_codes": 1}, "model.quantizer.num_codes: expected an integer >= 2"),
     ("diffusion", "ema", {"name": "exponential", "decay": 1.0}, r"model.ema.decay: expected a number in \[0, 1\)"),
     ("ddpm", "label_dropout", 1.0, r"model.label_dropout: expected a number in \[0, 1\)"),
     ("diffusion", "objective", {"name": "edm", "sigma_data": 0.0}, "model.objective.sigma_data: expected a number > 0"),
@@ -125,12 +129,21 @@ def test_no_datamodule_restates_the_loader_arguments(name):
 def test_a_family_default_for_a_forwarded_argument_reaches_the_config_and_the_object():
     vqgan, vqvae = registry.resolve("model", "vqgan"), registry.resolve("model", "vqvae")
     schema = parameters(vqgan)
-    assert (schema["lr"].default, schema["betas"].default, schema["num_codes"].default) == (1e-4, (0.5, 0.9), 1024)
-    assert parameters(vqvae)["num_codes"].default == 512  # VQGAN's defaults stay its own
-    assert forward(vqgan, {"num_codes": 16})["num_codes"] == 16 and forward(vqgan, {})["lr"] == 1e-4
+    assert (schema["lr"].default, schema["betas"].default) == (1e-4, (0.5, 0.9))
+    assert schema["quantizer"].default == {"name": "vq", "num_codes": 1024}
+    assert parameters(vqvae)["quantizer"].default == "vq"  # VQGAN's defaults stay its own
+    assert forward(vqgan, {"quantizer": "fsq"})["quantizer"] == "fsq" and forward(vqgan, {})["lr"] == 1e-4
     cfg = validate({"model": {"name": "vqgan", "image_size": 8, "perceptual_weight": 0.0, "disc_layers": 1},
                     "data": {"name": "digits"}})
-    assert (cfg.model["lr"], cfg.model["betas"], cfg.model["num_codes"]) == (1e-4, (0.5, 0.9), 1024)
+    assert (cfg.model["lr"], cfg.model["betas"], cfg.model["quantizer"]["num_codes"]) == (1e-4, (0.5, 0.9), 1024)
+    # A section naming the default quantizer keeps the family's other settings, as config sections merge.
+    cfg = validate({"model": {"name": "vqgan", "image_size": 8, "perceptual_weight": 0.0, "disc_layers": 1,
+                              "quantizer": {"name": "vq", "code_dim": 8}}, "data": {"name": "digits"}})
+    assert (cfg.model["quantizer"]["num_codes"], cfg.model["quantizer"]["code_dim"]) == (1024, 8)
+    # So does a section that names no quantizer (what model.quantizer.code_dim=8 on the command line gives).
+    cfg = validate({"model": {"name": "vqgan", "image_size": 8, "perceptual_weight": 0.0, "disc_layers": 1,
+                              "quantizer": {"code_dim": 8}}, "data": {"name": "digits"}})
+    assert cfg.model["quantizer"] == {**cfg.model["quantizer"], "name": "vq", "num_codes": 1024, "code_dim": 8}
     model = vqgan(**{k: v for k, v in cfg.model.items() if k != "name"})
     assert (model.lr, model.betas, model.num_codes) == (1e-4, (0.5, 0.9), 1024)
     built_in_python = vqgan(image_size=8, perceptual_weight=0.0, disc_layers=1)  # no config: the same defaults
@@ -151,7 +164,7 @@ def test_a_model_built_in_python_stores_every_argument_even_forwarded_defaults()
     model = vqgan(image_size=8, perceptual_weight=0.0, disc_layers=1)
     saved = dict(model.hparams)
     assert set(parameters(vqgan)) <= set(saved)
-    assert (saved["lr"], saved["betas"], saved["num_codes"], saved["channels"]) == (1e-4, (0.5, 0.9), 1024, 3)
+    assert (saved["lr"], saved["betas"], saved["quantizer"]["num_codes"], saved["channels"]) == (1e-4, (0.5, 0.9), 1024, 3)
     again = vqgan(**saved)
     assert dict(again.hparams) == saved
 

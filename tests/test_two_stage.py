@@ -57,7 +57,7 @@ PIPELINES = {
     ),
     "prior_vqvae_digits": Pipeline(
         "prior_vqvae_digits",
-        stage1_tiny=("model.hidden_channels=8", "model.num_codes=16", "model.code_dim=4"),
+        stage1_tiny=("model.hidden_channels=8", "model.quantizer.num_codes=16", "model.quantizer.code_dim=4"),
         stage2_tiny=("model.n_layer=1", "model.n_head=2", "model.n_embd=16"),
         # Class-conditional: two images of each of the labels 0..3, one row per label.
         sample_args=("--num", "8", "--labels", "0-3"),
@@ -68,7 +68,7 @@ PIPELINES = {
         # LPIPS needs ImageNet VGG weights, not available offline; the discriminator starts at step 1
         # so both GAN phases run.
         stage1_tiny=("data.image_size=16", "data.batch_size=2", "model.hidden_channels=8", "model.num_res_blocks=1",
-                     "model.num_codes=16", "model.code_dim=4", "model.perceptual_weight=0", "model.disc_start=1",
+                     "model.quantizer.num_codes=16", "model.quantizer.code_dim=4", "model.perceptual_weight=0", "model.disc_start=1",
                      "model.disc_channels=8", "model.disc_layers=2"),
         stage2_tiny=("data.image_size=16", "data.batch_size=2", "model.n_layer=1", "model.n_head=2", "model.n_embd=16",
                      "model.warmup_steps=1", "run.sample_options={'temperature': 1.0, 'top_k': 5}"),

@@ -57,7 +57,8 @@ def compare(runs: list[RunInfo], out: str | Path, *, sweep=None, environ: dict[s
         Heading("Plots"),
     ]
     drawn = [*plots.plot_losses(runs, figures), plots.plot_fid_vs_images(runs, figures),
-             plots.plot_sample_grids(runs, figures), plots.plot_fid_vs_cost(runs, figures)]
+             plots.plot_sample_grids(runs, figures), plots.plot_fid_vs_cost(runs, figures),
+             plots.plot_rate_distortion(runs, figures)]
     for figure in drawn:
         blocks.append(Heading(figure.title, 3))
         blocks.append(Image(figure.path, figure.caption) if figure.path else Text(f"Not drawn: {figure.caption}."))

@@ -4,7 +4,10 @@
   sampler (timed after a warm-up call), and a grid drawn from a fixed seed (the same for every run,
   so grids compare at equal seeds).
 - ``measures/reconstruction.json``: for families that reconstruct, the mean squared error on [0, 1]
-  pixels and LPIPS (when its backbone weights are on disk and the images are large enough).
+  pixels and LPIPS (when its backbone weights are on disk and the images are large enough); for those
+  that code images as a grid of discrete codes (the VQ families, whatever their quantizer) also the rate:
+  bits per image at face value (``h * w * log2 K``) and as the codes' entropy on the split (what an entropy
+  coder of single codes would spend), with the codebook's use on the split.
 - ``likelihood/bpd_*.json``: the bits-per-dimension record of ``lit_gen.metrics.likelihood``.
 
 Each record says how it was made (split, N, seed, device); a measure that cannot be made records
@@ -21,7 +24,7 @@ from pathlib import Path
 import torch
 
 from lit_gen.comparing.collect import RunInfo
-from lit_gen.models.capabilities import Autoencoding
+from lit_gen.models.capabilities import Autoencoding, CodeAutoencoding
 from lit_gen.runs import atomic_write_text
 
 log = logging.getLogger(__name__)
@@ -76,17 +79,39 @@ def measure_reconstruction(model, run: RunInfo, dataset, *, split: str, count: i
         lpips = lpips.to(device)
     model.eval()
     squared = distance = 0.0
+    coded = isinstance(model, CodeAutoencoding)
+    counts = torch.zeros(model.num_codes, dtype=torch.float64) if coded else None
     for x, _ in DataLoader(Subset(dataset, range(count)), batch_size=batch_size, shuffle=False):
         x = x.to(device)
         recon = model.decode(model.encode(x)).clamp(-1, 1)
         squared += float(((recon - x) / 2).pow(2).flatten(1).mean(1).double().sum())
         if lpips is not None:
             distance += float(lpips(recon, x).double().sum())
-    return _write(path, {
+        if coded:
+            counts += torch.bincount(model.encode_indices(x).flatten().cpu(), minlength=model.num_codes).double()
+    record = {
         "mse": squared / count, "lpips": distance / count if lpips is not None else None,
         "lpips_reason": lpips_reason, "split": split, "count": count, "pixel_range": "[0, 1]",
         "code": model.encoded_as,
-    })
+    }
+    if coded:
+        record.update(code_rate(counts, model.code_shape, model.num_codes))
+        record["quantizer"] = getattr(model, "hparams", {}).get("quantizer")
+    return _write(path, record)
+
+
+def code_rate(counts, code_shape: tuple[int, int], num_codes: int) -> dict:
+    """Bits per image of a code grid: at face value (every code equally likely) and as the entropy of the
+    codes' histogram ``counts`` (single codes, no context); the share of codes used and their perplexity."""
+    import math
+
+    positions = code_shape[0] * code_shape[1]
+    probs = counts / counts.sum()
+    nonzero = probs[probs > 0]
+    entropy_bits = float(-(nonzero * nonzero.log2()).sum())
+    return {"bits_per_image": positions * math.log2(num_codes), "entropy_bits_per_image": positions * entropy_bits,
+            "codes_used": float((counts > 0).double().mean()), "code_perplexity": 2.0 ** entropy_bits,
+            "num_codes": num_codes, "code_grid": list(code_shape)}
 
 
 def _lpips(dataset):

@@ -131,6 +131,55 @@ def plot_fid_vs_cost(runs: list[RunInfo], folder: Path) -> Figure:
     return Figure(title, _save(figure, folder / "fid_sampling_cost.png"), "Lower left is better.")
 
 
+def quantizer_kind(record: dict) -> str:
+    """A reconstruction record's quantizer as a short name: vq, vq + rotation, fsq, lfq."""
+    section = record.get("quantizer") or {}
+    name = section.get("name", "codes")
+    return f"{name} + rotation" if section.get("rotation_trick") else name
+
+
+def plot_rate_distortion(runs: list[RunInfo], folder: Path) -> Figure:
+    """Reconstruction error against bits per image for the runs that code images (any quantizer).
+
+    Runs of one family and quantizer kind with the same code count (seeds of one setting) are one point:
+    their mean, with bars from the lowest to the highest run; a kind's code counts are joined by a line."""
+    import statistics
+
+    title = "Reconstruction against bits per image"
+    groups: dict[tuple[str, str], dict[int, list[tuple[float, float]]]] = {}
+    for run in runs:
+        record = run.measures.get("reconstruction") or {}
+        if record.get("mse") is None or record.get("entropy_bits_per_image") is None:
+            continue
+        series = (run.family, quantizer_kind(record))
+        groups.setdefault(series, {}).setdefault(record["num_codes"], []).append(
+            (record["entropy_bits_per_image"], record["mse"]))
+    if not groups:
+        return Figure(title, None, "needs runs of a VQ family measured with --measure (reconstruction and its codes)")
+    figure, ax = _figure()
+    several_families = len({family for family, _ in groups}) > 1
+    for (family, kind), by_count in sorted(groups.items()):
+        xs, ys, low, high = [], [], [], []
+        for count in sorted(by_count):
+            points = by_count[count]
+            mses = [mse for _, mse in points]
+            xs.append(statistics.fmean(bits for bits, _ in points))
+            ys.append(statistics.fmean(mses))
+            low.append(ys[-1] - min(mses))
+            high.append(max(mses) - ys[-1])
+        label = f"{family} {kind}" if several_families else kind
+        ax.errorbar(xs, ys, yerr=[low, high], marker="o", markersize=4, capsize=3, label=label)
+    ax.set_yscale("log")
+    ax.set_xlabel("bits per image (entropy of the codes on the split)")
+    ax.set_ylabel("reconstruction MSE ([0, 1] pixels)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    return Figure(title, _save(figure, folder / "rate_distortion.png"),
+                  "One point per quantizer and code count: the mean over its runs, bars from the lowest to the highest "
+                  "run. Bits: entropy of the codes on the measured split (h * w * log2 K at face value is in the "
+                  "table). Lower left is better.")
+
+
 def plot_sample_grids(runs: list[RunInfo], folder: Path) -> Figure:
     """The runs' sample grids side by side: the fixed-seed grid of --measure, else the run's last grid."""
     from PIL import Image

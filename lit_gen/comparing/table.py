@@ -116,7 +116,7 @@ def build_table(runs: list[RunInfo]) -> Table:
     for p in protocols:
         columns += [titles[p], titles[p].replace(p[0], p[0].replace("FID", "KID"), 1),
                     titles[p].replace(p[0], p[0].replace("FID", "IS"), 1)]
-    columns += ["reconstruction MSE", "LPIPS", "bits/dim", "likelihood bound", "bits/code"]
+    columns += ["reconstruction MSE", "LPIPS", "bits/image", "bits/dim", "likelihood bound", "bits/code"]
     notes = {titles[p]: describe_protocol(p) for p in protocols}
 
     rows = []
@@ -157,12 +157,19 @@ def build_table(runs: list[RunInfo]) -> Table:
 def _reconstruction_cells(run: RunInfo) -> list[Cell]:
     record = run.measures.get("reconstruction")
     if not record:
-        return [blank(NOT_MEASURED), blank(NOT_MEASURED)]
+        return [blank(NOT_MEASURED)] * 3
     if record.get("mse") is None:  # the model said why (measure_reconstruction asks it)
-        return [blank(record["reason"]), blank(record["reason"])]
+        return [blank(record["reason"])] * 3
     note = f"{record['split']} N={record['count']}"
+    if record.get("bits_per_image") is not None:
+        rate = number(record["entropy_bits_per_image"], ".1f", "",
+                      f"entropy of the codes on {note}; {record['bits_per_image']:.0f} at face value "
+                      f"({record['code_grid'][0]}x{record['code_grid'][1]} codes of {record['num_codes']}), "
+                      f"{100 * record['codes_used']:.0f}% of the codes used")
+    else:
+        rate = blank("only a model that codes images as discrete codes has a rate in bits per image")
     return [number(record.get("mse"), ".5f", record.get("reason") or "", note),
-            number(record.get("lpips"), ".4f", record.get("lpips_reason") or record.get("reason") or "")]
+            number(record.get("lpips"), ".4f", record.get("lpips_reason") or record.get("reason") or ""), rate]
 
 
 def _likelihood_cells(run: RunInfo) -> list[Cell]:

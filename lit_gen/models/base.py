@@ -21,7 +21,7 @@ from lit_gen.errors import ConfigError
 from lit_gen.lightning_adapter import attached_trainer, gradients_are_local, should_update_logs
 from lit_gen.models.running_means import RunningMeans
 from lit_gen.rules import Fraction, NonNegativeFloat, NonNegativeInt, PositiveFloat
-from lit_gen.signatures import parameters
+from lit_gen.signatures import complete_sections, component_arguments, parameters
 
 
 class LossOutput(NamedTuple):
@@ -120,17 +120,23 @@ class GenerativeModule(L.LightningModule):
         """Lightning's, plus the defaults of arguments forwarded through ``**kwargs``.
 
         Lightning stores a forwarded argument only when the caller gave it; the checkpoint then keeps
-        every argument anyway, so it rebuilds the same model if a family's defaults change later.
+        every argument anyway, so it rebuilds the same model if a family's defaults change later. For the
+        same reason component sections (``model.quantizer``, ``model.objective``...) are stored complete.
         """
         super().save_hyperparameters(*args, ignore=ignore, frame=frame or inspect.currentframe().f_back, logger=logger)
         if args:
             return
         skipped = set([ignore] if isinstance(ignore, str) else ignore or [])
+        stored = {}
         for name, param in parameters(type(self)).items():
             if name not in self._hparams and name not in skipped and param.default is not inspect.Parameter.empty:
-                self._hparams[name] = param.default
-                if hasattr(self, "_hparams_initial"):
-                    self._hparams_initial[name] = param.default
+                stored[name] = param.default
+        sections = complete_sections(type(self), {**stored, **{k: self._hparams[k] for k in component_arguments(type(self))
+                                                               if k in self._hparams}})
+        for name, value in {**stored, **sections}.items():
+            self._hparams[name] = value
+            if hasattr(self, "_hparams_initial"):
+                self._hparams_initial[name] = value
 
     # ------------------------------------------------------------------ to implement per family
     def loss(self, batch) -> LossOutput:

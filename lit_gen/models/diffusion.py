@@ -33,7 +33,7 @@ from lit_gen.nn import draws, layers
 from lit_gen.nn.layers import Conditioning
 from lit_gen.nn.unet import UNet
 from lit_gen.rules import Component, Fraction, PositiveInt
-from lit_gen.signatures import Added, Moved, build_component, component_section, forward
+from lit_gen.signatures import Added, Moved, build_component, forward
 
 log = logging.getLogger(__name__)
 
@@ -136,9 +136,8 @@ class Diffusion(GenerativeModule):
         **optimizer,
     ) -> None:
         super().__init__(**forward(Diffusion, optimizer))
-        objective = component_section("model.objective", objective, "objective")  # complete, in the checkpoint too
-        ema = component_section("model.ema", ema, "ema")
-        self.save_hyperparameters()
+        self.save_hyperparameters()  # component sections complete, in the checkpoint too
+        objective, ema = self.hparams["objective"], self.hparams["ema"]
         unknown = sorted(set(default_sampler or {}) - set(self.SAMPLE_DEFAULTS))
         if unknown:
             raise ConfigError(f"model.default_sampler: unknown sample() option(s) {', '.join(unknown)}; "

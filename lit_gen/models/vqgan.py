@@ -64,9 +64,9 @@ class VQGAN(VQVAE):
     """VQ-VAE trained with perceptual and adversarial losses; two optimizers, manual optimization.
 
     Args:
-        channels, image_size, hidden_channels, num_res_blocks, num_downsamples, num_codes, code_dim,
-        beta, codebook_ema_decay, dead_code_steps, restart_dead_codes: the autoencoder, passed on to ``VQVAE``
-            (defaults here: 3 channels, 64 px, width 128, 3 halvings to an 8x8 grid, 1024 codes).
+        channels, image_size, hidden_channels, num_res_blocks, num_downsamples, quantizer: the autoencoder,
+            passed on to ``VQVAE`` (defaults here: 3 channels, 64 px, width 128, 3 halvings to an 8x8 grid, a
+            learned codebook of 1024 codes).
         recon_loss ("l1" | "l2", default "l1"): pixel reconstruction loss (mean per pixel).
         perceptual_weight (float, default 1.0): weight w_p of the LPIPS term; 0 never builds LPIPS
             (no backbone weights needed). LPIPS is built when training starts, not when a
@@ -89,14 +89,14 @@ class VQGAN(VQVAE):
             betas and weight decay at a constant ``disc_lr``.
 
     Logged per step: ``train/loss`` (L_G), ``recon``, ``perceptual``, ``g_adv``, ``disc_lambda``,
-    ``codebook``, ``commitment``, ``perplexity``, and once the discriminator is on ``d_loss``,
+    the quantizer's loss terms (as ``VQVAE``), ``perplexity``, and once the discriminator is on ``d_loss``,
     ``logits_real``, ``logits_fake``; per epoch the code usage of ``VQVAE``. Non-finite losses
     skip their optimizer step (on every DDP rank) with a warning instead of corrupting the weights.
     """
 
     #: VQGAN's defaults for the arguments it passes on to ``VQVAE`` (and its optimizer's).
     ARGUMENT_DEFAULTS: ClassVar[dict] = {"channels": 3, "image_size": 64, "hidden_channels": 128, "num_downsamples": 3,
-                                         "num_codes": 1024, "lr": 1e-4, "betas": (0.5, 0.9)}
+                                         "quantizer": {"name": "vq", "num_codes": 1024}, "lr": 1e-4, "betas": (0.5, 0.9)}
 
     def __init__(
         self,
@@ -179,9 +179,9 @@ class VQGAN(VQVAE):
                 rec_total, g_adv, self.decoder.last_layer.weight, self.max_disc_lambda)
         else:
             g_adv = disc_lambda = recon.new_zeros(())
-        total = rec_total + disc_lambda * g_adv + q.codebook + q.commitment
+        total = rec_total + disc_lambda * g_adv + q.loss
         terms = {"recon": recon, "perceptual": perceptual, "g_adv": g_adv, "disc_lambda": disc_lambda,
-                 "codebook": q.codebook, "commitment": q.commitment, "perplexity": q.perplexity}
+                 **q.losses, "perplexity": q.perplexity}
         return LossOutput(total, terms), x_hat
 
     def loss(self, batch) -> LossOutput:

@@ -1,11 +1,13 @@
 """VQ-VAE (van den Oord et al. 2017, "Neural Discrete Representation Learning").
 
-A convolutional encoder maps an image to a grid of vectors, each snapped to its nearest code in a
-learned codebook; the decoder rebuilds the image from the codes. The loss is the paper's
+A convolutional encoder maps an image to a grid of vectors, each replaced by a code of the quantizer
+(``model.quantizer``: the paper's learned codebook ``vq``, optionally with the rotation trick; finite scalar
+quantization ``fsq``; lookup-free quantization ``lfq``; see ``lit_gen.nn.quantizers``); the decoder rebuilds
+the image from the codes. The loss is the reconstruction plus the quantizer's terms; with ``vq`` the paper's
 
     loss = ||x - D(z_q)||^2 + ||sg[z_e] - e||^2 + beta * ||z_e - sg[e]||^2
 
-(reconstruction, codebook, commitment; see ``lit_gen.nn.quantizer``). A VQ-VAE alone is not a
+(reconstruction, codebook, commitment). A VQ-VAE alone is not a
 sampler: real samples come from an autoregressive prior over its codes
 (``lit_gen.models.prior.CodePrior``, config ``configs/prior_vqvae_digits.yaml``). ``sample()``
 here decodes uniformly drawn codes, the baseline a prior must beat.
@@ -24,9 +26,9 @@ from lit_gen.errors import ConfigError
 from lit_gen.models.base import GenerativeModule, LossOutput, to_unit_range
 from lit_gen.nn import draws
 from lit_gen.nn.codec import ConvDecoder, ConvEncoder
-from lit_gen.nn.quantizer import Quantized, VectorQuantizer
-from lit_gen.rules import NonNegativeFloat, NonNegativeInt, PositiveInt, Range
-from lit_gen.signatures import Renamed, forward
+from lit_gen.nn.quantizers import Quantized, Quantizer
+from lit_gen.rules import Component, NonNegativeInt, PositiveInt
+from lit_gen.signatures import Moved, build_component, forward
 
 log = logging.getLogger(__name__)
 
@@ -42,25 +44,26 @@ class VQVAE(GenerativeModule):
         num_res_blocks (int, default 2): residual blocks per resolution level.
         num_downsamples (int, default 2): halvings from the image to the code grid
             (code grid side = image_size / 2 ** num_downsamples).
-        num_codes (int, default 512): codebook size K.
-        code_dim (int, default 64): dimension of each code.
-        beta (float, default 0.25): weight of the commitment term (the paper's beta).
-        codebook_ema_decay (float | None, default None): EMA codebook updates with this decay (e.g. 0.99)
-            instead of the codebook loss; None learns codes by gradient.
-        dead_code_steps (int, default 100): training steps without use after which a code is dead.
-        restart_dead_codes (bool, default False): replace dead codes with random encoder outputs.
+        quantizer (str | dict, default "vq"): the quantizer and its settings, ``{name: vq | fsq | lfq, ...}``
+            (``lit_gen.nn.quantizers``): ``vq`` takes ``num_codes`` (512), ``code_dim`` (64), ``beta``,
+            ``codebook_ema_decay``, ``dead_code_steps``, ``restart_dead_codes``, ``rotation_trick``; ``fsq``
+            takes ``levels`` (or ``num_codes`` for the paper's recommended levels); ``lfq`` takes ``num_codes``
+            (a power of two) and its loss weights. A section naming the default quantizer merges into it.
         lr (float, default 2e-4), weight_decay, betas, warmup_steps, lr_schedule: see ``GenerativeModule``.
 
-    Logged: ``train/loss``, ``train/recon`` (MSE per pixel), ``train/codebook``, ``train/commitment``,
-    ``train/perplexity`` (per batch); once per epoch ``train/code_perplexity``, ``train/codes_used``
-    (fraction of the codebook used in the epoch) and ``train/dead_codes``.
+    Logged: ``train/loss``, ``train/recon`` (MSE per pixel), each of the quantizer's loss terms
+    (``train/codebook`` and ``train/commitment`` for vq, ``train/entropy`` and ``train/commitment`` for lfq,
+    none for fsq), ``train/perplexity`` (per batch); once per epoch, the same for every quantizer,
+    ``train/code_perplexity``, ``train/codes_used`` (fraction of the codebook used in the epoch) and
+    ``train/dead_codes``.
     """
 
-    #: Arguments renamed since release; a config using the old name fails naming the new one, and
-    #: checkpoints saved with it still load (``lit_gen.signatures.upgrade_arguments``). ``ema_decay``
-    #: names only the diffusion family's weight EMA now.
-    RENAMED_ARGUMENTS: ClassVar[dict[str, Renamed]] = {
-        "ema_decay": Renamed("codebook_ema_decay", "the codebook EMA; ema_decay is the weight EMA of the diffusion family only"),
+    #: Settings of the learned codebook that were the family's own before the quantizer had a section
+    #: (``ema_decay`` is what ``codebook_ema_decay`` was called first).
+    MOVED_ARGUMENTS: ClassVar[dict[str, Moved]] = {
+        **{name: Moved("quantizer", name, "vq") for name in
+           ("num_codes", "code_dim", "beta", "codebook_ema_decay", "dead_code_steps", "restart_dead_codes")},
+        "ema_decay": Moved("quantizer", "codebook_ema_decay", "vq"),
     }
 
     #: This family's defaults for the optimizer arguments it forwards to ``GenerativeModule``.
@@ -73,12 +76,7 @@ class VQVAE(GenerativeModule):
         hidden_channels: PositiveInt = 64,
         num_res_blocks: NonNegativeInt = 2,
         num_downsamples: NonNegativeInt = 2,
-        num_codes: Annotated[int, Range(ge=2)] = 512,
-        code_dim: PositiveInt = 64,
-        beta: NonNegativeFloat = 0.25,
-        codebook_ema_decay: Annotated[float, Range(gt=0, lt=1)] | None = None,
-        dead_code_steps: PositiveInt = 100,
-        restart_dead_codes: bool = False,
+        quantizer: Annotated[str | dict, Component("quantizer")] = "vq",
         **optimizer,
     ) -> None:
         super().__init__(**forward(VQVAE, optimizer))
@@ -87,19 +85,22 @@ class VQVAE(GenerativeModule):
                 f"model.image_size {image_size} is not divisible by 2 ** num_downsamples = {2 ** num_downsamples}; "
                 f"lower num_downsamples or set data.image_size to a multiple of {2 ** num_downsamples}"
             )
-        self.save_hyperparameters()
+        self.save_hyperparameters()  # the quantizer section complete, merged into the family's default
         self.channels = channels
         self.image_size = image_size
-        self.num_codes = num_codes
         side = image_size // 2 ** num_downsamples
         #: (h, w) of the code grid; a prior models h * w codes in raster order.
         self.code_shape = (side, side)
 
+        try:
+            self.quantizer: Quantizer = build_component("quantizer", self.hparams["quantizer"])
+        except ValueError as exc:
+            raise ConfigError(f"model.quantizer: {exc}") from None
+        self.num_codes = self.quantizer.num_codes
+        code_dim = self.quantizer.code_dim
         widths = (hidden_channels,) * (num_downsamples + 1)  # one width at every level
         self.encoder = ConvEncoder(channels, widths, hidden_channels, num_res_blocks)
         self.pre_quant = nn.Conv2d(hidden_channels, code_dim, 1)
-        self.quantizer = VectorQuantizer(num_codes, code_dim, beta=beta, codebook_ema_decay=codebook_ema_decay,
-                                         dead_code_steps=dead_code_steps, restart_dead_codes=restart_dead_codes)
         self.post_quant = nn.Conv2d(code_dim, hidden_channels, 1)
         self.decoder = ConvDecoder(hidden_channels, widths, channels, num_res_blocks)
         self._warned_no_prior = False
@@ -133,9 +134,7 @@ class VQVAE(GenerativeModule):
 
     def latent_to_indices(self, z: Tensor) -> Tensor:
         """Nearest code of each position of a latent (B, code_dim, h, w) -> (B, h, w) int64 (no state updates)."""
-        b, d, h, w = z.shape
-        flat = z.permute(0, 2, 3, 1).reshape(-1, d).float()
-        return self.quantizer.nearest_codes(flat).view(b, h, w)
+        return self.quantizer.indices_of(z)
 
     def decode_indices(self, indices: Tensor) -> Tensor:
         """Code indices (B, h, w) int64 -> images in [-1, 1]."""
@@ -147,9 +146,7 @@ class VQVAE(GenerativeModule):
         x, _ = batch
         x_hat, q = self(x)
         recon = F.mse_loss(x_hat, x)
-        total = recon + q.codebook + q.commitment
-        return LossOutput(total, {"recon": recon, "codebook": q.codebook, "commitment": q.commitment,
-                                  "perplexity": q.perplexity})
+        return LossOutput(recon + q.loss, {"recon": recon, **q.losses, "perplexity": q.perplexity})
 
     def on_train_epoch_start(self) -> None:
         super().on_train_epoch_start()

@@ -30,13 +30,16 @@ def runs(tmp_path_factory):
     assert fit(["--config", "configs/ae_digits.yaml", *common, "--run-id", "ae"]) == 0
     assert fit(["--config", "configs/vae_digits.yaml", "model.likelihood=gaussian", *common, "--run-id", "vae"]) == 0
     assert fit(["--config", "configs/vqvae_digits.yaml", *common, "--run-id", "vq"]) == 0
+    assert fit(["--config", "configs/vqvae_digits.yaml", "model.quantizer={name: fsq, levels: [5, 3, 2]}", *common,
+                "--run-id", "fsq"]) == 0
     first_stage = out / "vqvae_digits" / "vq" / "checkpoints" / "last.ckpt"
     assert fit(["--config", "configs/prior_vqvae_digits.yaml", f"model.first_stage={first_stage}", "model.n_layer=1",
                 "model.n_embd=32", *common, "--run-id", "prior"]) == 0
     assert fit(["--config", "configs/ddpm_digits.yaml", "model.base_channels=8", "model.num_res_blocks=1",
                 "model.objective.timesteps=50", "run.sample_options={steps: 5}", *common, "--run-id", "ddpm"]) == 0
     return {name: out / folder / name for name, folder in
-            [("ae", "ae_digits"), ("vae", "vae_digits"), ("vq", "vqvae_digits"), ("prior", "prior_vqvae_digits"),
+            [("ae", "ae_digits"), ("vae", "vae_digits"), ("vq", "vqvae_digits"), ("fsq", "vqvae_digits"),
+             ("prior", "prior_vqvae_digits"),
              ("ddpm", "ddpm_digits")]}
 
 
@@ -106,6 +109,32 @@ def test_report_has_a_row_per_run_with_bits_per_dim_where_a_family_defines_it(re
     # The record evaluate --bpd would write is kept in the run for later comparisons.
     record = json.loads(next((runs["ddpm"] / "likelihood").glob("bpd_*.json")).read_text())
     assert (record["split"], record["count"], record["timesteps"], record["terms"]) == ("test", 64, 50, 49)
+
+
+@torch.no_grad()
+def test_every_quantizer_has_its_rate_in_bits_per_image(report, runs):
+    from lit_gen.checkpoints import load_model
+    from lit_gen.metrics.reference import datamodule_for_checkpoint
+
+    markdown = (report / "report.md").read_text()
+    column = {name: i for i, name in enumerate(row_of(markdown, "run"))}
+    datamodule, _ = datamodule_for_checkpoint(runs["vq"] / "checkpoints" / "last.ckpt")
+    test_set = datamodule.dataset("test")
+    images = torch.stack([test_set[i][0] for i in range(64)])
+    for name, levels in (("vq", 32), ("fsq", 30)):
+        record = json.loads((runs[name] / "measures" / "reconstruction.json").read_text())
+        model = load_model(runs[name] / "checkpoints" / "last.ckpt").eval()
+        counts = torch.bincount(model.encode_indices(images).flatten(), minlength=model.num_codes).double()
+        probs = counts[counts > 0] / counts.sum()
+        # 4x4 codes per 8x8 digit: 16 positions of log2 K bits at face value; the entropy of the codes used.
+        assert record["bits_per_image"] == pytest.approx(16 * math.log2(levels))
+        assert record["entropy_bits_per_image"] == pytest.approx(16 * float(-(probs * probs.log2()).sum()), rel=1e-9)
+        assert record["quantizer"]["name"] == name
+        row = row_of(markdown, f"vqvae_digits/{name}")
+        assert row[column["bits/image"]].startswith(f"{record['entropy_bits_per_image']:.1f} ")
+    assert (report / "figures" / "rate_distortion.png").is_file()
+    prior = row_of(markdown, "prior_vqvae_digits/prior")
+    assert prior[column["bits/image"]].startswith("–")  # a prior samples codes; it has no rate of its own
 
 
 def test_html_is_self_contained_and_holds_every_figure(report):
@@ -189,8 +218,12 @@ def test_evaluate_bpd_writes_a_record_with_its_protocol(runs, capsys, tmp_path):
 def test_compare_measure_refuses_diffusion_terms_out_of_range_in_one_line(runs, tmp_path, capsys):
     from lit_gen.compare import main
 
+    import shutil
+
+    run = tmp_path / "ddpm_digits" / "ddpm"  # a copy: --refresh rewrites measures other tests read
+    shutil.copytree(runs["ddpm"], run)
     with pytest.raises(SystemExit) as info:
-        run_main(main, [str(runs["ddpm"]), "--measure", "--refresh", "--bpd-terms", "100000", "--out", str(tmp_path / "c")])
+        run_main(main, [str(run), "--measure", "--refresh", "--bpd-terms", "100000", "--out", str(tmp_path / "c")])
     assert info.value.code == 2
     err = capsys.readouterr().err.strip()
     assert "terms=100000: choose 1 .. 49" in err and len(err.splitlines()) == 1

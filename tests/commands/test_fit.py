@@ -48,9 +48,12 @@ def test_checkpoint_alone_rebuilds_an_identical_model(finished_run):
     assert model.sample(4, generator=g).shape == (4, 1, 8, 8)
 
 
-def test_resume_auto_continues_the_same_run(finished_run, cli):
-    run, _ = finished_run
-    out = run.parent.parent
+def test_resume_auto_continues_the_same_run(finished_run, cli, tmp_path):
+    import shutil
+
+    out = tmp_path / "runs"  # a copy of the finished run: resuming it must not change what other tests read
+    run = out / "vae_digits" / "first"
+    shutil.copytree(finished_run[0], run)
     steps_before = json.loads((run / "summary.json").read_text())["global_step"]
     more = [q for q in QUICK if not q.startswith("trainer.max_epochs")] + ["trainer.max_epochs=3"]
     proc = cli("lit_gen.fit", "--config", "configs/vae_digits.yaml", *more, f"run.output_dir={out}",

@@ -24,8 +24,8 @@ def tiny_families(tmp_path) -> dict:
     from lit_gen.models.vqvae import VQVAE
 
     def vqvae():
-        return VQVAE(channels=1, image_size=8, hidden_channels=8, num_res_blocks=1, num_downsamples=1, num_codes=8,
-                     code_dim=4)
+        return VQVAE(channels=1, image_size=8, hidden_channels=8, num_res_blocks=1, num_downsamples=1,
+                     quantizer={"name": "vq", "num_codes": 8, "code_dim": 4})
 
     first_stage = vqvae()
     trainer = L.Trainer(max_steps=1, accelerator="cpu", logger=False, enable_checkpointing=False,

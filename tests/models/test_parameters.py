@@ -6,7 +6,7 @@ from torch import nn
 
 from lit_gen.models.diffusion import Diffusion
 from lit_gen.models.parameters import ParameterCounts, count_parameters
-from lit_gen.nn.quantizer import VectorQuantizer
+from lit_gen.nn.quantizers import VectorQuantizer
 from lit_gen.comparing.run_report import describe_parameters
 
 

@@ -41,7 +41,8 @@ def first_stage_ckpt(tmp_path_factory, _one_thread):
     """Stage 1: a tiny VQ-VAE trained a few steps on digits, saved as a Lightning checkpoint."""
     torch.manual_seed(0)
     model = VQVAE(channels=1, image_size=8, hidden_channels=16, num_res_blocks=1, num_downsamples=1,
-                  num_codes=16, code_dim=8, codebook_ema_decay=0.9, restart_dead_codes=True, dead_code_steps=5, lr=3e-3)
+                  quantizer={"name": "vq", "num_codes": 16, "code_dim": 8, "codebook_ema_decay": 0.9,
+                             "restart_dead_codes": True, "dead_code_steps": 5}, lr=3e-3)
     fit = trainer(max_steps=30)
     fit.fit(model, digits_loader())
     path = tmp_path_factory.mktemp("stage1") / "vqvae.ckpt"
@@ -113,3 +114,30 @@ def test_bad_first_stage_or_shape_are_user_errors(first_stage_ckpt, tmp_path):
     # The model reads no file: a path without the builder's spec is refused with the way to build it.
     with pytest.raises(ConfigError, match=r"a model never opens files itself.*lit_gen.build.build_model"):
         CodePrior(first_stage=str(first_stage_ckpt))
+
+
+@pytest.mark.parametrize("quantizer", [{"name": "fsq", "levels": [4, 2, 2]}, {"name": "lfq", "num_codes": 16},
+                                       {"name": "vq", "num_codes": 16, "code_dim": 4, "rotation_trick": True}])
+def test_a_prior_and_latent_diffusion_work_on_every_quantizer(tmp_path, quantizer):
+    torch.manual_seed(0)
+    stage = VQVAE(channels=1, image_size=8, hidden_channels=8, num_res_blocks=1, num_downsamples=1, lr=3e-3,
+                  quantizer=quantizer)
+    fit = trainer(max_steps=5)
+    fit.fit(stage, digits_loader(128))
+    fit.save_checkpoint(tmp_path / "stage.ckpt")
+
+    prior = build_model("prior", dict(first_stage=str(tmp_path / "stage.ckpt"), n_layer=1, n_head=2, n_embd=16))
+    assert prior.transformer.vocab_size == 16  # the quantizer's codebook, whatever it is
+    trainer(max_steps=3).fit(prior, digits_loader(128))
+    codes = prior.transformer.generate(4, generator=torch.Generator().manual_seed(0))
+    assert 0 <= codes.min() and codes.max() < 16
+    images = prior.sample(4, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(images, (prior.first_stage.decode_indices(codes.view(4, 4, 4)) + 1) / 2)
+
+    ldm = build_model("diffusion", dict(channels=1, image_size=8, base_channels=8, channel_mults=(1,), num_res_blocks=1,
+                                        attention_resolutions=(), norm_groups=4, first_stage=str(tmp_path / "stage.ckpt"),
+                                        objective={"name": "vp", "timesteps": 20}, ema={"name": "exponential", "decay": 0.0}))
+    assert ldm.diffusion_shape == (stage.quantizer.code_dim, 4, 4)
+    trainer(max_steps=2).fit(ldm, digits_loader(64))
+    out = ldm.sample(2, generator=torch.Generator().manual_seed(0), steps=3)
+    assert out.shape == (2, 1, 8, 8) and 0 <= out.min() and out.max() <= 1

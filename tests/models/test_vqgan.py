@@ -22,10 +22,11 @@ def _one_thread():
     torch.set_num_threads(previous)
 
 
-def tiny_vqgan(**kwargs) -> VQGAN:
-    args = dict(channels=1, image_size=8, hidden_channels=8, num_res_blocks=1, num_downsamples=1, num_codes=16,
-                code_dim=4, perceptual_weight=0.0, disc_layers=1, disc_channels=8, lr=1e-3)
-    return VQGAN(**{**args, **kwargs})
+def tiny_vqgan(quantizer: dict | None = None, **kwargs) -> VQGAN:
+    args = dict(channels=1, image_size=8, hidden_channels=8, num_res_blocks=1, num_downsamples=1,
+                perceptual_weight=0.0, disc_layers=1, disc_channels=8, lr=1e-3)
+    quantizer = {"name": "vq", "num_codes": 16, "code_dim": 4, **(quantizer or {})}
+    return VQGAN(**{**args, **kwargs}, quantizer=quantizer)
 
 
 def digits_loader(n: int = 512, batch_size: int = 16) -> DataLoader:
@@ -91,7 +92,7 @@ def test_adaptive_weight_equals_a_direct_autograd_computation():
     adv_grad = torch.autograd.grad(g_adv, w, retain_graph=True)[0]
     expected = 0.8 * rec_grad.norm() / (adv_grad.norm() + 1e-4)
     assert torch.allclose(out.terms["disc_lambda"], expected, rtol=1e-4)
-    assert torch.allclose(out.total, rec + expected * g_adv + q.codebook + q.commitment, rtol=1e-4)
+    assert torch.allclose(out.total, rec + expected * g_adv + q.losses["codebook"] + q.losses["commitment"], rtol=1e-4)
 
     clamped, _ = tiny_vqgan(max_disc_lambda=1e-3, disc_weight=0.5).generator_loss(x, disc_active=True)
     assert clamped.terms["disc_lambda"].item() == pytest.approx(0.5e-3)
@@ -105,7 +106,8 @@ def test_no_nan_over_many_tiny_steps_and_the_checkpoint_rebuilds_the_model(tmp_p
     from lit_gen.checkpoints import load_model
 
     torch.manual_seed(0)
-    model = tiny_vqgan(disc_start=40, codebook_ema_decay=0.9, restart_dead_codes=True, dead_code_steps=10, recon_loss="l2")
+    model = tiny_vqgan({"codebook_ema_decay": 0.9, "restart_dead_codes": True, "dead_code_steps": 10}, disc_start=40,
+                       recon_loss="l2")
     recorder = StepRecorder()
     fit = trainer(max_steps=200, callbacks=[recorder])  # 40 + 80 = 120 batches
     fit.fit(model, digits_loader(batch_size=8))
@@ -145,7 +147,7 @@ def test_impossible_settings_are_config_errors():
 
 def test_a_non_finite_batch_skips_its_step_instead_of_corrupting_the_weights(caplog):
     torch.manual_seed(0)
-    model = tiny_vqgan(disc_start=0, codebook_ema_decay=0.9, restart_dead_codes=True, dead_code_steps=1)
+    model = tiny_vqgan({"codebook_ema_decay": 0.9, "restart_dead_codes": True, "dead_code_steps": 1}, disc_start=0)
     images, labels = next(iter(digits_loader(32, batch_size=16)))
     poisoned = images.clone()
     poisoned[:8] = float("nan")

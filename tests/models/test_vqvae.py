@@ -22,15 +22,15 @@ def _one_thread():
     torch.set_num_threads(previous)
 
 
-def tiny_vqvae(**kwargs) -> VQVAE:
-    args = dict(channels=1, image_size=8, hidden_channels=16, num_res_blocks=1, num_downsamples=1,
-                num_codes=32, code_dim=8, lr=3e-3)
-    return VQVAE(**{**args, **kwargs})
+def tiny_vqvae(quantizer: dict | None = None, **kwargs) -> VQVAE:
+    args = dict(channels=1, image_size=8, hidden_channels=16, num_res_blocks=1, num_downsamples=1, lr=3e-3)
+    quantizer = {"name": "vq", "num_codes": 32, "code_dim": 8, **(quantizer or {})}
+    return VQVAE(**{**args, **kwargs}, quantizer=quantizer)
 
 
 def test_loss_is_reconstruction_plus_codebook_plus_commitment(digits_batch):
     torch.manual_seed(0)
-    model = tiny_vqvae(beta=0.5)
+    model = tiny_vqvae({"beta": 0.5})
     out = model.loss(digits_batch)
     assert set(out.terms) == {"recon", "codebook", "commitment", "perplexity"}
     assert torch.allclose(out.total, out.terms["recon"] + out.terms["codebook"] + out.terms["commitment"])
@@ -39,10 +39,26 @@ def test_loss_is_reconstruction_plus_codebook_plus_commitment(digits_batch):
     assert torch.allclose(out.terms["recon"], torch.nn.functional.mse_loss(x_hat, digits_batch[0]))
 
 
-@pytest.mark.parametrize("codebook_ema_decay", [None, 0.9])
-def test_loss_falls_on_digits(digits_batch, codebook_ema_decay):
+#: One of each quantizer, sized for the tiny model (about 32 codes).
+QUANTIZERS = {
+    "vq": {"name": "vq", "codebook_ema_decay": None, "restart_dead_codes": True, "dead_code_steps": 5},
+    "vq_ema": {"name": "vq", "codebook_ema_decay": 0.9, "restart_dead_codes": True, "dead_code_steps": 5},
+    "vq_rotation": {"name": "vq", "codebook_ema_decay": 0.9, "restart_dead_codes": True, "dead_code_steps": 5,
+                    "rotation_trick": True},
+    "fsq": {"name": "fsq", "levels": [4, 4, 2]},
+    "lfq": {"name": "lfq", "num_codes": 32},
+}
+
+
+def any_vqvae(quantizer: dict, **kwargs) -> VQVAE:
+    args = dict(channels=1, image_size=8, hidden_channels=16, num_res_blocks=1, num_downsamples=1, lr=3e-3)
+    return VQVAE(**{**args, **kwargs}, quantizer=quantizer)
+
+
+@pytest.mark.parametrize("kind", sorted(QUANTIZERS))
+def test_loss_falls_on_digits_with_every_quantizer(digits_batch, kind):
     torch.manual_seed(0)
-    model = tiny_vqvae(codebook_ema_decay=codebook_ema_decay, restart_dead_codes=True, dead_code_steps=5)
+    model = any_vqvae(QUANTIZERS[kind])
     optimizer = model.configure_optimizers()
     losses = []
     for _ in range(60):
@@ -51,8 +67,25 @@ def test_loss_falls_on_digits(digits_batch, codebook_ema_decay):
         out.total.backward()
         optimizer.step()
         losses.append(out.terms["recon"].item())
+    assert torch.allclose(out.total, out.terms["recon"] + sum(out.terms[k] for k in model.quantizer(model.encode(
+        digits_batch[0])).losses), rtol=1e-4)
     assert sum(losses[-5:]) / 5 < 0.5 * losses[0]
-    assert model.quantizer.code_usage().used_fraction > 0.25  # restarts kept codes alive
+    assert model.quantizer.code_usage().used_fraction > 0.25  # restarts, the lattice or the entropy term kept codes in use
+
+
+@pytest.mark.parametrize("kind", sorted(QUANTIZERS))
+def test_codes_round_trip_and_uniform_sampling_with_every_quantizer(digits_batch, kind):
+    torch.manual_seed(0)
+    model = any_vqvae(QUANTIZERS[kind]).eval()
+    x = digits_batch[0][:4]
+    indices = model.encode_indices(x)
+    assert indices.dtype == torch.long and 0 <= indices.min() and indices.max() < model.num_codes
+    x_hat, q = model(x)
+    assert torch.equal(q.indices, indices)
+    assert torch.allclose(model.decode_indices(indices), x_hat.clamp(-1, 1), atol=1e-5)
+    assert torch.equal(model.decode(model.encode(x)), model.decode_indices(indices))
+    images = model.sample(3, generator=torch.Generator().manual_seed(0))
+    assert images.shape == (3, 1, 8, 8) and 0 <= images.min() and images.max() <= 1
 
 
 def test_encode_decode_and_indices_agree(digits_batch):

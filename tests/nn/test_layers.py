@@ -89,7 +89,8 @@ def test_scale_shift_is_the_norm_output_scaled_and_shifted_per_channel():
 
 def test_a_vq_checkpoint_written_with_the_sequential_block_names_still_loads():
     torch.manual_seed(0)
-    model = VQVAE(channels=1, image_size=8, hidden_channels=8, num_res_blocks=1, num_downsamples=1, num_codes=4, code_dim=4)
+    model = VQVAE(channels=1, image_size=8, hidden_channels=8, num_res_blocks=1, num_downsamples=1,
+                  quantizer={"name": "vq", "num_codes": 4, "code_dim": 4})
     state = model.state_dict()
     # The names the VQ codecs' residual block had: body.0 / 2 / 3 / 5 for norm1, conv1, norm2, conv2.
     renames = {"norm1.": "body.0.", "conv1.": "body.2.", "norm2.": "body.3.", "conv2.": "body.5."}
@@ -101,7 +102,8 @@ def test_a_vq_checkpoint_written_with_the_sequential_block_names_still_loads():
                 break
         old[key] = value
     assert any(".body.5." in k for k in old) and not any(".conv2." in k for k in old)
-    fresh = VQVAE(channels=1, image_size=8, hidden_channels=8, num_res_blocks=1, num_downsamples=1, num_codes=4, code_dim=4)
+    fresh = VQVAE(channels=1, image_size=8, hidden_channels=8, num_res_blocks=1, num_downsamples=1,
+                  quantizer={"name": "vq", "num_codes": 4, "code_dim": 4})
     fresh.load_state_dict(old)  # strict: every old name found its parameter
     for key, value in fresh.state_dict().items():
         assert torch.equal(value, state[key]), key

@@ -1,4 +1,5 @@
-"""Vector quantization (van den Oord et al. 2017, "Neural Discrete Representation Learning").
+"""Vector quantization with a learned codebook (van den Oord et al. 2017, "Neural Discrete Representation
+Learning").
 
 Each encoder output vector ``z_e`` is replaced by its nearest codebook entry ``e``. The paper's
 objective (its equation 3), written once here:
@@ -7,19 +8,23 @@ objective (its equation 3), written once here:
                           ^ codebook term     ^ commitment term
 
 ``beta`` weighs the *commitment* term, which pulls the encoder towards its code. (A well-known
-implementation put it on the codebook term for years; ``tests/nn/test_quantizer.py`` pins the
+implementation put it on the codebook term for years; ``tests/nn/quantizers/test_vq.py`` pins the
 paper's form.) Gradients reach the encoder through the straight-through estimator
-``z_q = z_e + sg[e - z_e]``.
+``z_q = z_e + sg[e - z_e]``, or with ``rotation_trick`` through a rotation (Fifty et al. 2024,
+"Restructuring Vector Quantization with the Rotation Trick"): ``z_q = sg[lambda R] z_e``, where ``R``
+rotates the direction of ``z_e`` onto that of ``e`` and ``lambda = ||e|| / ||z_e||``. The forward value is
+still ``e``; the gradient reaching the encoder is ``lambda R^T g`` instead of ``g``, so where in its
+code's region a vector lies changes the update it gets.
 
 Options: EMA codebook updates instead of the codebook loss (paper appendix A.1, with Laplace
 smoothing of the cluster sizes), restart of codes unused for many steps from recent encoder
-outputs, and code-usage statistics. Under DDP the per-step code counts and EMA sums are
-all-reduced and restarted codes broadcast from rank 0, so every rank keeps the same codebook.
+outputs. Under DDP the per-step code counts and EMA sums are all-reduced and restarted codes
+broadcast from rank 0, so every rank keeps the same codebook.
 """
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Annotated
 
 import torch
 import torch.distributed as dist
@@ -27,59 +32,34 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from lit_gen.nn import draws
+from lit_gen.rules import NonNegativeFloat, PositiveFloat, PositiveInt, Range
+from lit_gen.nn.quantizers.base import Quantized, Quantizer, all_reduce_sum, as_latent, as_rows, distributed, perplexity_of
 
 
-class Quantized(NamedTuple):
-    """What ``VectorQuantizer.forward`` returns.
+def rotate_onto(z: Tensor, e: Tensor, eps: float = 1e-6) -> Tensor:
+    """The rotation trick for rows ``z`` and their codes ``e`` (N, D): value ``e``, gradient ``lambda R^T g``.
 
-    Attributes:
-        z_q: (B, D, H, W) quantized latent with straight-through gradients to ``z_e``.
-        indices: (B, H, W) int64 code index of every position.
-        commitment: scalar ``beta * mean((z_e - sg[e])^2)``.
-        codebook: scalar ``mean((sg[z_e] - e)^2)``; exactly zero with EMA updates.
-        perplexity: scalar ``exp(entropy)`` of this batch's code histogram (K for uniform use of
-            K codes, 1 for a single code).
+    ``R = I - 2 r r^T + 2 q u^T`` with ``u = z/||z||``, ``q = e/||e||``, ``r = (u + q)/||u + q||`` maps ``u``
+    onto ``q``; it and ``lambda = ||e||/||z||`` are constants to autograd (computed without gradient), so
+    ``R z`` is applied without forming ``R``: ``z - 2 r (r.z) + 2 q (u.z)``.
     """
-
-    z_q: Tensor
-    indices: Tensor
-    commitment: Tensor
-    codebook: Tensor
-    perplexity: Tensor
-
-
-class CodeUsage(NamedTuple):
-    """Code usage accumulated over training steps since the last ``reset_usage()``.
-
-    Attributes:
-        perplexity: ``exp(entropy)`` of the accumulated histogram.
-        used_fraction: share of codes picked at least once.
-        dead_codes: codes unused for at least ``dead_code_steps`` consecutive training steps.
-    """
-
-    perplexity: float
-    used_fraction: float
-    dead_codes: int
+    with torch.no_grad():
+        z_norm = z.norm(dim=1, keepdim=True).clamp_min(eps)
+        e_norm = e.norm(dim=1, keepdim=True)
+        u = z / z_norm
+        q = e / e_norm.clamp_min(eps)
+        r = F.normalize(u + q, dim=1, eps=eps)
+        scale = e_norm / z_norm
+    rotated = z - 2.0 * r * (r * z).sum(1, keepdim=True) + 2.0 * q * (u * z).sum(1, keepdim=True)
+    return scale * rotated
 
 
-def perplexity_of(counts: Tensor) -> Tensor:
-    """``exp(-sum p log p)`` of a histogram of code counts (1 for an empty histogram)."""
-    total = counts.sum()
-    probs = counts / total.clamp_min(1e-12)
-    entropy = -(probs * torch.log(probs.clamp_min(1e-12))).sum()
-    return torch.exp(entropy)
-
-
-def _distributed() -> bool:
-    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
-
-
-class VectorQuantizer(nn.Module):
-    """Nearest-neighbour vector quantizer with a learned codebook.
+class VectorQuantizer(Quantizer):
+    """Nearest-neighbour vector quantizer with a learned codebook (``model.quantizer: {name: vq}``).
 
     Args:
-        num_codes (int): codebook size K.
-        code_dim (int): dimension D of each code (the channels of ``z_e``).
+        num_codes (int, default 512): codebook size K.
+        code_dim (int, default 64): dimension D of each code (the channels of ``z_e``).
         beta (float, default 0.25): weight of the commitment term ``||z_e - sg[e]||^2``.
         codebook_ema_decay (float | None, default None): when set (e.g. 0.99), codes follow an exponential
             moving average of the encoder outputs assigned to them and the codebook loss is zero;
@@ -91,29 +71,29 @@ class VectorQuantizer(nn.Module):
         restart_dead_codes (bool, default False): replace dead codes with random encoder outputs of
             the current batch. The draw uses ``generator`` when passed to ``forward`` and the
             global RNG otherwise (reseeded every step by the training loop).
+        rotation_trick (bool, default False): carry the gradient to the encoder through the rotation of
+            ``z_e`` onto its code instead of the straight-through copy.
     """
 
     def __init__(
         self,
-        num_codes: int,
-        code_dim: int,
-        beta: float = 0.25,
-        codebook_ema_decay: float | None = None,
-        ema_eps: float = 1e-5,
-        dead_code_steps: int = 100,
+        num_codes: Annotated[int, Range(ge=2)] = 512,
+        code_dim: PositiveInt = 64,
+        beta: NonNegativeFloat = 0.25,
+        codebook_ema_decay: Annotated[float, Range(gt=0, lt=1)] | None = None,
+        ema_eps: PositiveFloat = 1e-5,
+        dead_code_steps: PositiveInt = 100,
         restart_dead_codes: bool = False,
+        rotation_trick: bool = False,
     ) -> None:
-        super().__init__()
-        # The config checks these where it reads them (the rules beside VQVAE's arguments).
-        assert num_codes >= 2 and code_dim >= 1 and beta >= 0 and dead_code_steps >= 1, (num_codes, code_dim, beta)
-        assert codebook_ema_decay is None or 0.0 < codebook_ema_decay < 1.0, codebook_ema_decay
-        self.num_codes = num_codes
-        self.code_dim = code_dim
+        super().__init__(num_codes, code_dim, dead_code_steps)
+        if beta < 0 or not (codebook_ema_decay is None or 0.0 < codebook_ema_decay < 1.0):
+            raise ValueError(f"beta must be >= 0 and codebook_ema_decay None or in (0, 1), got {beta}, {codebook_ema_decay}")
         self.beta = beta
         self.codebook_ema_decay = codebook_ema_decay
         self.ema_eps = ema_eps
-        self.dead_code_steps = dead_code_steps
         self.restart_dead_codes = restart_dead_codes
+        self.rotation_trick = rotation_trick
 
         # The paper's uniform init; small codes start near the encoder's initial outputs.
         weight = torch.empty(num_codes, code_dim).uniform_(-1.0 / num_codes, 1.0 / num_codes)
@@ -122,9 +102,6 @@ class VectorQuantizer(nn.Module):
             # Sizes start at 1 and sums at the codes, so sum / size is the initial codebook.
             self.register_buffer("ema_cluster_size", torch.ones(num_codes))
             self.register_buffer("ema_embed_sum", weight.clone())
-        self.register_buffer("unused_steps", torch.zeros(num_codes, dtype=torch.long))
-        # Statistics for logging only: not part of the checkpoint.
-        self.register_buffer("usage_counts", torch.zeros(num_codes), persistent=False)
 
     def parameters_learned_without_gradients(self) -> tuple[nn.Parameter, ...]:
         """The codebook when it is an EMA of its assigned vectors (trained, though not by the optimizer)."""
@@ -134,7 +111,7 @@ class VectorQuantizer(nn.Module):
     def nearest_codes(self, flat: Tensor) -> Tensor:
         """Index of the nearest code (squared Euclidean distance) of each row of ``flat`` (N, D)."""
         codes = self.embedding.detach().float()
-        flat = flat.float()
+        flat = flat.detach().float()
         # Autocast would run the matmul in half precision and pick wrong neighbours on near-ties.
         with torch.autocast(device_type=flat.device.type, enabled=False):
             distances = (
@@ -144,42 +121,42 @@ class VectorQuantizer(nn.Module):
             )  # (N, K)
         return distances.argmin(dim=1)
 
+    def indices_of(self, z: Tensor) -> Tensor:
+        b, _, h, w = z.shape
+        return self.nearest_codes(as_rows(z, self.code_dim)).view(b, h, w)
+
     def codes_to_latent(self, indices: Tensor) -> Tensor:
-        """The quantized latent (B, D, H, W) of code indices (B, H, W)."""
-        if indices.dtype != torch.long:
-            raise TypeError(f"code indices must be int64, got {indices.dtype}")
-        if indices.numel() and (indices.min() < 0 or indices.max() >= self.num_codes):
-            raise ValueError(f"code indices must lie in [0, {self.num_codes}), got "
-                             f"[{int(indices.min())}, {int(indices.max())}]")
+        self.check_indices(indices)
         return F.embedding(indices, self.embedding).permute(0, 3, 1, 2).contiguous()
 
     def forward(self, z_e: Tensor, *, generator: torch.Generator | None = None) -> Quantized:
         """Quantize ``z_e`` (B, D, H, W); in training mode also update EMA codes, restarts and statistics."""
-        if z_e.ndim != 4 or z_e.shape[1] != self.code_dim:
-            raise ValueError(f"expected z_e of shape (B, {self.code_dim}, H, W), got {tuple(z_e.shape)}")
-        b, d, h, w = z_e.shape
-        flat = z_e.detach().permute(0, 2, 3, 1).reshape(-1, d).float()  # (B*H*W, D)
+        rows = as_rows(z_e, self.code_dim)
+        b, _, h, w = z_e.shape
+        flat = rows.detach().float()
         indices = self.nearest_codes(flat)
-        z_q = F.embedding(indices, self.embedding).view(b, h, w, d).permute(0, 3, 1, 2).to(z_e.dtype)
+        codes = F.embedding(indices, self.embedding).to(z_e.dtype)  # (N, D), differentiable in the codebook
 
-        commitment = self.beta * F.mse_loss(z_e, z_q.detach())
+        losses = {"commitment": self.beta * F.mse_loss(rows, codes.detach())}
         if self.codebook_ema_decay is None:
-            codebook = F.mse_loss(z_q, z_e.detach())
+            losses["codebook"] = F.mse_loss(codes, rows.detach())
         else:
-            codebook = z_e.new_zeros(())
+            losses["codebook"] = z_e.new_zeros(())
 
-        counts = torch.bincount(indices, minlength=self.num_codes).float()
+        counts = self.count_codes(indices)
         if self.training:
-            counts = self._all_reduce(counts)
             if self.codebook_ema_decay is not None:
                 self._ema_update(flat, indices, counts)
-            self._track_usage(counts)
+            self.track_usage(counts)
             if self.restart_dead_codes:
                 self._restart_dead(flat, generator)
 
-        # Straight-through: the forward value is the code, the gradient is the identity to z_e.
-        z_q = z_e + (z_q - z_e).detach()
-        return Quantized(z_q, indices.view(b, h, w), commitment, codebook, perplexity_of(counts))
+        if self.rotation_trick:
+            out = rotate_onto(rows, codes.detach())
+        else:
+            # Straight-through: the forward value is the code, the gradient is the identity to z_e.
+            out = rows + (codes - rows).detach()
+        return Quantized(as_latent(out, (b, h, w)), indices.view(b, h, w), losses, perplexity_of(counts))
 
     # ------------------------------------------------------------------ codebook maintenance
     @torch.no_grad()
@@ -187,7 +164,7 @@ class VectorQuantizer(nn.Module):
         """N_k <- g N_k + (1-g) n_k;  m_k <- g m_k + (1-g) sum_{i: k_i = k} z_i;  e_k = m_k / N~_k."""
         decay = self.codebook_ema_decay
         sums = torch.zeros_like(self.ema_embed_sum).index_add_(0, indices, flat.to(self.ema_embed_sum.dtype))
-        sums = self._all_reduce(sums)
+        sums = all_reduce_sum(sums)
         new_size = decay * self.ema_cluster_size + (1.0 - decay) * counts
         new_sum = decay * self.ema_embed_sum + (1.0 - decay) * sums
         # A non-finite batch (a diverging step) must not poison the codebook; no host sync needed.
@@ -199,14 +176,8 @@ class VectorQuantizer(nn.Module):
         self.embedding.copy_(self.ema_embed_sum / smoothed[:, None])
 
     @torch.no_grad()
-    def _track_usage(self, counts: Tensor) -> None:
-        used = counts > 0
-        self.unused_steps.copy_(torch.where(used, torch.zeros_like(self.unused_steps), self.unused_steps + 1))
-        self.usage_counts += counts
-
-    @torch.no_grad()
     def _restart_dead(self, flat: Tensor, generator: torch.Generator | None) -> None:
-        dead = self.unused_steps >= self.dead_code_steps
+        dead = self.dead()
         n_dead = int(dead.sum())  # identical on every rank: counts were all-reduced
         if n_dead == 0:
             return
@@ -214,31 +185,10 @@ class VectorQuantizer(nn.Module):
         replacement = flat[picks].to(self.embedding.dtype)
         # A diverging batch must not seed codes with NaN: keep the old code where the pick is not finite.
         replacement = torch.where(torch.isfinite(replacement), replacement, self.embedding[dead])
-        if _distributed():
+        if distributed():
             dist.broadcast(replacement, src=0)
         self.embedding[dead] = replacement
         if self.codebook_ema_decay is not None:
             self.ema_cluster_size[dead] = 1.0
             self.ema_embed_sum[dead] = replacement
         self.unused_steps[dead] = 0
-
-    @staticmethod
-    def _all_reduce(t: Tensor) -> Tensor:
-        if _distributed():
-            t = t.contiguous()
-            dist.all_reduce(t, op=dist.ReduceOp.SUM)
-        return t
-
-    # ------------------------------------------------------------------ statistics
-    def code_usage(self) -> CodeUsage:
-        """Usage accumulated over the training steps since the last ``reset_usage()``."""
-        counts = self.usage_counts
-        return CodeUsage(
-            perplexity=float(perplexity_of(counts)),
-            used_fraction=float((counts > 0).float().mean()),
-            dead_codes=int((self.unused_steps >= self.dead_code_steps).sum()),
-        )
-
-    def reset_usage(self) -> None:
-        """Start a new accumulation window for ``code_usage()`` (e.g. at each epoch)."""
-        self.usage_counts.zero_()

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from lit_gen.nn.quantizer import VectorQuantizer, perplexity_of
+from lit_gen.nn.quantizers import VectorQuantizer, perplexity_of
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -50,14 +50,14 @@ def test_loss_terms_follow_the_paper_with_beta_on_the_commitment_term():
     assert q.indices.flatten().tolist() == [0, 1]
     mse = (0.2 ** 2 + 0.1 ** 2 + 0.1 ** 2 + 0.3 ** 2) / 4  # mean over the 4 latent entries
     # Codebook term ||sg[z_e] - e||^2 has no beta; the commitment term beta * ||z_e - sg[e]||^2 does.
-    assert q.codebook.item() == pytest.approx(mse)
-    assert q.commitment.item() == pytest.approx(0.5 * mse)
+    assert q.losses["codebook"].item() == pytest.approx(mse)
+    assert q.losses["commitment"].item() == pytest.approx(0.5 * mse)
     # The commitment term moves only the encoder, the codebook term only the codes.
-    commit_grad, = torch.autograd.grad(q.commitment, z_e, retain_graph=True)
+    commit_grad, = torch.autograd.grad(q.losses["commitment"], z_e, retain_graph=True)
     expected = 0.5 * 2 * (as_latent(z) - as_latent(codes)) / 4
     assert torch.allclose(commit_grad, expected)
     assert vq.embedding.grad is None
-    q.codebook.backward()
+    q.losses["codebook"].backward()
     assert z_e.grad is None
     expected_codes_grad = 2 * (torch.tensor(codes) - torch.tensor(z)) / 4
     assert torch.allclose(vq.embedding.grad, expected_codes_grad)
@@ -69,7 +69,7 @@ def test_ema_update_equals_the_formula_and_replaces_the_codebook_loss():
     vq = quantizer_with(codes, codebook_ema_decay=decay, ema_eps=eps)
     z = torch.tensor([[0.2, -0.1], [-0.2, 0.3], [0.9, 1.3]])  # codes 0, 0, 1; code 2 unused
     q = vq(as_latent(z))
-    assert q.codebook.item() == 0.0 and not vq.embedding.requires_grad
+    assert q.losses["codebook"].item() == 0.0 and not vq.embedding.requires_grad
 
     counts = torch.tensor([2.0, 1.0, 0.0])
     sums = torch.stack([z[0] + z[1], z[2], torch.zeros(2)])
