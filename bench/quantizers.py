@@ -75,7 +75,10 @@ def fit(config: str, folder: Path, overrides: list[str], threads: int, resume: b
     """Train one run into ``folder`` (``<folder>/<config name>/run``); reuse it when ``resume`` and it finished."""
     name = Path(config).stem
     run = folder / name / "run"
-    if resume and (run / "summary.json").is_file() and (run / "checkpoints" / "last.ckpt").is_file():
+    spec = {"config": config, "overrides": overrides}
+    spec_file = folder / "spec.json"
+    if (resume and (run / "summary.json").is_file() and (run / "checkpoints" / "last.ckpt").is_file()
+            and spec_file.is_file() and json.loads(spec_file.read_text()) == spec):
         return run
     shutil.rmtree(folder, ignore_errors=True)
     command = python_command("-m", "lit_gen.fit", "--config", config, "--run-id", "run", f"run.output_dir={folder}",
@@ -85,6 +88,7 @@ def fit(config: str, folder: Path, overrides: list[str], threads: int, resume: b
                             text=True)
     if result.returncode != 0:
         raise SystemExit(f"{' '.join(command)} failed:\n{result.stderr[-3000:]}")
+    spec_file.write_text(json.dumps(spec) + "\n")  # what --resume checks before reusing the run
     return run
 
 
@@ -125,7 +129,7 @@ def main() -> None:
     sizes = [int(s) for s in args.sizes.split(",")] if args.sizes else list(SIZES[dataset][1:2] if args.quick else SIZES[dataset])
     seeds = list(range(1 if args.quick else args.seeds))
     steps = args.steps or (100 if args.quick else STEPS[dataset])
-    root = CACHE / "quantizers" / dataset
+    root = CACHE / ("quantizers_quick" if args.quick else "quantizers") / dataset
     data = [f"data.root={args.data_root}"] if args.data_root else []
     rec = Recorder("quantizers" if dataset == "digits" else f"quantizers_{dataset}",
                    f"{dataset}: reconstruction MSE against bits per image of vq, vq + rotation, fsq and lfq")
@@ -145,7 +149,7 @@ def main() -> None:
     compare(list(runs.values()), comparison, None)
     figure = comparison / "figures" / "rate_distortion.png"
     image = REPO / "docs" / "images" / f"quantizers_rate_distortion_{dataset}.png"
-    if not args.quick and args.out is None:
+    if not args.quick:
         shutil.copyfile(figure, image)
 
     measured = {item: json.loads((run / "measures" / "reconstruction.json").read_text()) for item, run in runs.items()}
@@ -184,7 +188,7 @@ def main() -> None:
                        config=CONFIGS[dataset], overrides=[*TRAIN_OVERRIDES, *data], by_codes=table,
                        lpips_reason=next(iter(measured.values())).get("lpips_reason"),
                        measured_on={"split": "test", "count": next(iter(measured.values()))["count"]},
-                       figure=str(image.relative_to(REPO)) if not args.quick and args.out is None else None)
+                       figure=str(image.relative_to(REPO)) if not args.quick else None)
 
     if dataset == "digits" and args.prior_codes in sizes:
         row = table[str(args.prior_codes)]

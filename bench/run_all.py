@@ -50,6 +50,11 @@ RECORDS: dict[str, tuple[list[str], list[str]]] = {
     "sampling": (["-m", "bench.sampling", "--num-samples", "250", "--batch-size", "75"], ["--quick", "--num-samples", "100", "--batch-size", "25"]),
     "sampling_200ep": (["-m", "bench.sampling", "--epochs", "200", "--num-samples", "250", "--batch-size", "75"], []),
     "vq_codebook": (["-m", "bench.vq_codebook"], ["--quick"]),
+    "quantizers": (["-m", "bench.quantizers", "--resume"], ["--quick"]),
+    "quantizers_mnist": (["-m", "bench.quantizers", "--dataset", "mnist", "--data-root", "data", "--resume"], ["--quick"]),
+    "post_hoc_ema": (["-m", "bench.post_hoc_ema"], ["--quick"]),
+    # Hours on 2 cores: quick settings rewrite the record from the last mutmut run (make mutation reruns it).
+    "mutation": (["-m", "bench.mutation"], ["--record-only"]),
     "fid_speed": (["bench/fid_speed.py", "--num", "10000"], []),
     "fid_speed_1thread": (["bench/fid_speed.py", "--num", "10000", "--threads", "1"], []),
     "scaling_cpu": (["bench/scaling.py"], []),

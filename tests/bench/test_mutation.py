@@ -1,0 +1,52 @@
+"""bench.mutation: how mutmut's results become the record (statuses, equivalents and their staleness, the score)."""
+
+from __future__ import annotations
+
+import pytest
+
+from bench import mutation
+
+
+@pytest.fixture
+def diffs(monkeypatch):
+    table = {
+        "m.f__mutmut_1": "--- a\n+++ b\n-    return x * 2\n+    return x * 3",
+        "m.f__mutmut_2": "--- a\n+++ b\n-    y = x + 0.0\n+    y = x - 0.0",
+        "m.f__mutmut_3": "--- a\n+++ b\n-    z = a < b\n+    z = a <= b",
+        "m.g__mutmut_1": "--- a\n+++ b\n-    return 1\n+    return 2",
+    }
+    monkeypatch.setattr(mutation, "diff_of", lambda name, path: table[name])
+    return table
+
+
+def test_statuses_follow_mutmuts_exit_codes():
+    assert [mutation.status_of(c) for c in (1, 3, 0, 33, 5, 36, None, 34, -11)] == [
+        "killed", "killed", "survived", "no tests", "no tests", "timeout", "not run", "not run", "suspicious"]
+
+
+def test_equivalents_count_apart_only_while_their_line_still_matches(diffs):
+    results = {"m.py": {"m.f__mutmut_1": 1, "m.f__mutmut_2": 0, "m.f__mutmut_3": 0, "m.g__mutmut_1": 36}}
+    equivalents = {
+        "m.f__mutmut_2": {"mutant": "m.f__mutmut_2", "line": "y = x - 0.0", "reason": "adding or subtracting zero"},
+        # Written for an older version of the function: the mutant changed since, so it counts as a survivor again.
+        "m.f__mutmut_3": {"mutant": "m.f__mutmut_3", "line": "z = a >= b", "reason": "ties cannot occur"},
+    }
+    summary = mutation.summarise(results, equivalents)
+    assert summary["total"] == {"killed": 1, "equivalent": 1, "survived": 1, "timeout": 1}
+    assert summary["killed"] == 2 and summary["judged"] == 3  # timeouts count as killed, equivalents leave the count
+    assert summary["score"] == pytest.approx(2 / 3)
+    assert [s["mutant"] for s in summary["survivors"]] == ["m.f__mutmut_3"]
+    assert summary["stale_equivalents"] == ["m.f__mutmut_3"]
+    assert summary["equivalent"][0]["reason"] == "adding or subtracting zero"
+
+
+def test_no_tests_and_unrun_mutants_are_not_kills(diffs):
+    summary = mutation.summarise({"m.py": {"m.f__mutmut_1": 33, "m.g__mutmut_1": None}}, {})
+    assert summary["killed"] == 0 and summary["judged"] == 1 and summary["score"] == 0.0
+    assert summary["not_run"] == ["m.g__mutmut_1"]
+
+
+def test_the_shipped_equivalents_file_reads_and_gives_a_reason_for_each():
+    entries = mutation.load_equivalents()
+    for name, entry in entries.items():
+        assert entry["line"].strip() and len(entry["reason"]) > 10, name
