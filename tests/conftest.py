@@ -18,17 +18,75 @@ os.environ.setdefault("WANDB_DISABLE_GIT", "true")
 # Tiny test models run fastest on one thread, and several test processes may share the cores.
 torch.set_num_threads(1)
 
+# What every test starts from and leaves behind (``isolated_global_state``).
+_ENVIRON = dict(os.environ)
+_TORCH_RNG = torch.random.get_rng_state()
+_TORCH_SETTINGS = (torch.get_num_threads(), torch.get_default_dtype(), torch.are_deterministic_algorithms_enabled(),
+                   torch.is_deterministic_algorithms_warn_only_enabled())
+
+
+def _reset_global_state(seed_python: bool) -> None:
+    for key in set(os.environ) - set(_ENVIRON) - {"PYTEST_CURRENT_TEST"}:
+        del os.environ[key]
+    for key, value in _ENVIRON.items():
+        if os.environ.get(key) != value and key != "PYTEST_CURRENT_TEST":
+            os.environ[key] = value
+    threads, dtype, deterministic, warn_only = _TORCH_SETTINGS
+    if torch.get_num_threads() != threads:
+        torch.set_num_threads(threads)
+    torch.set_default_dtype(dtype)
+    torch.use_deterministic_algorithms(deterministic, warn_only=warn_only)
+    torch.random.set_rng_state(_TORCH_RNG)
+    if seed_python:
+        import random
+
+        import numpy as np
+
+        random.seed(0)
+        np.random.seed(0)
+
+
+@pytest.fixture(autouse=True)
+def isolated_global_state(request):
+    """Every test starts with the process's environment, torch settings and global generators as a fresh worker
+    has them, and leaves them so for the next test (or module fixture), whatever ran before it.
+
+    Fits and Trainers in this process change them without a trace in the test: Lightning's seed_everything
+    exports PL_GLOBAL_SEED (later DistributedSamplers take their seed from it) and reseeds every generator;
+    ``deterministic=True`` switches on torch's deterministic algorithms for the whole process. torch's
+    generator is reset to its state at start-up (torch's default seed). Python's and NumPy's are reseeded by
+    pytest-randomly for each test; without that plugin, here.
+    """
+    seed_python = not request.config.pluginmanager.hasplugin("randomly")
+    _reset_global_state(seed_python)
+    yield
+    _reset_global_state(seed_python)
+
+
+def cli_env(env: dict | None = None) -> dict:
+    """The environment of a command a test runs: this one, lit_gen importable, ``env`` on top."""
+    return {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "2", **(env or {})}
+
 
 def run_cli(module: str, *args: str, cwd: Path | None = None, env: dict | None = None, timeout: int = 300) -> subprocess.CompletedProcess:
     """Run ``python -m <module> args...`` as a user would, returning the finished process."""
-    full_env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "2", **(env or {})}
-    return subprocess.run([sys.executable, "-m", module, *args], cwd=cwd or REPO, env=full_env,
+    return subprocess.run([sys.executable, "-m", module, *args], cwd=cwd or REPO, env=cli_env(env),
                           capture_output=True, text=True, timeout=timeout)
 
 
 @pytest.fixture
 def cli():
     return run_cli
+
+
+@pytest.fixture
+def launcher():
+    """Fresh ``python -m`` processes without their torch and Lightning imports (``tests/processes.py``)."""
+    from tests.processes import Launcher
+
+    started = Launcher()
+    yield started
+    started.close()
 
 
 @pytest.fixture(autouse=True)

@@ -26,6 +26,7 @@ from hypothesis import strategies as st
 from lit_gen import evaluate, fit, sample, sweep
 from lit_gen.cli import run_main
 from lit_gen.sweeping.parameters import DISTRIBUTION_KEYS
+from tests.conftest import cli_env
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -410,16 +411,22 @@ def test_damaged_checkpoint_contents_give_one_line(state):
         assert_one_error_line(code, err)
 
 
-@pytest.mark.slow  # four interpreter start-ups with torch and Lightning
-def test_the_real_commands_exit_2_with_one_line(tmp_path, cli):
+@pytest.mark.slow  # interpreter start-ups; sample's and fit's are forked with torch and Lightning imported
+def test_the_real_commands_exit_2_with_one_line(tmp_path, cli, launcher):
     broken = tmp_path / "broken.yaml"
     broken.write_text("method: grid\nparameters: {lr: {values: [1, .inf]}}\n")
     junk = tmp_path / "junk.ckpt"
     junk.write_bytes(bytes(range(256)) * 3)
-    for module, args in [("lit_gen.sweep", [str(broken), "--dry-run"]),
-                         ("lit_gen.sample", ["--ckpt", str(junk), "--device", "cpu"]),
-                         ("lit_gen.fit", ["--config", "configs/vae_digits.yaml", "--resume", str(junk), "logger.wandb=false"])]:
-        result = cli(module, *args)
+
+    def forked(module, *args):
+        return launcher.run(module, *args, env=cli_env())
+
+    for start, module, args in [
+        (cli, "lit_gen.sweep", [str(broken), "--dry-run"]),  # imports neither: a new interpreter is quick
+        (forked, "lit_gen.sample", ["--ckpt", str(junk), "--device", "cpu"]),
+        (forked, "lit_gen.fit", ["--config", "configs/vae_digits.yaml", "--resume", str(junk), "logger.wandb=false"]),
+    ]:
+        result = start(module, *args)
         assert_one_error_line(result.returncode, result.stderr)
     plan = cli("lit_gen.sweep", "sweeps/vae_mnist_beta.yaml", "--dry-run", "--count", "2")
     assert plan.returncode == 0 and "first 2 trial(s)" in plan.stdout, plan.stderr

@@ -13,6 +13,7 @@ from torchdata.stateful_dataloader import StatefulDataLoader
 from lit_gen.config import load_config
 from lit_gen.data.digits import DigitsDataModule
 from lit_gen.fit import build
+from tests.conftest import cli_env
 
 # Lightning's hint about srun concerns SLURM machines (like this one) only.
 pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore:The `srun` command is available")]
@@ -56,10 +57,11 @@ def train(devices: int, batch_size: int, tmp_path):
     _, model = build(cfg)
     datamodule = (DigitsDataModule if devices > 1 else OneReplicaOrder)(**cfg.data_kwargs())
     curve = tmp_path / f"losses_{devices}.json"
-    trainer = L.Trainer(accelerator="cpu", devices=devices, strategy="ddp_spawn" if devices > 1 else "auto",
+    # Forked ranks inherit the imported modules (spawned ones import torch and Lightning again, seconds each).
+    trainer = L.Trainer(accelerator="cpu", devices=devices, strategy="ddp_fork" if devices > 1 else "auto",
                         max_epochs=2, logger=False, enable_checkpointing=False, enable_progress_bar=False,
                         enable_model_summary=False, deterministic=True, callbacks=[LossCurve(curve)])
-    trainer.fit(model, datamodule=datamodule)  # ddp_spawn copies rank 0's weights and metrics back here
+    trainer.fit(model, datamodule=datamodule)  # ddp_fork copies rank 0's weights and metrics back here
     return model, json.loads(curve.read_text()), float(trainer.callback_metrics["val/loss"])
 
 
@@ -77,10 +79,11 @@ def test_two_processes_match_one_process_at_the_same_global_batch(tmp_path):
     assert two_val == pytest.approx(one_val, rel=1e-2)
 
 
-def test_fit_cli_with_two_processes_writes_one_run(tmp_path, cli):
-    proc = cli("lit_gen.fit", "--config", "configs/vae_digits.yaml", "--run-id", "ddp", "trainer.devices=2",
-               "trainer.strategy=ddp", "trainer.accelerator=cpu", "trainer.max_epochs=2", "logger.wandb=false",
-               "run.num_samples=4", f"run.output_dir={tmp_path}", env={"OMP_NUM_THREADS": "1"})
+def test_fit_cli_with_two_processes_writes_one_run(tmp_path, launcher):
+    # Rank 0 forked with torch and Lightning imported; Lightning starts rank 1 as a new interpreter.
+    proc = launcher.run("lit_gen.fit", "--config", "configs/vae_digits.yaml", "--run-id", "ddp", "trainer.devices=2",
+                        "trainer.strategy=ddp", "trainer.accelerator=cpu", "trainer.max_epochs=2", "logger.wandb=false",
+                        "run.num_samples=4", f"run.output_dir={tmp_path}", env=cli_env({"OMP_NUM_THREADS": "1"}))
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "GLOBAL_RANK: 1, MEMBER: 2/2" in proc.stderr
     # The worker Lightning starts found its parent's run folder: one folder, one summary.
@@ -114,7 +117,7 @@ def test_every_rank_keeps_the_same_power_ema_and_rank_0_writes_its_snapshots(tmp
                                                   "model.ema={name: power, sigma_rels: [0.05, 0.1], snapshot_every: 3}",
                                                   f"data.batch_size={BATCH}"])
     datamodule, model = build(cfg)
-    trainer = L.Trainer(accelerator="cpu", devices=2, strategy="ddp_spawn", max_steps=9, limit_val_batches=0, logger=False,
+    trainer = L.Trainer(accelerator="cpu", devices=2, strategy="ddp_fork", max_steps=9, limit_val_batches=0, logger=False,
                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
                         callbacks=[EMASnapshots(tmp_path / "ema"), EMADigest(tmp_path)])
     trainer.fit(model, datamodule=datamodule)

@@ -71,7 +71,8 @@ def test_a_nan_on_one_rank_skips_the_same_steps_on_both_and_keeps_them_equal(tmp
     cfg = load_config("configs/vae_digits.yaml", ["data.batch_size=16"])
     datamodule, model = build(cfg)
     guard = NonFiniteGuard(max_consecutive=5)
-    trainer = L.Trainer(accelerator="cpu", devices=2, strategy="ddp_spawn", max_steps=STEPS, logger=False,
+    # fork: the ranks inherit the imported modules instead of importing torch and Lightning again.
+    trainer = L.Trainer(accelerator="cpu", devices=2, strategy="ddp_fork", max_steps=STEPS, logger=False,
                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
                         deterministic=True, limit_val_batches=0, num_sanity_val_steps=0,
                         callbacks=[StepSeed(cfg.seed), guard, NaNOnRankOne(), Record(tmp_path, guard)])

@@ -22,6 +22,8 @@ from lit_gen.callbacks.step_seed import seed_torch, step_seed
 from lit_gen.config import load_config
 from lit_gen.data.base import TrainerEpochSampler, collate
 from lit_gen.fit import build
+from tests.conftest import cli_env
+from tests.processes import Launcher
 
 pytestmark = [pytest.mark.slow]
 
@@ -29,11 +31,20 @@ BATCH = 16  # per process
 COMMON = ["trainer.deterministic=true", "logger.wandb=false", "run.num_samples=4"]
 
 
-def fit(cli, tmp_path, run_id: str, processes: int, batch: int, *settings: str):
+@pytest.fixture(scope="module")
+def launcher():
+    """Starts each ``python -m lit_gen.fit`` (rank 0 of a DDP run) without importing torch and Lightning again;
+    Lightning starts rank 1 as a new interpreter, as it would for a user."""
+    started = Launcher()
+    yield started
+    started.close()
+
+
+def fit(launcher, tmp_path, run_id: str, processes: int, batch: int, *settings: str):
     ddp = [f"trainer.devices={processes}", "trainer.strategy=ddp"] if processes > 1 else []
-    proc = cli("lit_gen.fit", "--config", "configs/vae_digits.yaml", "--run-id", run_id, "trainer.accelerator=cpu",
-               f"data.batch_size={batch}", *ddp, *COMMON, *settings, f"run.output_dir={tmp_path}",
-               env={"OMP_NUM_THREADS": "1"})
+    proc = launcher.run("lit_gen.fit", "--config", "configs/vae_digits.yaml", "--run-id", run_id, "trainer.accelerator=cpu",
+                        f"data.batch_size={batch}", *ddp, *COMMON, *settings, f"run.output_dir={tmp_path}",
+                        env=cli_env({"OMP_NUM_THREADS": "1"}))
     assert proc.returncode == 0, proc.stderr[-3000:]
     return tmp_path / "vae_digits" / run_id
 
@@ -66,8 +77,8 @@ def one_ddp_step_by_hand(rank_seeds: tuple[int, int]):
     return model, optimizer
 
 
-def test_a_ddp_step_averages_the_ranks_gradients_with_noise_drawn_per_rank(cli, tmp_path):
-    run = fit(cli, tmp_path, "one_step", 2, BATCH, "trainer.max_steps=1", "trainer.limit_val_batches=0")
+def test_a_ddp_step_averages_the_ranks_gradients_with_noise_drawn_per_rank(launcher, tmp_path):
+    run = fit(launcher, tmp_path, "one_step", 2, BATCH, "trainer.max_steps=1", "trainer.limit_val_batches=0")
     ckpt = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     assert ckpt["global_step"] == 1
     saved_moments = list(ckpt["optimizer_states"][0]["state"].values())
@@ -88,9 +99,9 @@ def test_a_ddp_step_averages_the_ranks_gradients_with_noise_drawn_per_rank(cli, 
     assert not matches((step_seed(0, 0, 0), step_seed(0, 0, 0)))
 
 
-def test_two_processes_train_like_one_process_at_the_same_global_batch(cli, tmp_path):
-    one = fit(cli, tmp_path, "one", 1, 2 * BATCH, "trainer.max_epochs=2")
-    two = fit(cli, tmp_path, "two", 2, BATCH, "trainer.max_epochs=2")
+def test_two_processes_train_like_one_process_at_the_same_global_batch(launcher, tmp_path):
+    one = fit(launcher, tmp_path, "one", 1, 2 * BATCH, "trainer.max_epochs=2")
+    two = fit(launcher, tmp_path, "two", 2, BATCH, "trainer.max_epochs=2")
     rows = {name: [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
             for name, run in (("one", one), ("two", two))}
     # The same optimizer steps: 1,374 training digits / 32 a step = 42 steps an epoch either way.

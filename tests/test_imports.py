@@ -176,7 +176,7 @@ def test_find_cycles_reports_a_circle():
 
 
 #: Layers that must not reach up to the modules that read files or parse command lines.
-LOWER = ("lit_gen.models", "lit_gen.nn", "lit_gen.diffusion", "lit_gen.metrics.features", "lit_gen.metrics.fid")
+LOWER = ("lit_gen.models", "lit_gen.training", "lit_gen.nn", "lit_gen.diffusion", "lit_gen.metrics.features", "lit_gen.metrics.fid")
 UPPER = ("lit_gen.checkpoints", "lit_gen.build", "lit_gen.fit", "lit_gen.sample", "lit_gen.evaluate", "lit_gen.cli",
          "lit_gen.commands.fit", "lit_gen.commands.sample", "lit_gen.commands.evaluate")
 #: The command-line programs and their entry points: only each other import them.

@@ -8,6 +8,7 @@ import pytest
 
 from lit_gen.config import LoggerSettings
 from lit_gen.loggers import wandb_mode
+from tests.conftest import cli_env
 
 
 def test_mode_follows_settings_environment_and_login(monkeypatch, tmp_path):
@@ -22,12 +23,13 @@ def test_mode_follows_settings_environment_and_login(monkeypatch, tmp_path):
 
 
 @pytest.mark.slow
-def test_resumed_run_continues_the_same_wandb_run(tmp_path, cli):
+def test_resumed_run_continues_the_same_wandb_run(tmp_path, launcher):
+    # Two processes, forked without the torch and Lightning imports: W&B starts in each as it would in a new one.
     common = ["--config", "configs/vae_digits.yaml", "--run-id", "w", "--resume", "auto", "trainer.accelerator=cpu",
               "run.num_samples=4", f"run.output_dir={tmp_path}", "logger.wandb=true", "logger.group=g1"]
-    first = cli("lit_gen.fit", *common, "trainer.max_epochs=1", env={"WANDB_MODE": "offline"})
+    first = launcher.run("lit_gen.fit", *common, "trainer.max_epochs=1", env=cli_env({"WANDB_MODE": "offline"}))
     assert first.returncode == 0, first.stderr[-3000:]
-    second = cli("lit_gen.fit", *common, "trainer.max_epochs=2", env={"WANDB_MODE": "offline"})
+    second = launcher.run("lit_gen.fit", *common, "trainer.max_epochs=2", env=cli_env({"WANDB_MODE": "offline"}))
     assert second.returncode == 0, second.stderr[-3000:]
     run = tmp_path / "vae_digits" / "w"
     stored = (run / "wandb_id.txt").read_text().strip()

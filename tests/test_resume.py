@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import os
-import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -13,6 +10,7 @@ import pytest
 import torch
 
 from tests.conftest import REPO
+from tests.processes import Launcher
 
 STEPS = 30  # crosses the first epoch boundary of digits (21 steps of 64)
 # The kill lands at or a few steps after these (fast steps run on while the test reacts), early
@@ -34,12 +32,13 @@ FAMILIES = {
 }
 
 
-def fit_command(family: str, out: Path, run_id: str) -> list[str]:
+def fit_args(family: str, out: Path, run_id: str) -> list[str]:
+    """The arguments of ``python -m lit_gen.fit`` (no report: it is drawn after the state this test compares)."""
     return [
-        sys.executable, "-m", "lit_gen.fit", *FAMILIES[family], "--run-id", run_id, "--resume", "auto",
+        *FAMILIES[family], "--run-id", run_id, "--resume", "auto",
         f"trainer.max_steps={STEPS}", "trainer.max_epochs=100", "trainer.deterministic=true",
         "trainer.accelerator=cpu", "run.checkpoint_every_n_steps=1", "run.num_samples=4",
-        "logger.wandb=false", f"run.output_dir={out}",
+        "logger.wandb=false", "eval.report=false", f"run.output_dir={out}",
     ]
 
 
@@ -47,9 +46,19 @@ def env() -> dict:
     return {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
 
 
+@pytest.fixture(scope="module")
+def launchers():
+    """Where the uninterrupted run, the killed run and its resumption start: three separate interpreters (three
+    hash seeds, as three commands would have), each forking a fresh process per family instead of importing again."""
+    started = [Launcher() for _ in range(3)]
+    yield started
+    for launcher in started:
+        launcher.close()
+
+
 def checkpoint_step(path: Path) -> int:
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)["global_step"]
+    try:  # mmap: the step without reading the tensors, polled while the run trains
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=True)["global_step"]
     except Exception:
         return -1
 
@@ -75,27 +84,27 @@ def assert_same_tensors(a, b, where="state"):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("family", sorted(FAMILIES))
-def test_kill_and_resume_matches_uninterrupted_run(family, tmp_path):
-    full = subprocess.run(fit_command(family, tmp_path, "full"), cwd=REPO, env=env(), capture_output=True, text=True, timeout=600)
+def test_kill_and_resume_matches_uninterrupted_run(family, tmp_path, launchers):
+    uninterrupted, interrupted, resumption = launchers
+    full = uninterrupted.run("lit_gen.fit", *fit_args(family, tmp_path, "full"), env=env())
     assert full.returncode == 0, full.stderr[-3000:]
 
     kill_at = KILL_AT[family]
     name = FAMILIES[family][1].split("/")[-1].removesuffix(".yaml")
     last = tmp_path / name / "cut" / "checkpoints" / "last.ckpt"
-    proc = subprocess.Popen(fit_command(family, tmp_path, "cut"), cwd=REPO, env=env(),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = interrupted.start("lit_gen.fit", *fit_args(family, tmp_path, "cut"), env=env())
     deadline = time.time() + 300
     while time.time() < deadline and proc.poll() is None:
         if last.is_file() and checkpoint_step(last) >= kill_at:
             break
         time.sleep(0.01)
     assert proc.poll() is None, "the run finished before it could be killed"
-    proc.send_signal(signal.SIGKILL)
+    proc.kill()  # SIGKILL
     proc.wait()
     killed_at = checkpoint_step(last)
     assert 0 < killed_at < STEPS, f"killed at step {killed_at}"
 
-    resumed = subprocess.run(fit_command(family, tmp_path, "cut"), cwd=REPO, env=env(), capture_output=True, text=True, timeout=600)
+    resumed = resumption.run("lit_gen.fit", *fit_args(family, tmp_path, "cut"), env=env())
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "resuming from" in resumed.stderr
 

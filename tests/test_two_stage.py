@@ -5,7 +5,8 @@ its first stage and its own command pointed at the first stage's checkpoint. The
 exactly those commands through the CLI's ``main`` (shrunk by overrides appended after the
 documented ones: tiny networks, three steps, fake data in the real on-disk format), then move the
 stage-1 checkpoint away and draw a grid with ``python -m lit_gen.sample`` in a fresh process from
-the stage-2 checkpoint alone. The fits run in this process: a new one costs ~5 s of imports each.
+the stage-2 checkpoint alone. The fits run in this process: a new one costs ~5 s of imports each; the
+sampling processes are forked by one launcher that imported torch and Lightning once (``tests/processes.py``).
 """
 
 from __future__ import annotations
@@ -23,7 +24,9 @@ from PIL import Image
 from lit_gen.cli import run_main
 from lit_gen.config import load_config
 from lit_gen.fit import main as fit_main
+from tests.conftest import cli_env
 from tests.fakes import write_fake_celeba
+from tests.processes import Launcher
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -124,6 +127,14 @@ def test_documented_commands_are_found_with_their_overrides():
                       "model.first_stage=runs/vae_digits_conv/<id>/checkpoints/last.ckpt"]
 
 
+@pytest.fixture(scope="module")
+def sampling():
+    """Starts each pipeline's ``python -m lit_gen.sample``: a new process that never saw its first stage."""
+    launcher = Launcher()
+    yield launcher
+    launcher.close()
+
+
 def fit(args: list[str], capsys) -> None:
     """``python -m lit_gen.fit args``, in this process."""
     with pytest.raises(SystemExit) as info:
@@ -137,7 +148,7 @@ def state_dict(path: Path) -> dict[str, torch.Tensor]:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(PIPELINES))
-def test_two_stage_config_trains_both_stages_and_samples_from_the_second_alone(name, cli, tmp_path, capsys):
+def test_two_stage_config_trains_both_stages_and_samples_from_the_second_alone(name, sampling, tmp_path, capsys):
     pipeline = PIPELINES[name]
     runs = tmp_path / "runs"
     data = ()
@@ -166,8 +177,8 @@ def test_two_stage_config_trains_both_stages_and_samples_from_the_second_alone(n
 
     stage1_ckpt.rename(tmp_path / "elsewhere.ckpt")  # sampling must not need the first-stage file
     grid, tensor = tmp_path / "grid.png", tmp_path / "samples.pt"
-    done = cli("lit_gen.sample", "--ckpt", str(stage2_ckpt), *pipeline.sample_args, "--scale", "1",
-               "--out", str(grid), "--tensor", str(tensor), "--device", "cpu")
+    done = sampling.run("lit_gen.sample", "--ckpt", str(stage2_ckpt), *pipeline.sample_args, "--scale", "1",
+                        "--out", str(grid), "--tensor", str(tensor), "--device", "cpu", env=cli_env())
     assert done.returncode == 0, done.stderr[-3000:]
     images = torch.load(tensor, weights_only=True)["images"]
     assert images.shape == (pipeline.images, *pipeline.image_shape)

@@ -9,7 +9,6 @@ a checkpoint alone rebuilds its model.
 from __future__ import annotations
 
 import inspect
-import math
 from typing import Literal, NamedTuple
 
 import lightning as L
@@ -17,11 +16,13 @@ import torch
 from torch import Tensor
 
 import lit_gen
-from lit_gen.errors import ConfigError
 from lit_gen.lightning_adapter import attached_trainer, gradients_are_local, should_update_logs
-from lit_gen.models.running_means import RunningMeans
 from lit_gen.rules import Fraction, NonNegativeFloat, NonNegativeInt, PositiveFloat
 from lit_gen.signatures import complete_sections, component_arguments, parameters
+from lit_gen.training.lr_schedule import LearningRateSchedule
+from lit_gen.training.step_guard import Gradients, StepGuard, clip_to_norm
+from lit_gen.training.step_guard import gradient_norm as gradient_norm  # kept importable from here (bench.overhead)
+from lit_gen.training.term_log import TermLog
 
 
 class LossOutput(NamedTuple):
@@ -37,10 +38,9 @@ class LossOutput(NamedTuple):
     weights: dict[str, Tensor] | None = None
 
 
-def gradient_norm(parameters) -> Tensor | None:
-    """The total 2-norm of the gradients present, as ``clip_grad_norm_`` computes it (None without any)."""
-    grads = [p.grad for p in parameters if p.grad is not None]
-    return torch.nn.utils.get_total_norm(grads, 2.0) if grads else None
+def detached_terms(out: LossOutput) -> dict[str, Tensor]:
+    """``{"loss": total, **terms}``, detached: what a training step logs and keeps as ``last_loss_terms``."""
+    return {"loss": out.total.detach(), **{name: value.detach() for name, value in out.terms.items()}}
 
 
 def to_unit_range(x: Tensor) -> Tensor:
@@ -69,17 +69,16 @@ class GenerativeModule(L.LightningModule):
             decay it to zero with a cosine over the trainer's ``max_steps`` (or its estimated steps).
             Outside a Trainer, ``configure_optimizers(total_steps=N)`` gives the length instead.
 
-    Non-finite steps: right before each optimizer step (``on_before_optimizer_step``, for automatic
-    and manual optimization alike) the module computes the total gradient norm once. When it is not
-    finite on any DDP rank (a NaN or inf in the loss reaches every gradient, so this catches both),
-    every rank drops its gradients and the step changes no training state: the weights and the
-    optimizer's moments and step counts stay as they were (the optimizer updates only parameters
-    with a gradient), the learning-rate schedule does not advance, and families with an EMA leave it
-    and its update counter alone. Lightning's ``global_step`` does advance: it counts batches, so the
-    data position, the per-step reseed and ``trainer.max_steps`` go on as usual (families with manual
-    optimization may differ: see ``VQGAN._step``). The same norm clips the gradients (no second pass)
-    and is logged as ``train/grad_norm``; it never leaves the module. ``skipped_optimizer_steps()``
-    tells callbacks (``NonFiniteGuard`` counts them and stops a run that keeps skipping).
+    Training is composed of three pieces from ``lit_gen.training``, each with its own tests:
+    ``learning_rate_schedule`` (``LearningRateSchedule``), ``step_guard`` (``StepGuard``: right before
+    each optimizer step, for automatic and manual optimization alike, one gradient norm decides whether
+    the step is skipped as non-finite on every DDP rank and clips the gradients) and ``term_log``
+    (``TermLog``: step values on logging steps, exact epoch means). A skipped step changes no training
+    state: the weights, the optimizer's state, the schedule and any EMA stay as they were. Lightning's
+    ``global_step`` does advance: it counts batches, so the data position, the per-step reseed and
+    ``trainer.max_steps`` go on as usual (families with manual optimization may differ: see
+    ``VQGAN._step``). The norm is logged as ``train/grad_norm``; ``skipped_optimizer_steps()`` tells
+    callbacks (``NonFiniteGuard`` counts the skips and stops a run that keeps skipping).
     """
 
     #: Whether ``sample(labels=...)`` is meaningful; conditional families set it on the instance.
@@ -104,17 +103,11 @@ class GenerativeModule(L.LightningModule):
         self.betas = tuple(betas)
         self.warmup_steps = warmup_steps
         self.lr_schedule = lr_schedule
-        self._schedule_total: int | None = None
-        #: Whether the optimizer step in progress was skipped (set by ``skip_step``; see the class docstring).
-        self.step_skipped = False
+        self.learning_rate_schedule = LearningRateSchedule(warmup_steps, lr_schedule)
+        self.step_guard = StepGuard()
+        self.term_log = TermLog()
         #: The detached loss and its terms of the latest training step (read in error messages).
         self.last_loss_terms: dict[str, Tensor] = {}
-        # Per optimizer step of the current batch: skipped or not (``skipped_optimizer_steps``).
-        self._batch_skips: list[bool] = []
-        # The norm of the step in progress, kept for ``configure_gradient_clipping`` (automatic optimization).
-        self._step_norm: tuple[torch.optim.Optimizer, Tensor] | None = None
-        self._epoch_means = {"train": RunningMeans(), "val": RunningMeans()}
-        self._epoch_logged: int | None = None
 
     def save_hyperparameters(self, *args, ignore=None, frame=None, logger: bool = True) -> None:
         """Lightning's, plus the defaults of arguments forwarded through ``**kwargs``.
@@ -164,56 +157,32 @@ class GenerativeModule(L.LightningModule):
     def training_step(self, batch, batch_idx):
         batch = self.augmented(batch)
         out = self.loss(batch)
-        self.last_loss_terms = {"loss": out.total.detach(), **{k: v.detach() for k, v in out.terms.items()}}
-        self._log_terms("train", out, batch_size=batch[0].shape[0])
+        self.last_loss_terms = detached_terms(out)
+        self.log_values("train", self.last_loss_terms, batch[0].shape[0], out.weights)
         return out.total
 
     def validation_step(self, batch, batch_idx):
         out = self.loss(batch)
-        self._log_terms("val", out, batch_size=batch[0].shape[0])
+        self.log_values("val", {"loss": out.total, **out.terms}, batch[0].shape[0], out.weights)
         return out.total
 
-    def _log_terms(self, stage: str, out: LossOutput, batch_size: int) -> None:
-        self.log_values(stage, {"loss": out.total, **out.terms}, batch_size, out.weights)
-
+    # ------------------------------------------------------------------ logging (lit_gen.training.term_log)
     def log_values(self, stage: str, values: dict[str, Tensor], batch_size: int,
                    weights: dict[str, Tensor] | None = None) -> None:
         """Log scalars as ``<stage>/<name>``: their epoch means, and training values on logging steps.
 
         Training values appear as ``train/<name>_step`` every ``logger.log_every_n_steps`` steps and
         ``train/<name>_epoch`` at the end of the epoch; validation values as ``val/<name>``, the mean
-        over every rank's examples. Accumulating on the device keeps a step free of host syncs.
+        over every rank's examples (``TermLog``). A step adds to device sums and syncs nothing.
         """
-        weights = weights or {}
-        values = {name: value.detach() for name, value in values.items()}
-        self._epoch_means[stage].add(self.current_epoch, values, {n: weights.get(n, batch_size) for n in values})
-        if stage != "train" or not self.is_logging_step():
-            return
-        present = {n: True for n in values}
-        if weights:  # a term over no example of this batch has no value to show
-            names = [n for n in values if n in weights]
-            counts = torch.stack([torch.as_tensor(weights[n], device=self.device) for n in names]).tolist()
-            present.update({n: c > 0 for n, c in zip(names, counts)})
-        for name, value in values.items():
-            if present[name]:
-                self.log(f"train/{name}_step", value, prog_bar=name == "loss", on_step=True, on_epoch=False,
-                         batch_size=batch_size)
+        self.term_log.add(stage, self.current_epoch, values, batch_size, weights)
+        if stage == "train" and self.is_logging_step():
+            self.term_log.log_step(self.log, values, batch_size, weights)
 
     def is_logging_step(self) -> bool:
         """Whether Lightning writes this training step's values to the loggers (else logging them is wasted)."""
         trainer = attached_trainer(self)
         return True if trainer is None else should_update_logs(trainer)
-
-    def _log_epoch_means(self, stage: str) -> None:
-        means = self._epoch_means[stage].means(self._reduce_sum)
-        self._epoch_means[stage].reset()
-        for name, mean in means.items():
-            if stage == "train":
-                self.log(f"train/{name}_epoch", mean, prog_bar=name == "loss", on_step=False, on_epoch=True, batch_size=1)
-                # The plain name, for callbacks that monitor it (as Lightning provides for on_step + on_epoch values).
-                self.log(f"train/{name}", mean, logger=False, on_step=False, on_epoch=True, batch_size=1)
-            else:
-                self.log(f"val/{name}", mean, prog_bar=name == "loss", on_step=False, on_epoch=True, batch_size=1)
 
     def _reduce_sum(self, tensor: Tensor) -> Tensor:
         trainer = attached_trainer(self)
@@ -227,37 +196,34 @@ class GenerativeModule(L.LightningModule):
         Lightning calls callbacks' ``on_train_epoch_end`` before the module's, so a callback that
         reads the epoch's metrics (``MetricsFile``) calls this first.
         """
-        if self._epoch_logged == self.current_epoch:
-            return
-        self._epoch_logged = self.current_epoch
-        self._log_epoch_means("train")
-        self.log_family_epoch_metrics()
+        if self.term_log.log_train_epoch(self.log, self.current_epoch, self._reduce_sum):
+            self.log_family_epoch_metrics()
 
     def log_family_epoch_metrics(self) -> None:
         """A family's own epoch-level metrics beside its loss terms (none by default)."""
 
     def on_train_epoch_start(self) -> None:
-        self._epoch_logged = None
+        self.term_log.start_train_epoch()
 
     def on_train_batch_start(self, batch, batch_idx: int) -> None:
-        self._batch_skips = []
+        self.step_guard.start_batch()
 
     def on_train_epoch_end(self) -> None:
         self.log_epoch_metrics()
 
     def on_validation_epoch_start(self) -> None:
-        self._epoch_means["val"].reset()
+        self.term_log.start_validation()
 
     def on_validation_epoch_end(self) -> None:
-        self._log_epoch_means("val")
+        self.term_log.log_epoch(self.log, "val", self._reduce_sum)
 
+    # ------------------------------------------------------------------ optimizer and schedule (lit_gen.training.lr_schedule)
     def configure_optimizers(self, total_steps: int | None = None):
         """AdamW over ``trainable_parameters()``, with the warm-up / cosine schedule when one is set.
 
         :param total_steps: the number of optimizer steps the cosine schedule decays over. Lightning
-            calls this without it and the trainer's ``max_steps`` (or estimated steps) is used; a
-            training loop of your own must give it (a cosine schedule without a length raises
-            ``ConfigError`` rather than guessing one).
+            calls this without it and ``schedule_length()`` is used; a training loop of your own must
+            give it (a cosine schedule without a length raises ``ConfigError`` rather than guessing one).
         """
         optimizer = torch.optim.AdamW(self.trainable_parameters(), lr=self.lr, betas=self.betas,
                                       weight_decay=self.weight_decay)
@@ -270,51 +236,46 @@ class GenerativeModule(L.LightningModule):
                          total_steps: int | None = None) -> torch.optim.lr_scheduler.LambdaLR | None:
         """The per-step warm-up / cosine schedule of ``optimizer`` (None for a constant rate).
 
-        The cosine's length is ``total_steps`` when given, else the attached trainer's; with
-        neither, ``ConfigError``: a guessed length would leave the rate at 0 after it, silently.
+        The cosine's length is ``total_steps`` when given, else the attached trainer's
+        (``schedule_length()``); with neither, ``ConfigError``.
         """
-        if total_steps is not None and (isinstance(total_steps, bool) or not isinstance(total_steps, int) or total_steps < 1):
-            raise ConfigError(f"total_steps must be a positive integer, got {total_steps!r}")
-        self._schedule_total = total_steps
-        if self.lr_schedule == "cosine" and total_steps is None and attached_trainer(self) is None:
-            raise ConfigError(
-                "model.lr_schedule='cosine' decays over the run's length, but there is no Trainer to read it from: "
-                "call configure_optimizers(total_steps=N) with your loop's number of optimizer steps "
-                "(or use lr_schedule='constant')"
-            )
-        if self.warmup_steps <= 0 and self.lr_schedule == "constant":
-            return None
-        return torch.optim.lr_scheduler.LambdaLR(optimizer, self._lr_factor)
+        run_length = None if attached_trainer(self) is None else self.schedule_length
+        return self.learning_rate_schedule.scheduler(optimizer, total_steps, run_length)
 
-    # ------------------------------------------------------------------ non-finite steps and clipping
-    def skip_step(self) -> None:
-        """Mark the optimizer step in progress as skipped: the schedule and any EMA stay where they are."""
-        self.step_skipped = True
+    def schedule_length(self) -> int:
+        """The number of schedule steps in the attached trainer's run: ``max_steps``, else its estimated steps.
+
+        A family whose optimizer steps are not its schedule's steps overrides it (VQ-GAN).
+        """
+        trainer = attached_trainer(self)
+        # lr_scheduler_for asks only with a trainer attached; one detached since then is a bug.
+        assert trainer is not None, "the cosine schedule needs total_steps or a Trainer"
+        if trainer.max_steps and trainer.max_steps > 0:
+            return trainer.max_steps
+        return max(1, int(trainer.estimated_stepping_batches))
+
+    def trainable_parameters(self):
+        """Parameters the optimizer updates (families with frozen parts override this)."""
+        return [p for p in self.parameters() if p.requires_grad]
+
+    # ------------------------------------------------------------------ non-finite steps and clipping (lit_gen.training.step_guard)
+    @property
+    def step_skipped(self) -> bool:
+        """Whether the optimizer step in progress was skipped (the schedule and any EMA then wait)."""
+        return self.step_guard.skipped
 
     def skipped_optimizer_steps(self) -> tuple[bool, ...]:
         """For each optimizer step of the current training batch, in order, whether it was skipped."""
-        return tuple(self._batch_skips)
+        return self.step_guard.decisions()
 
     def drop_step_if_nonfinite(self, optimizer: torch.optim.Optimizer, value: Tensor | None,
                                final: bool = True) -> bool:
         """Skip ``optimizer``'s step when ``value`` (a gradient norm or a loss) is not finite on any rank.
 
-        The one guard of every family. The decision is reduced over DDP ranks (any rank bad -> every
-        rank skips) so replicas never diverge; skipping drops the optimizer's gradients and calls
-        ``skip_step``. Every rank must call it at the same point (it is a collective).
-        ``final=False`` marks an early check (a loss before its backward pass) that is recorded only
-        when it skips: the step's one entry in ``skipped_optimizer_steps`` is then the check that ends it.
+        The one guard of every family (``StepGuard.check``): every rank must call it at the same point.
+        ``final=False`` marks an early check (a loss before its backward pass).
         """
-        bad = value is not None and not bool(torch.isfinite(value))  # the step's one host sync
-        bad = self.trainer.strategy.reduce_boolean_decision(bad, all=False)
-        if bad:
-            for group in optimizer.param_groups:
-                for p in group["params"]:
-                    p.grad = None
-            self.skip_step()
-        if bad or final:
-            self._batch_skips.append(bad)
-        return bad
+        return self.step_guard.check(optimizer, value, self.trainer.strategy, final)
 
     def on_before_optimizer_step(self, optimizer) -> None:
         """Guard the step and clip its gradients, both with one gradient norm.
@@ -322,19 +283,16 @@ class GenerativeModule(L.LightningModule):
         Lightning calls this after the gradients are final (after unscaling under fp16, where the
         scaler then also skips the step) and before it clips (automatic optimization) or steps.
         """
-        self._step_norm = None
-        params = [p for group in optimizer.param_groups for p in group["params"]]
-        norm = gradient_norm(params)
-        if self.drop_step_if_nonfinite(optimizer, norm) or norm is None:
+        gradients = self.step_guard.check_gradients(optimizer, self.trainer.strategy)
+        if gradients is None:
             return
         if self.is_logging_step():
-            self.log("train/grad_norm", norm, on_step=True, on_epoch=False)
+            self.log("train/grad_norm", gradients.norm, on_step=True, on_epoch=False)
         if self.automatic_optimization:  # Lightning clips next, through configure_gradient_clipping
-            self._step_norm = (optimizer, norm)
             return
         clip = self.gradient_clip_for(optimizer)
         if clip is not None:
-            self._clip_by_norm(optimizer, clip, norm)
+            self.clip_gradients_by_norm(optimizer, clip, gradients)
 
     def gradient_clip_for(self, optimizer: torch.optim.Optimizer) -> float | None:
         """Under manual optimization: the max gradient norm of ``optimizer``'s steps (None: no clipping).
@@ -344,7 +302,7 @@ class GenerativeModule(L.LightningModule):
         return None
 
     def optimizer_step(self, *args, **kwargs) -> None:
-        self.step_skipped = False  # the guard may set it while the closure runs inside the step
+        self.step_guard.start_step()  # the guard may skip it while the closure runs inside the step
         super().optimizer_step(*args, **kwargs)
 
     def lr_scheduler_step(self, scheduler, metric) -> None:
@@ -358,46 +316,23 @@ class GenerativeModule(L.LightningModule):
         Equal to Lightning's clipping (``clip_grad_norm_`` is that norm followed by the same scaling);
         other algorithms clip as Lightning does.
         """
-        known, self._step_norm = self._step_norm, None
-        if known is None or known[0] is not optimizer or gradient_clip_algorithm not in (None, "norm"):
+        gradients = self.step_guard.take_held(optimizer)
+        if gradients is None or gradient_clip_algorithm not in (None, "norm"):
             self.clip_gradients(optimizer, gradient_clip_val, gradient_clip_algorithm)
             return
         if gradient_clip_val:
-            self._clip_by_norm(optimizer, float(gradient_clip_val), known[1])
+            self.clip_gradients_by_norm(optimizer, float(gradient_clip_val), gradients)
 
-    def _clip_by_norm(self, optimizer: torch.optim.Optimizer, max_norm: float, norm: Tensor) -> None:
+    def clip_gradients_by_norm(self, optimizer: torch.optim.Optimizer, max_norm: float, gradients: Gradients) -> None:
+        """Clip ``optimizer``'s gradients to ``max_norm`` with the norm the guard computed."""
         if not gradients_are_local(self.trainer.strategy):  # a shard's norm is not the total: Lightning's own way
             self.clip_gradients(optimizer, max_norm, "norm")
             return
-        params = [p for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
-        torch.nn.utils.clip_grads_with_norm_(params, max_norm, norm)
+        clip_to_norm(gradients, max_norm)
 
     def ema_snapshot(self) -> dict | None:
         """A snapshot of the weight averages due now (see ``CallbackContract``); families without one: None."""
         return None
-
-    def trainable_parameters(self):
-        """Parameters the optimizer updates (families with frozen parts override this)."""
-        return [p for p in self.parameters() if p.requires_grad]
-
-    def _lr_factor(self, step: int) -> float:
-        if step < self.warmup_steps:
-            return (step + 1) / self.warmup_steps
-        if self.lr_schedule == "cosine":
-            total = self._total_steps()
-            progress = min(1.0, (step - self.warmup_steps) / max(1, total - self.warmup_steps))
-            return 0.5 * (1.0 + math.cos(math.pi * progress))
-        return 1.0
-
-    def _total_steps(self) -> int:
-        if self._schedule_total is not None:
-            return self._schedule_total
-        trainer = attached_trainer(self)
-        # lr_scheduler_for refuses a cosine schedule with neither; a trainer detached since then is a bug.
-        assert trainer is not None, "the cosine schedule needs total_steps or a Trainer"
-        if trainer.max_steps and trainer.max_steps > 0:
-            return trainer.max_steps
-        return max(1, int(trainer.estimated_stepping_batches))
 
     # ------------------------------------------------------------------ checkpoints
     def on_save_checkpoint(self, checkpoint: dict) -> None:
@@ -405,8 +340,8 @@ class GenerativeModule(L.LightningModule):
         from lit_gen import registry
 
         checkpoint["lit_gen"] = {"model": registry.name_of(type(self)), "version": lit_gen.__version__}
-        checkpoint["lit_gen_train_means"] = self._epoch_means["train"].state_dict()
+        checkpoint["lit_gen_train_means"] = self.term_log.state_dict()
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         if "lit_gen_train_means" in checkpoint:
-            self._epoch_means["train"].load_state_dict(checkpoint["lit_gen_train_means"], self.device)
+            self.term_log.load_state_dict(checkpoint["lit_gen_train_means"], self.device)

@@ -263,7 +263,7 @@ class Diffusion(GenerativeModule):
         return LossOutput(per_example.mean(), dict(zip(names, means.unbind())), dict(zip(names, counts.unbind())))
 
     def _training_labels(self, labels: Tensor) -> Tensor:
-        if bool((labels < 0).any() or (labels >= self.num_classes).any()):
+        if bool(((labels < 0) | (labels >= self.num_classes)).any()):  # one host sync per step, not two
             raise ValueError(f"labels must be in [0, {self.num_classes}) for model.num_classes={self.num_classes}, "
                              f"got values from {int(labels.min())} to {int(labels.max())}")
         if not self.training or self.label_dropout == 0:

@@ -20,7 +20,7 @@ batches (the cosine schedule accounts for it). ``trainer.gradient_clip_val`` mus
 refuses it under manual optimization): clip with ``grad_clip`` and ``disc_grad_clip`` instead.
 Under DDP the two phases leave each other's parameters without gradients, so use the strategy
 ``ddp_find_unused_parameters_true``. Each phase's step is guarded against non-finite losses and
-gradients by the one mechanism of ``GenerativeModule`` (see ``VQGAN._step``).
+gradients by the one mechanism of every family (``lit_gen.training.step_guard``, see ``VQGAN._step``).
 """
 
 from __future__ import annotations
@@ -33,8 +33,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from lit_gen.errors import ConfigError
-from lit_gen.lightning_adapter import attached_trainer
-from lit_gen.models.base import LossOutput
+from lit_gen.models.base import LossOutput, detached_terms
 from lit_gen.models.vqvae import VQVAE
 from lit_gen.nn.discriminator import PatchDiscriminator, patch_output_size
 from lit_gen.nn.perceptual import MIN_IMAGE_SIZE, PerceptualLoss
@@ -139,7 +138,6 @@ class VQGAN(VQVAE):
         self.grad_clip = grad_clip
         self.disc_grad_clip = disc_grad_clip
         self.discriminator = PatchDiscriminator(channels, disc_channels, disc_layers)
-        self._phase_clip: float | None = None  # the max gradient norm of the phase in progress
         # Kept out of the module tree (plain __dict__ entry): never in checkpoints, built on demand.
         self.__dict__["_perceptual"] = None
 
@@ -198,13 +196,13 @@ class VQGAN(VQVAE):
         # Phase 1: generator. Toggling freezes the discriminator, so g_adv trains only the generator.
         self.toggle_optimizer(opt_g)
         out, x_hat = self.generator_loss(x, disc_active)
-        self.last_loss_terms = {"loss": out.total.detach(), **{k: v.detach() for k, v in out.terms.items()}}
-        self._step(opt_g, out.total, self.grad_clip, "generator")
+        self.last_loss_terms = detached_terms(out)
+        self._step(opt_g, out.total, "generator")
         self.untoggle_optimizer(opt_g)
         scheduler = self.lr_schedulers()
         if scheduler is not None and not self.step_skipped:  # the schedule follows the generator's trained steps
             scheduler.step()
-        self._log_terms("train", out, batch_size=x.shape[0])
+        self.log_values("train", self.last_loss_terms, x.shape[0], out.weights)
 
         # Phase 2: discriminator, on the same reconstructions (detached from the generator).
         if disc_active:
@@ -212,36 +210,35 @@ class VQGAN(VQVAE):
             logits_real = self.discriminator(x.detach())
             logits_fake = self.discriminator(x_hat.detach())
             d_loss = hinge_d_loss(logits_real, logits_fake)
-            self._step(opt_d, d_loss, self.disc_grad_clip, "discriminator")
+            self._step(opt_d, d_loss, "discriminator")
             self.untoggle_optimizer(opt_d)
             self.log_values("train", {"d_loss": d_loss, "logits_real": logits_real.mean(),
                                       "logits_fake": logits_fake.mean()}, batch_size=x.shape[0])
         return out.total.detach()
 
-    def _step(self, optimizer, loss: Tensor, clip: float | None, phase: str) -> None:
-        """One phase's optimizer step, guarded like every family's (``GenerativeModule.drop_step_if_nonfinite``).
+    def _step(self, optimizer, loss: Tensor, phase: str) -> None:
+        """One phase's optimizer step, guarded like every family's (the model's ``step_guard``).
 
-        The guard runs twice per phase, both times through that one function: on the loss, before
-        the backward pass, and on the gradient norm inside ``optimizer.step()`` (the base class's
+        The guard checks twice per phase: the loss, before the backward pass
+        (``drop_step_if_nonfinite``), and the gradient norm inside ``optimizer.step()`` (the base class's
         ``on_before_optimizer_step``, which also clips with that norm to ``gradient_clip_for``). A
         phase skipped for its loss calls no ``optimizer.step()`` (fp16's gradient scaler fails on a
         step without any gradient), so, as Lightning counts optimizer steps under manual
         optimization, it does not advance ``global_step``; one skipped for its gradients does.
         Either way the weights, AdamW's state and the schedule stay as they were.
         """
-        self.step_skipped = False
+        self.step_guard.start_step()
         optimizer.zero_grad(set_to_none=True)
         if self.drop_step_if_nonfinite(optimizer, loss.detach(), final=False):
             log.warning("non-finite %s loss at global step %d: skipping this %s step",
                         phase, self.global_step, phase)
             return
         self.manual_backward(loss)
-        self._phase_clip = clip
         optimizer.step()
 
     def gradient_clip_for(self, optimizer) -> float | None:
-        """The clip of the phase stepping ``optimizer`` (``grad_clip`` or ``disc_grad_clip``)."""
-        return self._phase_clip
+        """``grad_clip`` for the generator's optimizer (the first), ``disc_grad_clip`` for the discriminator's."""
+        return self.grad_clip if optimizer is self.trainer.optimizers[0] else self.disc_grad_clip
 
     # ------------------------------------------------------------------ optimizers
     def configure_optimizers(self, total_steps: int | None = None):
@@ -257,10 +254,9 @@ class VQGAN(VQVAE):
             return [opt_g, opt_d]
         return [opt_g, opt_d], [scheduler]
 
-    def _total_steps(self) -> int:
-        # The schedule counts training batches; max_steps counts optimizer steps (2 per batch after disc_start).
-        trainer = attached_trainer(self)
-        if self._schedule_total is None and trainer is not None and trainer.max_steps and trainer.max_steps > 0:
-            m, s = trainer.max_steps, self.disc_start
+    def schedule_length(self) -> int:
+        """The schedule counts training batches; ``max_steps`` counts optimizer steps (2 per batch after ``disc_start``)."""
+        m, s = self.trainer.max_steps, self.disc_start
+        if m and m > 0:
             return m if m <= s else s + (m - s + 1) // 2
-        return super()._total_steps()
+        return super().schedule_length()

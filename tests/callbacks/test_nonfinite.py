@@ -249,7 +249,7 @@ def test_gan_phases_clip_with_the_guards_norm_and_match_lightnings_clipping(monk
     from tests.models.test_vqgan import tiny_vqgan
 
     class LightningClippedVQGAN(VQGAN):
-        def _clip_by_norm(self, optimizer, max_norm, norm):
+        def clip_gradients_by_norm(self, optimizer, max_norm, gradients):
             self.clip_gradients(optimizer, max_norm, "norm")
 
     def train(cls):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import lightning as L
 import pytest
 import torch
@@ -76,6 +78,34 @@ def test_only_the_generator_steps_before_disc_start_then_both_every_step():
     assert after["train/disc_lambda_step"] > 0
     for key in ("d_loss", "logits_real", "logits_fake", "recon", "perceptual", "codebook", "commitment", "perplexity"):
         assert f"train/{key}_step" in after
+
+
+def test_the_cosine_schedule_decays_over_the_generators_steps_not_max_steps():
+    """max_steps=9 with disc_start=3 is 3 + 3 batches: the generator's rate follows a 6-step cosine."""
+    torch.manual_seed(0)
+    model = tiny_vqgan(disc_start=3, lr=0.1, lr_schedule="cosine")
+    rates = []
+
+    class Rate(L.Callback):
+        def on_train_batch_start(self, trainer, module, batch, batch_idx):
+            rates.append(trainer.optimizers[0].param_groups[0]["lr"])
+
+    trainer(max_steps=9, callbacks=[Rate()]).fit(model, digits_loader())
+    assert rates == pytest.approx([0.1 * 0.5 * (1 + math.cos(math.pi * k / 6)) for k in range(6)])
+
+
+def test_each_phase_clips_to_its_own_limit():
+    model = tiny_vqgan(disc_start=0, grad_clip=0.01, disc_grad_clip=0.02)
+    clipped = []
+    clip = model.clip_gradients_by_norm
+
+    def spy(optimizer, max_norm, gradients):
+        clipped.append((model.trainer.optimizers.index(optimizer), max_norm))
+        clip(optimizer, max_norm, gradients)
+
+    model.clip_gradients_by_norm = spy
+    trainer(max_steps=4).fit(model, digits_loader(32))
+    assert clipped == [(0, 0.01), (1, 0.02)] * 2
 
 
 def test_adaptive_weight_equals_a_direct_autograd_computation():

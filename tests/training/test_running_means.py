@@ -1,13 +1,9 @@
-"""Epoch means of logged values: weighting, epochs, checkpoints, and what GenerativeModule logs with them."""
+"""lit_gen.training.running_means: weighting, epochs, checkpoints, ranks."""
 
-import lightning as L
 import pytest
 import torch
-from torch import Tensor
-from torch.utils.data import DataLoader, TensorDataset
 
-from lit_gen.models.base import GenerativeModule, LossOutput
-from lit_gen.models.running_means import RunningMeans
+from lit_gen.training.running_means import RunningMeans
 
 
 def test_means_weigh_each_value_by_its_weight_and_skip_empty_terms():
@@ -39,53 +35,49 @@ def test_reduce_sum_combines_ranks_before_dividing():
     assert means.means(lambda t: t + next(other_rank))["a"].item() == pytest.approx((2.0 + 24.0) / (1 + 3))
 
 
-class PartialTerms(GenerativeModule):
-    """Loss = mean of the batch; term ``odd`` averages only its odd entries (weight = their count)."""
-
-    def __init__(self):
-        super().__init__(lr=1e-3)
-        self.w = torch.nn.Parameter(torch.zeros(()))
-
-    def loss(self, batch) -> LossOutput:
-        x = batch[0].flatten()
-        odd = x[x % 2 == 1]
-        odd_mean = odd.mean() if odd.numel() else torch.tensor(0.0)
-        return LossOutput(x.mean() + 0 * self.w, {"odd": odd_mean}, {"odd": torch.tensor(odd.numel())})
+def test_batch_sizes_weigh_by_default_and_count_on_the_host():
+    means = RunningMeans()
+    means.add(0, {"a": torch.tensor(2.0)}, default_weight=3)
+    means.add(0, {"a": torch.tensor(6.0)}, {"other": torch.tensor(9)}, default_weight=1)
+    assert means.means()["a"].item() == pytest.approx((2.0 * 3 + 6.0 * 1) / 4)
+    assert means.weights["a"] == 4 and isinstance(means.weights["a"], int)  # no tensor op for a plain count
 
 
-class StepMetrics(L.Callback):
-    """Which training steps logged a step value (a spy on the module's ``log``)."""
-
-    def __init__(self):
-        self.seen = []
-
-    def on_train_batch_start(self, trainer, module, batch, batch_idx):
-        self.seen.append(False)
-        if not hasattr(module, "_unspied_log"):
-            module._unspied_log = module.log
-
-            def spy(name, *args, **kwargs):
-                if name.endswith("_step"):
-                    self.seen[-1] = True
-                return module._unspied_log(name, *args, **kwargs)
-
-            module.log = spy
+def test_the_checkpoint_format_is_float32_tensors_whatever_the_weights_were():
+    means = RunningMeans()
+    means.add(1, {"a": torch.tensor(2.0), "b": torch.tensor(4.0)}, {"b": torch.tensor(2)}, default_weight=3)
+    state = means.state_dict()
+    assert state["epoch"] == 1
+    for name, weight in {"a": 3.0, "b": 2.0}.items():
+        assert state["weights"][name].dtype == torch.float32 and state["weights"][name].item() == weight
+    assert state["sums"]["a"].item() == 6.0 and state["sums"]["b"].item() == 8.0
 
 
-def fit(module, data: Tensor, batch_size: int, log_every_n_steps: int, callbacks=()):
-    trainer = L.Trainer(max_epochs=1, accelerator="cpu", logger=False, enable_checkpointing=False,
-                        enable_progress_bar=False, enable_model_summary=False, log_every_n_steps=log_every_n_steps,
-                        callbacks=list(callbacks))
-    trainer.fit(module, DataLoader(TensorDataset(data, torch.zeros(len(data), dtype=torch.long)), batch_size=batch_size))
-    return trainer
+def test_adding_after_a_state_dict_leaves_that_state_dict_alone():
+    """A checkpoint written mid-epoch holds the sums of that moment, not later ones (no in-place sums)."""
+    means = RunningMeans()
+    means.add(0, {"a": torch.tensor(1.0)}, {"a": torch.tensor(1.0)})
+    state = means.state_dict()
+    restored = RunningMeans()
+    restored.load_state_dict(state)
+    restored.add(0, {"a": torch.tensor(5.0)}, {"a": torch.tensor(1.0)})
+    means.add(0, {"a": torch.tensor(7.0)}, {"a": torch.tensor(1.0)})
+    assert state["sums"]["a"].item() == 1.0 and state["weights"]["a"].item() == 1.0
+    assert restored.means()["a"].item() == pytest.approx(3.0) and means.means()["a"].item() == pytest.approx(4.0)
 
 
-def test_epoch_means_are_exact_and_step_values_appear_only_on_logging_steps():
-    data = torch.tensor([0.0, 2.0, 1.0, 3.0, 4.0, 6.0, 8.0, 5.0])  # batches of 2: the 3rd has no odd entry
-    recorder = StepMetrics()
-    trainer = fit(PartialTerms(), data, batch_size=2, log_every_n_steps=2, callbacks=[recorder])
-    metrics = trainer.callback_metrics
-    assert metrics["train/loss_epoch"].item() == pytest.approx(data.mean().item())
-    assert metrics["train/loss"].item() == pytest.approx(data.mean().item())
-    assert metrics["train/odd_epoch"].item() == pytest.approx((1 + 3 + 5) / 3)  # not diluted by the empty batch
-    assert recorder.seen == [False, True, False, True]
+def test_a_resumed_epoch_has_the_bitwise_means_of_an_uninterrupted_one():
+    values = torch.randn(7, generator=torch.Generator().manual_seed(0))
+    counts = [torch.tensor(c) for c in (3, 0, 1, 4, 2, 0, 5)]
+    whole, first = RunningMeans(), RunningMeans()
+    for i in range(7):
+        whole.add(2, {"x": values[i], "part": values[i] * 2}, {"part": counts[i]}, default_weight=8)
+        if i < 3:
+            first.add(2, {"x": values[i], "part": values[i] * 2}, {"part": counts[i]}, default_weight=8)
+    second = RunningMeans()
+    second.load_state_dict(first.state_dict())
+    for i in range(3, 7):
+        second.add(2, {"x": values[i], "part": values[i] * 2}, {"part": counts[i]}, default_weight=8)
+    a, b = whole.means(), second.means()
+    assert a.keys() == b.keys() == {"x", "part"}
+    assert all(torch.equal(a[k], b[k]) for k in a)
