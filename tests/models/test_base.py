@@ -15,6 +15,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from lit_gen.errors import ConfigError
 from lit_gen.models.base import GenerativeModule, LossOutput
+from tests.training.test_lr_schedule import rates
 
 
 class Linear(GenerativeModule):
@@ -25,15 +26,6 @@ class Linear(GenerativeModule):
     def loss(self, batch):
         value = self.net(batch[0]).pow(2).mean()
         return LossOutput(value, {})
-
-
-def rates(scheduler, optimizer, steps: int) -> list[float]:
-    out = []
-    for _ in range(steps):
-        out.append(optimizer.param_groups[0]["lr"])
-        optimizer.step()
-        scheduler.step()
-    return out
 
 
 def test_cosine_outside_a_trainer_needs_its_length():
