@@ -22,6 +22,7 @@ import logging
 import os
 import platform
 import resource
+import shlex
 import statistics
 import subprocess
 import sys
@@ -345,7 +346,11 @@ class Recorder:
 
     @property
     def command(self) -> str:
-        return " ".join(["python -m", f"bench.{self.name}", *self.argv]).strip()
+        """The command line that reruns this record, quoted for a shell (an override's ``;`` stays inside)."""
+        main = sys.modules.get("__main__")
+        spec = getattr(main, "__spec__", None)
+        module = spec.name if spec is not None and spec.name.startswith("bench.") else f"bench.{self.name}"
+        return " ".join(["python -m", module, shlex.join(self.argv)]).strip()
 
     def target(self, *args, **kwargs) -> Target:
         t = Target(*args, **kwargs)

@@ -77,7 +77,7 @@ import torch
 from bench.common import (CACHE, LOAD_TRIES, REPO, Recorder, answer_as_worker, base_parser, cached_run,
                           call_worker_quietly, load_average, parse_named_overrides, sample_in_chunks, setup)
 from bench.stats import mean_interval, mean_sd, ratio_of_means
-from bench.yardstick import TRAIN_OVERRIDES, Yardstick
+from bench.yardstick import HAZE_BOUND, TRAIN_OVERRIDES, Yardstick
 
 #: lit_gen's recipe per resolution: the config a user runs (8x8: make run's; 16x16: ddpm_digits16).
 CONFIGS = {8: "configs/quickstart.yaml", 16: "configs/ddpm_digits16.yaml"}
@@ -108,7 +108,6 @@ MAX_EXTENSIONS = 2
 #: Each peer's samplers (name -> (kind, steps)); every peer run samples with all of them.
 PEER_SAMPLERS = {"diffusers": {"ddim-50": ("ddim", 50), "dpmpp_2m-10": ("dpmpp_2m", 10), "dpmpp_2m-20": ("dpmpp_2m", 20)},
                  "ddpm_pytorch": {"ddim-50": ("ddim", 50)}}
-HAZE_BOUND = 0.005
 #: Share of the budget lit_gen's schedule plans for training steps (the rest: validation, grids, checkpoints).
 LIT_GEN_STEP_SHARE = 0.9
 PEER_STEP_SHARE = 0.97
