@@ -37,7 +37,11 @@ RECORDS: dict[str, tuple[list[str], list[str]]] = {
     "ablations": (["-m", "bench.ablations", "--jobs", "2", "--threads", "1"], ["--quick"]),
     "ablations_conditioning": (["-m", "bench.ablations", "--threads", "1", "--arms",
                                 "--arm", "ng8_add=model.conditioning=add;model.norm_groups=8",
-                                "--arm", "ng8=model.norm_groups=8"], ["--quick"]),
+                                "--arm", "ng8=model.norm_groups=8", "--keep", "runs/bench/ablations_conditioning"],
+                               ["--quick"]),
+    # The default sampler of ddpm_digits16, on the checkpoints the conditioning ablation keeps.
+    "few_step_16": (["-m", "bench.few_step", "--runs", "runs/bench/ablations_conditioning", "--arms", "recipe", "ng8"],
+                    ["--quick"]),
     "ablations_conditioning_cond": (["-m", "bench.ablations", "--config", "configs/ddpm_digits_cond.yaml", "--steps", "1260",
                                      "--jobs", "2", "--threads", "1", "--arms",
                                      "--arm", "ng8_add=model.conditioning=add;model.norm_groups=8"], ["--quick"]),
