@@ -25,11 +25,18 @@ _TORCH_SETTINGS = (torch.get_num_threads(), torch.get_default_dtype(), torch.are
                    torch.is_deterministic_algorithms_warn_only_enabled())
 
 
+def _set_by_the_runner(key: str) -> bool:
+    """Variables the test runner sets while tests run: pytest's own, and the mutant a mutmut run activates
+    (``MUTANT_UNDER_TEST``, set after this file is imported; removing it would test the unmutated code)."""
+    return key.startswith(("PYTEST_", "MUTANT_"))
+
+
 def _reset_global_state(seed_python: bool) -> None:
-    for key in set(os.environ) - set(_ENVIRON) - {"PYTEST_CURRENT_TEST"}:
-        del os.environ[key]
+    for key in set(os.environ) - set(_ENVIRON):
+        if not _set_by_the_runner(key):
+            del os.environ[key]
     for key, value in _ENVIRON.items():
-        if os.environ.get(key) != value and key != "PYTEST_CURRENT_TEST":
+        if os.environ.get(key) != value and not _set_by_the_runner(key):
             os.environ[key] = value
     threads, dtype, deterministic, warn_only = _TORCH_SETTINGS
     if torch.get_num_threads() != threads:
