@@ -15,15 +15,6 @@ from lit_gen.models.prior import CodePrior
 from lit_gen.models.vqvae import VQVAE
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Tiny shapes gain nothing from intra-op threads, and on a busy shared CPU two threads spin-wait.
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 def digits_loader(n: int = 512, batch_size: int = 32) -> DataLoader:
     images, labels = load_digits_uint8()
     x = images[:n].float() / 127.5 - 1
@@ -37,7 +28,7 @@ def trainer(max_steps: int, callbacks=()) -> L.Trainer:
 
 
 @pytest.fixture(scope="module")
-def first_stage_ckpt(tmp_path_factory, _one_thread):
+def first_stage_ckpt(tmp_path_factory):
     """Stage 1: a tiny VQ-VAE trained a few steps on digits, saved as a Lightning checkpoint."""
     torch.manual_seed(0)
     model = VQVAE(channels=1, image_size=8, hidden_channels=16, num_res_blocks=1, num_downsamples=1,

@@ -15,15 +15,6 @@ from lit_gen.errors import ConfigError
 from lit_gen.models.vqgan import VQGAN, hinge_d_loss
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Tiny shapes gain nothing from intra-op threads, and on a busy shared CPU two threads spin-wait.
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 def tiny_vqgan(quantizer: dict | None = None, **kwargs) -> VQGAN:
     args = dict(channels=1, image_size=8, hidden_channels=8, num_res_blocks=1, num_downsamples=1,
                 perceptual_weight=0.0, disc_layers=1, disc_channels=8, lr=1e-3)

@@ -13,15 +13,6 @@ from lit_gen.errors import ConfigError
 from lit_gen.models.vqvae import VQVAE
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Tiny shapes gain nothing from intra-op threads, and on a busy shared CPU two threads spin-wait.
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 def tiny_vqvae(quantizer: dict | None = None, **kwargs) -> VQVAE:
     args = dict(channels=1, image_size=8, hidden_channels=16, num_res_blocks=1, num_downsamples=1, lr=3e-3)
     quantizer = {"name": "vq", "num_codes": 32, "code_dim": 8, **(quantizer or {})}

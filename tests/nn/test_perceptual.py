@@ -10,15 +10,6 @@ from lit_gen.errors import ConfigError
 from lit_gen.nn.perceptual import PerceptualLoss, backbone_filename
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Tiny shapes gain nothing from intra-op threads, and on a busy shared CPU two threads spin-wait.
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 def fake_alexnet_checkpoint(path):
     """A file in torchvision's AlexNet format: random conv features, and the (unused) classifier as
     expanded zeros so the file stays small."""

@@ -11,15 +11,6 @@ import torch.nn.functional as F
 from lit_gen.nn.transformer import CodeTransformer
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Tiny shapes gain nothing from intra-op threads, and on a busy shared CPU two threads spin-wait.
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 def tiny(**kwargs) -> CodeTransformer:
     args = dict(vocab_size=8, block_size=6, n_layer=2, n_head=2, n_embd=32)
     return CodeTransformer(**{**args, **kwargs})

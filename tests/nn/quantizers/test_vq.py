@@ -8,15 +8,6 @@ import torch
 from lit_gen.nn.quantizers import VectorQuantizer, perplexity_of
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Tiny shapes gain nothing from intra-op threads, and on a busy shared CPU two threads spin-wait.
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 def quantizer_with(codes, **kwargs) -> VectorQuantizer:
     codes = torch.as_tensor(codes, dtype=torch.float32)
     vq = VectorQuantizer(codes.shape[0], codes.shape[1], **kwargs)
