@@ -102,7 +102,7 @@ class StepGuard:
         """
         self._held = None
         params = [p for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
-        norm = torch.nn.utils.get_total_norm([p.grad for p in params], 2.0) if params else None
+        norm = gradient_norm(params)
         if self.check(optimizer, norm, ranks) or norm is None:
             return None
         gradients = Gradients(params, norm)
