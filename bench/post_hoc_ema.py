@@ -30,11 +30,13 @@ from __future__ import annotations
 import argparse
 import shutil
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import torch
 
-from bench.common import CACHE, REPO, Recorder, base_parser, call_worker, load_average, sample_in_chunks, setup
+from bench.common import (CACHE, REPO, Recorder, base_parser, cached_run, call_worker, load_average, sample_in_chunks,
+                          setup)
 from bench.stats import mean_sd, paired_log_ratio
 from bench.yardstick import Yardstick
 
@@ -102,9 +104,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--steps", type=int, default=None, help=f"optimizer steps per run (default {STEPS}, quick 100)")
     parser.add_argument("--num-samples", type=int, default=None, help="samples per judged model (default: the held-out count)")
     parser.add_argument("--threads", type=int, default=2, help="torch threads per run (default 2)")
+    parser.add_argument("--jobs", type=int, default=1, help="runs side by side (default 1; steps are matched, not time)")
     parser.add_argument("--keep", default=str(CACHE / "post_hoc_ema"), help="folder for runs and checkpoints")
-    parser.add_argument("--worker-spec", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--resume", action="store_true",
+                        help="reuse the runs an interrupted invocation finished in --keep (same settings); the record says which")
     args = parser.parse_args(argv)
+    if args.seeds < 1 or args.jobs < 1 or args.threads < 1:
+        raise SystemExit("--seeds, --jobs and --threads must be at least 1")
     setup()
     from lit_gen.config import load_config
 
@@ -119,7 +125,7 @@ def main(argv: list[str] | None = None) -> None:
     rec = Recorder("post_hoc_ema", f"post-hoc EMA against the default and a grid of exponential EMAs, {args.config}, "
                    f"{steps} steps, {seeds} seeds")
     workdir = Path(args.keep)
-    if workdir.exists():
+    if workdir.exists() and not args.resume:
         shutil.rmtree(workdir)
     extra = [f"data.root={args.data_root}"] if args.data_root else []
 
@@ -128,38 +134,53 @@ def main(argv: list[str] | None = None) -> None:
         folder.mkdir(parents=True, exist_ok=True)
         spec = {"arm": arm, "seed": seed, "overrides": [*extra, *overrides], "steps": steps, "num_samples": num_samples,
                 "threads": args.threads, "dir": str(folder), "config": args.config, "sampler": {}}
-        load = load_average()
-        result = call_worker("bench.ablations", spec, args.threads, 4 * 3600, f"{arm} seed {seed}")
-        print(f"  {arm} seed {seed}: {result['steps_done']} steps, {result['seconds_per_step']:.3f} s/step, load {load}",
-              flush=True)
-        return {**result, "folder": str(folder), "load_average_before": load, "load_average_after": load_average()}
 
-    def judged_run(result: dict, seed: int) -> dict:
+        def run() -> dict:
+            for leftover in list(folder.iterdir()):  # a run an interrupted invocation left unfinished starts afresh
+                shutil.rmtree(leftover) if leftover.is_dir() else leftover.unlink()
+            before = load_average()
+            result = call_worker("bench.ablations", spec, args.threads, 4 * 3600, f"{arm} seed {seed}")
+            return {**result, "load_average_before": before, "load_average_after": load_average()}
+
+        result = cached_run(folder, spec, run, args.resume)
+        print(f"  {arm} seed {seed}: {result['steps_done']} steps, {result['seconds_per_step']:.3f} s/step, "
+              f"load {result['load_average_before']}{' (reused)' if result.get('reused') else ''}", flush=True)
+        return {**result, "folder": str(folder)}
+
+    def judged_run(arm: str, seed: int, overrides: list[str]) -> dict:
+        result = train(arm, seed, overrides)
         images = torch.load(result["samples"], weights_only=True)["images"].float() / 255.0
-        return yardstick.judge(images, seed=seed)
+        return {**result, **yardstick.judge(images, seed=seed)}
 
-    runs: dict[str, dict[int, dict]] = {"default": {}, "post_hoc": {}}
-    lengths: dict[int, dict] = {}
-    costs: dict[int, dict] = {}
-    for seed in range(seeds):
+    def post_hoc_run(seed: int) -> tuple[dict, dict, dict]:
         result = train("post_hoc", seed, power_overrides(steps))
         run_dir = next(Path(result["folder"]).rglob("last.ckpt")).parent.parent
-        (workdir / "post_hoc" / f"seed{seed}" / "lengths").mkdir(exist_ok=True)
-        lengths[seed], costs[seed] = post_hoc_lengths(run_dir, yardstick, num_samples, seed,
-                                                      workdir / "post_hoc" / f"seed{seed}" / "lengths")
-        runs["post_hoc"][seed] = {**result, "lengths": lengths[seed]}
-        default_run = train("default", seed, [])
-        runs["default"][seed] = {**default_run, **judged_run(default_run, seed)}
-    grid = {}
-    for share in GRID:
-        decay = grid_decay(share, steps)
-        r = train(f"grid_{decay:g}", 0, [f"model.ema={{name: exponential, decay: {decay}, warmup: false}}"])
-        grid[decay] = {**r, **judged_run(r, 0), "share": share}
-    best_decay = min(grid, key=lambda d: grid[d]["fid"])
-    runs["grid_best"] = {0: grid[best_decay]}
-    for seed in range(1, seeds):
-        r = train("grid_best", seed, [f"model.ema={{name: exponential, decay: {best_decay}, warmup: false}}"])
-        runs["grid_best"][seed] = {**r, **judged_run(r, seed)}
+        lengths_dir = Path(result["folder"]) / "lengths"
+        lengths_dir.mkdir(exist_ok=True)
+        judged, cost = post_hoc_lengths(run_dir, yardstick, num_samples, seed, lengths_dir)
+        return {**result, "lengths": judged}, judged, cost
+
+    def exponential(decay: float) -> list[str]:
+        return [f"model.ema={{name: exponential, decay: {decay}, warmup: false}}"]
+
+    runs: dict[str, dict[int, dict]] = {"default": {}, "post_hoc": {}, "grid_best": {}}
+    lengths: dict[int, dict] = {}
+    costs: dict[int, dict] = {}
+    decays = {grid_decay(share, steps): share for share in GRID}
+    with ThreadPoolExecutor(max_workers=args.jobs) as pool:
+        # The grid first: its best decay decides the runs that close the queue.
+        grid_jobs = {decay: pool.submit(judged_run, f"grid_{decay:g}", 0, exponential(decay)) for decay in decays}
+        post_hoc_jobs = {seed: pool.submit(post_hoc_run, seed) for seed in range(seeds)}
+        default_jobs = {seed: pool.submit(judged_run, "default", seed, []) for seed in range(seeds)}
+        grid = {decay: {**job.result(), "share": decays[decay]} for decay, job in grid_jobs.items()}
+        best_decay = min(grid, key=lambda d: grid[d]["fid"])
+        runs["grid_best"][0] = grid[best_decay]
+        best_jobs = {seed: pool.submit(judged_run, "grid_best", seed, exponential(best_decay)) for seed in range(1, seeds)}
+        for seed in range(seeds):
+            runs["post_hoc"][seed], lengths[seed], costs[seed] = post_hoc_jobs[seed].result()
+            runs["default"][seed] = default_jobs[seed].result()
+        for seed, job in best_jobs.items():
+            runs["grid_best"][seed] = job.result()
 
     reached = [s for s in LENGTHS if all(s in lengths[seed] for seed in range(seeds))]
     curve = {s: {"fids": [lengths[seed][s]["fid"] for seed in range(seeds)]} for s in reached}
@@ -183,7 +204,14 @@ def main(argv: list[str] | None = None) -> None:
                             f"({costs[0]['snapshots']} snapshots), {costs[0]['synthesis_seconds_median']} s a synthesis")
     rec.notes.append("the best post-hoc length and the grid's best decay are chosen on these very runs; the targets pair "
                      "each seed's post-hoc value with the same seed's reference run")
-    rec.numbers.update(config=args.config, steps=steps, seeds=seeds, num_samples=num_samples, lengths=list(LENGTHS),
+    if args.jobs > 1:
+        rec.notes.append(f"{args.jobs} runs went side by side ({args.threads} thread(s) each): the steps are matched, "
+                         "so only the seconds per step (recorded, not compared) feel it")
+    reused = [f"{arm} seed {seed}" for arm, by_seed in runs.items() for seed, r in by_seed.items() if r.get("reused")]
+    if reused:
+        rec.notes.append("runs finished by an earlier, interrupted invocation with the same settings and reused here "
+                         "(--resume): " + ", ".join(sorted(set(reused))))
+    rec.numbers.update(config=args.config, steps=steps, seeds=seeds, threads=args.threads, jobs=args.jobs, num_samples=num_samples, lengths=list(LENGTHS),
                        grid={share: grid_decay(share, steps) for share in GRID}, best_length=best, best_decay=best_decay, curve=curve, costs=costs,
                        floors=yardstick.floors(num_samples), runs=runs, grid_runs=grid,
                        unreachable=[s for s in LENGTHS if s not in reached])
