@@ -98,7 +98,7 @@ def ratio_of_means(a: Sequence[float], b: Sequence[float], confidence: float = C
         return Interval(None, None, None, method, n, "no values")
     ma, sa = mean_sd(a)
     mb, sb = mean_sd(b)
-    if ma <= 0 or mb <= 0 or any(x <= 0 for x in (*a, *b)):
+    if any(x <= 0 for x in (*a, *b)):
         return Interval(None, None, None, method, n, "a ratio interval needs positive values")
     estimate = ma / mb
     if min(n) < MIN_SEEDS:
@@ -107,8 +107,8 @@ def ratio_of_means(a: Sequence[float], b: Sequence[float], confidence: float = C
     se = math.sqrt(va + vb)
     if se == 0:
         return Interval(estimate, estimate, estimate, method, n)
-    # Welch-Satterthwaite degrees of freedom of the two variance terms.
-    df = (va + vb) ** 2 / ((va ** 2 / (n[0] - 1) if va else 0.0) + (vb ** 2 / (n[1] - 1) if vb else 0.0))
+    # Welch-Satterthwaite degrees of freedom of the two variance terms (n >= MIN_SEEDS: no division by zero).
+    df = (va + vb) ** 2 / (va ** 2 / (n[0] - 1) + vb ** 2 / (n[1] - 1))
     half = _t_quantile(confidence, df) * se
     return Interval(estimate, math.exp(math.log(estimate) - half), math.exp(math.log(estimate) + half), method, n)
 
@@ -140,7 +140,7 @@ def difference_of_means(a: Sequence[float], b: Sequence[float], confidence: floa
     va, vb = sa ** 2 / n[0], sb ** 2 / n[1]
     if va + vb == 0:
         return Interval(ma - mb, ma - mb, ma - mb, method, n)
-    df = (va + vb) ** 2 / ((va ** 2 / (n[0] - 1) if va else 0.0) + (vb ** 2 / (n[1] - 1) if vb else 0.0))
+    df = (va + vb) ** 2 / (va ** 2 / (n[0] - 1) + vb ** 2 / (n[1] - 1))
     half = _t_quantile(confidence, df) * math.sqrt(va + vb)
     return Interval(ma - mb, ma - mb - half, ma - mb + half, method, n)
 
