@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from bench import mutation
+from bench.stats import verdict
 
 
 @pytest.fixture
@@ -50,3 +51,18 @@ def test_the_shipped_equivalents_file_reads_and_gives_a_reason_for_each():
     entries = mutation.load_equivalents()
     for name, entry in entries.items():
         assert entry["line"].strip() and len(entry["reason"]) > 10, name
+
+
+def test_the_whole_core_share_is_bounded_by_the_mutants_not_run(diffs):
+    # 9 of 10 run mutants killed, 10 not run: over the whole core the share lies in [9/20, 19/20].
+    codes = {f"m.f__mutmut_{i}": (1 if i < 9 else 0) for i in range(10)}
+    codes.update({f"m.g__mutmut_{i}": None for i in range(10)})
+    diffs.update({f"m.f__mutmut_{i}": "+x" for i in range(10)})
+    summary = mutation.summarise({"m.py": codes}, {})
+    core = mutation.whole_core_share(summary)
+    assert (core.estimate, core.low, core.high, core.n) == (pytest.approx(0.9), pytest.approx(9 / 20),
+                                                             pytest.approx(19 / 20), (20,))
+    assert verdict(core, ">=", 0.9).outcome == "inconclusive"
+    everything = mutation.summarise({"m.py": {k: v for k, v in codes.items() if v is not None}}, {})
+    assert verdict(mutation.whole_core_share(everything), ">=", 0.9).outcome == "met"
+    assert mutation.whole_core_share(mutation.summarise({"m.py": {"m.g__mutmut_1": None}}, {})) is None
