@@ -115,6 +115,7 @@ def main(argv: list[str]) -> int:
 
     from lit_gen import runs
     from lit_gen.callbacks.ema_snapshots import EMASnapshots
+    from lit_gen.callbacks.idle_hooks import skip_idle_batch_hooks
     from lit_gen.callbacks.last_checkpoint import LastCheckpoint
     from lit_gen.callbacks.metrics_file import MetricsFile, scalar_metrics
     from lit_gen.callbacks.nonfinite import NonFiniteGuard
@@ -140,6 +141,8 @@ def main(argv: list[str]) -> int:
     ModelCheckpoint = L.pytorch.callbacks.ModelCheckpoint
     best = ModelCheckpoint(dirpath=str(run.checkpoints), filename="best", monitor=cfg.run.monitor, mode="min",
                            save_top_k=1, auto_insert_metric_name=False, enable_version_counter=False)
+    # Without a step or time trigger its per-batch hook only returns: Lightning need not call it.
+    best.on_train_batch_end = None
     samples = SampleGrid(run.samples, cfg.run.sample_every_n_epochs, cfg.run.num_samples, seed=cfg.seed,
                          sample_options=cfg.run.sample_options, scale=cfg.run.grid_scale)
     callbacks = [
@@ -169,6 +172,8 @@ def main(argv: list[str]) -> int:
                             plugins=[runs.AtomicCheckpointIO(), *cluster_plugins(environ)])
     except (ValueError, TypeError) as exc:
         raise ConfigError(f"trainer: {exc}") from None
+    for callback in trainer.callbacks:  # Lightning's own included
+        skip_idle_batch_hooks(callback)
     # Everything is validated: only now does the run folder appear.
     if rank == 0:
         runs.create(run, cfg.to_yaml())
