@@ -95,3 +95,31 @@ def test_bad_decay_is_an_assertion_below_the_config():
     # model.ema.decay's rule is checked where the config is read (tests/test_rules.py); a Python caller gets this.
     with pytest.raises(AssertionError):
         EMA(net(), decay=1.0)
+
+
+def test_only_a_power_ema_asks_for_snapshots():
+    from lit_gen.nn.ema import PowerEMA
+
+    model = net()
+    assert EMA(model, decay=0.9).snapshot_due() is False
+    power = PowerEMA(model, sigma_rels=(0.05,), snapshot_every=3)
+    due = []
+    for _ in range(7):
+        power.update(model)
+        due.append(power.snapshot_due())
+    assert due == [False, False, True, False, False, True, False]
+
+
+def test_a_post_hoc_average_is_fixed_and_records_where_it_came_from():
+    from lit_gen.nn.ema import PostHocEMA
+
+    model = net()
+    average = PostHocEMA(model, sigma_rel=0.07, step=600, sources=12, relative_error=0.01)
+    assert (average.kind, average.sigma_rel, average.step, average.sources, average.relative_error) == (
+        "post_hoc", 0.07, 600, 12, 0.01)
+    assert average.averaged is not model and not any(p.requires_grad for p in average.averaged.parameters())
+    before = [p.clone() for p in average.averaged.parameters()]
+    shift(model, 1.0)
+    average.update(model)
+    assert all(torch.equal(a, b) for a, b in zip(average.averaged.parameters(), before))
+    assert average.snapshot_due() is False
