@@ -177,7 +177,8 @@ class PostHocEMA(nn.Module):
     """One average built after training from a power EMA's snapshots (``python -m lit_gen.ema``): fixed.
 
     It holds the synthesised weights and samples like any EMA; ``update`` leaves them alone (training on
-    from such a checkpoint changes the raw weights only). Its arguments record where it came from.
+    from such a checkpoint changes the raw weights only). Its arguments record where it came from, so each
+    is required: ``python -m lit_gen.ema`` writes them all.
 
     Args:
         model: the network whose weights it holds (deep-copied; the checkpoint's weights replace them).
@@ -189,8 +190,8 @@ class PostHocEMA(nn.Module):
 
     kind = "post_hoc"
 
-    def __init__(self, model: nn.Module, /, sigma_rel: SigmaRel = 0.1, step: PositiveInt = 1, sources: PositiveInt = 1,
-                 relative_error: Annotated[float, Range(ge=0)] = 0.0) -> None:
+    def __init__(self, model: nn.Module, /, sigma_rel: SigmaRel, step: PositiveInt, sources: PositiveInt,
+                 relative_error: Annotated[float, Range(ge=0)]) -> None:
         super().__init__()
         self.sigma_rel, self.step, self.sources, self.relative_error = sigma_rel, step, sources, relative_error
         self.averaged = copy.deepcopy(model).requires_grad_(False)

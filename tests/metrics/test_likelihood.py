@@ -41,7 +41,7 @@ class KnownBound(nn.Module):
         return self.unavailable
 
     def negative_log_likelihood(self, x, labels, *, generator, samples, terms):
-        self.calls.append({"batch": x.shape[0], "samples": samples, "terms": terms, "training": self.training,
+        self.calls.append({"batch": x.shape[0], "seen": x[:, 0, 0, 0].tolist(), "samples": samples, "terms": terms, "training": self.training,
                            "draw": float(torch.rand((), generator=generator))})
         if terms is not None and terms > 5:
             raise ValueError(f"terms must be at most 5, got {terms}")
@@ -69,7 +69,7 @@ def test_bits_per_dim_is_the_mean_bound_over_the_split_in_bits_per_dimension():
     assert (record.checkpoint, record.global_step, record.convention) == ("run/last.ckpt", 42, CONVENTION)
     assert record.seconds is not None and record.seconds >= 0
     # Batches of 3, 3 and 1, in eval mode, one generator seeded once for the whole split; training restored.
-    assert [c["batch"] for c in model.calls] == [3, 3, 1]
+    assert [c["seen"] for c in model.calls] == [[0, 1, 2], [3, 4, 5], [6]]  # in the split's order
     assert not any(c["training"] for c in model.calls) and model.training
     generator = torch.Generator().manual_seed(5)
     assert [c["draw"] for c in model.calls] == [float(torch.rand((), generator=generator)) for _ in range(3)]
@@ -78,6 +78,9 @@ def test_bits_per_dim_is_the_mean_bound_over_the_split_in_bits_per_dimension():
 def test_count_takes_the_first_images_and_must_fit_the_split():
     record = evaluate_likelihood(KnownBound(), images(7), count=2, batch_size=256)
     assert record.count == 2 and record.bits_per_dim == pytest.approx(10.5 / (6 * LN2))
+    one, every = KnownBound(), KnownBound()
+    assert evaluate_likelihood(one, images(7), count=1).count == 1 and one.calls[0]["seen"] == [0]
+    assert evaluate_likelihood(every, images(7), count=7).count == 7 and every.calls[0]["seen"] == list(range(7))
     for bad in (0, 8):
         with pytest.raises(EvaluationError, match=rf"--count {bad}: the split holds 7 images; choose 1 \.\. 7"):
             evaluate_likelihood(KnownBound(), images(7), count=bad)
@@ -114,9 +117,12 @@ def test_models_without_a_likelihood_say_why_and_are_not_run():
 
 
 def test_family_of_is_the_registered_name_or_the_class_name():
-    from lit_gen.models.vae import VAE
+    from lit_gen.models.ae import DenoisingAutoencoder
+    from lit_gen.models.prior import CodePrior
 
-    assert family_of(VAE.__new__(VAE)) == "vae"
+    # Registered names that are not the class's own.
+    assert family_of(CodePrior.__new__(CodePrior)) == "prior"
+    assert family_of(DenoisingAutoencoder.__new__(DenoisingAutoencoder)) == "dae"
     assert family_of(KnownBound()) == "knownbound"
 
 
