@@ -108,6 +108,10 @@ def test_only_a_power_ema_asks_for_snapshots():
         power.update(model)
         due.append(power.snapshot_due())
     assert due == [False, False, True, False, False, True, False]
+    every_step = PowerEMA(model, sigma_rels=(0.05,), snapshot_every=1)
+    assert every_step.snapshot_due() is False  # nothing averaged yet: no snapshot of the initial weights
+    every_step.update(model)
+    assert every_step.snapshot_due() is True
 
 
 def test_a_post_hoc_average_is_fixed_and_records_where_it_came_from():
