@@ -43,8 +43,8 @@ from pathlib import Path
 
 import torch
 
-from bench.common import (CACHE, REPO, Recorder, answer_as_worker, base_parser, cached_run, call_worker, load_average,
-                          median, parse_named_overrides, sample_in_chunks, setup)
+from bench.common import (CACHE, REPO, Recorder, answer_as_worker, base_parser, median, parse_named_overrides,
+                          sample_in_chunks, setup, worker_run)
 from bench.stats import lower_is_better_effect, mean_interval, mean_sd, paired_log_ratio
 from bench.yardstick import HAZE_BOUND, TRAIN_OVERRIDES, Yardstick
 
@@ -153,15 +153,7 @@ def main(argv: list[str] | None = None) -> None:
         folder.mkdir(parents=True, exist_ok=True)
         spec = {"arm": arm, "seed": seed, "overrides": arms[arm], "steps": steps, "num_samples": num_samples,
                 "threads": args.threads, "dir": str(folder), "config": args.config, "sampler": sampler}
-
-        def train() -> dict:
-            for leftover in list(folder.iterdir()):  # a run an interrupted invocation left unfinished starts afresh
-                shutil.rmtree(leftover) if leftover.is_dir() else leftover.unlink()
-            before = load_average()
-            result = call_worker("bench.ablations", spec, args.threads, 3600, f"{arm} seed {seed}")
-            return {**result, "load_average_before": before, "load_average_after": load_average()}
-
-        result = cached_run(folder, spec, train, args.resume)
+        result = worker_run(folder, spec, "bench.ablations", args.threads, 3600, f"{arm} seed {seed}", args.resume)
         saved = torch.load(result["samples"], weights_only=True)
         images = saved["images"].float() / 255.0
         judged = yardstick.judge(images, seed=seed)

@@ -23,6 +23,7 @@ import os
 import platform
 import resource
 import shlex
+import shutil
 import statistics
 import subprocess
 import sys
@@ -520,6 +521,21 @@ def cached_run(folder: Path, spec: dict, run: Callable[[], dict], resume: bool) 
     result = run()
     path.write_text(json.dumps({"spec": spec, "result": result}, default=str) + "\n")
     return result
+
+
+def worker_run(folder: Path, spec: dict, module: str, threads: int, timeout: float, what: str, resume: bool) -> dict:
+    """``call_worker(module, spec, ...)`` run in ``folder`` emptied first (a run an interrupted invocation left
+    unfinished starts afresh), with the load average before and after; cached there by ``cached_run``."""
+    folder = Path(folder)
+
+    def run() -> dict:
+        for leftover in list(folder.iterdir()):
+            shutil.rmtree(leftover) if leftover.is_dir() else leftover.unlink()
+        before = load_average()
+        result = call_worker(module, spec, threads, timeout, what)
+        return {**result, "load_average_before": before, "load_average_after": load_average()}
+
+    return cached_run(folder, spec, run, resume)
 
 
 def parse_named_overrides(text: str, flag: str) -> tuple[str, list[str]]:

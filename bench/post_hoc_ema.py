@@ -27,7 +27,6 @@ sigma_rel with its spread over seeds, the disk per snapshot and per run, and the
 
 from __future__ import annotations
 
-import argparse
 import shutil
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -35,8 +34,7 @@ from pathlib import Path
 
 import torch
 
-from bench.common import (CACHE, REPO, Recorder, base_parser, cached_run, call_worker, load_average, sample_in_chunks,
-                          setup)
+from bench.common import CACHE, REPO, Recorder, base_parser, sample_in_chunks, setup, worker_run
 from bench.stats import mean_sd, paired_log_ratio
 from bench.yardstick import Yardstick
 
@@ -134,15 +132,7 @@ def main(argv: list[str] | None = None) -> None:
         folder.mkdir(parents=True, exist_ok=True)
         spec = {"arm": arm, "seed": seed, "overrides": [*extra, *overrides], "steps": steps, "num_samples": num_samples,
                 "threads": args.threads, "dir": str(folder), "config": args.config, "sampler": {}}
-
-        def run() -> dict:
-            for leftover in list(folder.iterdir()):  # a run an interrupted invocation left unfinished starts afresh
-                shutil.rmtree(leftover) if leftover.is_dir() else leftover.unlink()
-            before = load_average()
-            result = call_worker("bench.ablations", spec, args.threads, 4 * 3600, f"{arm} seed {seed}")
-            return {**result, "load_average_before": before, "load_average_after": load_average()}
-
-        result = cached_run(folder, spec, run, args.resume)
+        result = worker_run(folder, spec, "bench.ablations", args.threads, 4 * 3600, f"{arm} seed {seed}", args.resume)
         print(f"  {arm} seed {seed}: {result['steps_done']} steps, {result['seconds_per_step']:.3f} s/step, "
               f"load {result['load_average_before']}{' (reused)' if result.get('reused') else ''}", flush=True)
         return {**result, "folder": str(folder)}
@@ -204,10 +194,14 @@ def main(argv: list[str] | None = None) -> None:
                             f"({costs[0]['snapshots']} snapshots), {costs[0]['synthesis_seconds_median']} s a synthesis")
     rec.notes.append("the best post-hoc length and the grid's best decay are chosen on these very runs; the targets pair "
                      "each seed's post-hoc value with the same seed's reference run")
+    if best_decay in (min(grid), max(grid)):
+        rec.notes.append(f"the grid's best decay ({best_decay:g}) lies on the grid's edge: a decay beyond it, not run "
+                         "here, might score better, so the grid arm may be weaker than the best exponential EMA")
     if args.jobs > 1:
         rec.notes.append(f"{args.jobs} runs went side by side ({args.threads} thread(s) each): the steps are matched, "
                          "so only the seconds per step (recorded, not compared) feel it")
     reused = [f"{arm} seed {seed}" for arm, by_seed in runs.items() for seed, r in by_seed.items() if r.get("reused")]
+    reused += [f"grid decay {decay:g} seed 0" for decay, r in grid.items() if r.get("reused")]
     if reused:
         rec.notes.append("runs finished by an earlier, interrupted invocation with the same settings and reused here "
                          "(--resume): " + ", ".join(sorted(set(reused))))
