@@ -15,8 +15,9 @@ independent of the machine's load), on the yardstick's training digits (``bench.
 - ``default``: the recipe as shipped (its exponential EMA), ``--seeds`` runs.
 - ``grid``: the recipe with exponential EMAs whose averaging lengths 1 / (1 - decay) are the shares ``GRID`` of
   the run (no warm-up: within a short run the warm-up's cap (1 + n) / (10 + n) would make every decay alike),
-  one run each (seed 0): as many training runs as ``post_hoc`` spends. The grid's best decay then runs the
-  other seeds (its seed-0 run is the grid's).
+  one run each (seed 0). Where the best sits on an edge of the grid, ``EXTENSIONS`` more shares past that
+  edge run (halving below it, doubling above it), so the grid arm is the exponential EMA at its best rather
+  than at our guess. The grid's best decay then runs the other seeds (its seed-0 run is the grid's).
 
 Samples: the config's default sampler, sampling seed 1000 + training seed, as many as the yardstick holds
 out. Judged by ``bench.yardstick`` (held-out FID for the verdicts; training FID, precision/recall,
@@ -45,6 +46,19 @@ LENGTHS = (0.02, 0.03, 0.04, 0.05, 0.07, 0.10, 0.13, 0.16, 0.20)
 #: The grid's exponential EMAs: averaging lengths 1 / (1 - decay) as shares of the run (as many as the
 #: post-hoc arm's training runs).
 GRID = (0.1, 0.25, 0.6)
+#: Shares run past the grid's edge where its best sits, all at once (side by side with ``--jobs``).
+EXTENSIONS = 2
+
+
+def beyond_edge(shares: list[float], best: float) -> list[float]:
+    """The ``EXTENSIONS`` shares past the edge of ``shares`` where ``best`` sits (halving below the shortest,
+    doubling above the longest, never past the whole run); none when ``best`` is inside the grid."""
+    shares = sorted(shares)
+    if best == shares[0]:
+        return [round(best / 2 ** k, 6) for k in range(1, EXTENSIONS + 1)]
+    if best == shares[-1] and best < 1.0:
+        return sorted({min(1.0, round(best * 2 ** k, 6)) for k in range(1, EXTENSIONS + 1)})
+    return []
 
 
 def grid_decay(share: float, steps: int) -> float:
@@ -164,6 +178,12 @@ def main(argv: list[str] | None = None) -> None:
         default_jobs = {seed: pool.submit(judged_run, "default", seed, []) for seed in range(seeds)}
         grid = {decay: {**job.result(), "share": decays[decay]} for decay, job in grid_jobs.items()}
         best_decay = min(grid, key=lambda d: grid[d]["fid"])
+        extended = {grid_decay(share, steps): share for share in beyond_edge(list(decays.values()), decays[best_decay])}
+        if extended:
+            decays.update(extended)
+            extension_jobs = {decay: pool.submit(judged_run, f"grid_{decay:g}", 0, exponential(decay)) for decay in extended}
+            grid.update({decay: {**job.result(), "share": extended[decay]} for decay, job in extension_jobs.items()})
+            best_decay = min(grid, key=lambda d: grid[d]["fid"])
         runs["grid_best"][0] = grid[best_decay]
         best_jobs = {seed: pool.submit(judged_run, "grid_best", seed, exponential(best_decay)) for seed in range(1, seeds)}
         for seed in range(seeds):
@@ -194,9 +214,14 @@ def main(argv: list[str] | None = None) -> None:
                             f"({costs[0]['snapshots']} snapshots), {costs[0]['synthesis_seconds_median']} s a synthesis")
     rec.notes.append("the best post-hoc length and the grid's best decay are chosen on these very runs; the targets pair "
                      "each seed's post-hoc value with the same seed's reference run")
+    if extended:
+        rec.notes.append(f"the grid's first best decay sat on its edge, so shares {', '.join(f'{s:g}' for s in extended.values())} "
+                         "of the run were added past that edge (seed 0)")
     if best_decay in (min(grid), max(grid)):
-        rec.notes.append(f"the grid's best decay ({best_decay:g}) lies on the grid's edge: a decay beyond it, not run "
-                         "here, might score better, so the grid arm may be weaker than the best exponential EMA")
+        rec.notes.append(f"the grid's best decay ({best_decay:g}) lies on the grid's edge"
+                         + (" even after its extension" if extended else "")
+                         + ": a decay beyond it, not run here, might score better, so the grid arm may be weaker "
+                         "than the best exponential EMA")
     if args.jobs > 1:
         rec.notes.append(f"{args.jobs} runs went side by side ({args.threads} thread(s) each): the steps are matched, "
                          "so only the seconds per step (recorded, not compared) feel it")
@@ -206,7 +231,7 @@ def main(argv: list[str] | None = None) -> None:
         rec.notes.append("runs finished by an earlier, interrupted invocation with the same settings and reused here "
                          "(--resume): " + ", ".join(sorted(set(reused))))
     rec.numbers.update(config=args.config, steps=steps, seeds=seeds, threads=args.threads, jobs=args.jobs, num_samples=num_samples, lengths=list(LENGTHS),
-                       grid={share: grid_decay(share, steps) for share in GRID}, best_length=best, best_decay=best_decay, curve=curve, costs=costs,
+                       grid={share: decay for share, decay in sorted((s, d) for d, s in decays.items())}, best_length=best, best_decay=best_decay, curve=curve, costs=costs,
                        floors=yardstick.floors(num_samples), runs=runs, grid_runs=grid,
                        unreachable=[s for s in LENGTHS if s not in reached])
     path = rec.write(args.out)

@@ -42,9 +42,15 @@ RECORDS: dict[str, tuple[list[str], list[str]]] = {
     # The default sampler of ddpm_digits16, on the checkpoints the conditioning ablation keeps.
     "few_step_16": (["-m", "bench.few_step", "--runs", "runs/bench/ablations_conditioning", "--arms", "recipe", "ng8"],
                     ["--quick"]),
+    # The same question on the 8x8 configs (32 groups there: one or two channels per group).
+    "ablations_conditioning_8": (["-m", "bench.ablations", "--config", "configs/ddpm_digits.yaml", "--steps", "1260",
+                                  "--jobs", "2", "--threads", "1", "--arms", "--arm", "ng8=model.norm_groups=8",
+                                  "--arm", "ng8_add=model.conditioning=add;model.norm_groups=8",
+                                  "--keep", "runs/bench/ablations_conditioning_8"], ["--quick"]),
     "ablations_conditioning_cond": (["-m", "bench.ablations", "--config", "configs/ddpm_digits_cond.yaml", "--steps", "1260",
-                                     "--jobs", "2", "--threads", "1", "--arms",
-                                     "--arm", "ng8_add=model.conditioning=add;model.norm_groups=8"], ["--quick"]),
+                                     "--jobs", "2", "--threads", "1", "--arms", "--arm", "ng8=model.norm_groups=8",
+                                     "--arm", "ng8_add=model.conditioning=add;model.norm_groups=8",
+                                     "--keep", "runs/bench/ablations_conditioning_cond"], ["--quick"]),
     "ablations_quickstart": (["-m", "bench.ablations", "--config", "configs/quickstart.yaml", "--steps", "1260",
                               "--jobs", "2", "--threads", "1", "--arms",
                               "--arm", "eps=model.objective=ddpm;model.default_sampler={sampler: dpmpp_2m, steps: 10}"],

@@ -25,6 +25,13 @@ _TORCH_SETTINGS = (torch.get_num_threads(), torch.get_default_dtype(), torch.are
                    torch.is_deterministic_algorithms_warn_only_enabled())
 
 
+@pytest.hookimpl(trylast=True)  # after pytest-randomly's shuffle, which it keeps within each group
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests marked slow first: pytest-xdist hands them out round robin at the start, instead of one
+    worker drawing a 30-second test near the end while the others sit idle."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
 def _set_by_the_runner(key: str) -> bool:
     """Variables the test runner sets while tests run: pytest's own, and the mutant a mutmut run activates
     (``MUTANT_UNDER_TEST``, set after this file is imported; removing it would test the unmutated code)."""

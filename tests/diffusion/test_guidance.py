@@ -27,10 +27,12 @@ def inputs():
     return torch.randn(4, 1, 3, 3, generator=g), torch.tensor([3, 7, 7, 0]), torch.tensor([0, 1, 2, 3])
 
 
-def test_guidance_1_is_the_conditional_prediction(inputs):
+def test_guidance_1_is_the_conditional_prediction_from_one_unbatched_pass(inputs):
     x, t, labels = inputs
     net = ToyNet()
-    torch.testing.assert_close(guided(net, labels, NULL, 1.0)(x, t), net(x, t, labels))
+    out = guided(net, labels, NULL, 1.0)(x, t)
+    assert net.batch_sizes == [4]  # no unconditional half: it would be multiplied by zero
+    torch.testing.assert_close(out, net(x, t, labels))
 
 
 def test_guidance_0_is_the_unconditional_prediction(inputs):
@@ -39,13 +41,14 @@ def test_guidance_0_is_the_unconditional_prediction(inputs):
     torch.testing.assert_close(guided(net, labels, NULL, 0.0)(x, t), net(x, t, torch.full_like(labels, NULL)))
 
 
-def test_guidance_follows_ho_salimans_in_one_batched_pass(inputs):
+@pytest.mark.parametrize("scale", [0.5, 2.0, 3.0])
+def test_guidance_follows_ho_salimans_in_one_batched_pass(inputs, scale):
     x, t, labels = inputs
     net = ToyNet()
-    out = guided(net, labels, NULL, 3.0)(x, t)
+    out = guided(net, labels, NULL, scale)(x, t)
     assert net.batch_sizes == [8]  # conditional and unconditional halves in one forward pass
     cond, uncond = net(x, t, labels), net(x, t, torch.full_like(labels, NULL))
-    torch.testing.assert_close(out, uncond + 3.0 * (cond - uncond))
+    torch.testing.assert_close(out, uncond + scale * (cond - uncond))
 
 
 def test_guided_model_plugs_into_the_sampler(inputs):
