@@ -68,6 +68,22 @@ def results_by_file() -> dict[str, dict[str, int | None]]:
     return out
 
 
+def rerun_patterns(results: dict[str, dict[str, int | None]]) -> list[str]:
+    """The ``--only`` patterns that rerun exactly the mutants with a result: a module's where all of its
+    mutants ran, else one per function all of whose mutants ran (a function is the unit mutmut reruns)."""
+    patterns = []
+    for path, codes in sorted(results.items()):
+        by_function: dict[str, list[bool]] = {}
+        for name, code in codes.items():
+            by_function.setdefault(name.rsplit("__mutmut_", 1)[0], []).append(code not in NOT_RUN_CODES)
+        ran = sorted(function for function, flags in by_function.items() if all(flags))
+        if len(ran) == len(by_function):
+            patterns.append(path[: -len(".py")].replace("/", ".") + "*")
+        else:
+            patterns += [f"{function}__mutmut_*" for function in ran]
+    return patterns
+
+
 def status_of(code: int | None) -> str:
     if code in KILLED_CODES:
         return "killed"
@@ -191,6 +207,10 @@ def main() -> None:
         recorder.target("killed share of non-equivalent mutants, the whole numeric core", summary["score"], ">=",
                         TARGET, interval=core, cause=f"{unrun} mutants not run" if unrun else "")
     recorder.numbers["modules_run"] = ran
+    # The results on disk may come from several invocations; this one command reruns every mutant they hold.
+    patterns = rerun_patterns(results)
+    recorder.numbers["rerun_command"] = ("python -m bench.mutation --max-children 1 --only "
+                                         + " ".join(f"'{p}'" for p in patterns))
     if summary["not_run"] or missing:
         recorder.notes.append(f"{len(summary['not_run'])} mutants not run and modules without results {missing}: "
                               "the score covers what ran")

@@ -100,7 +100,9 @@ def synthesis(sources: Sequence[tuple[float, float]], t: float, gamma: float) ->
 def combine(state_dicts: Sequence[dict[str, torch.Tensor]], weights: Sequence[float]) -> dict[str, torch.Tensor]:
     """sum_i weights[i] * state_dicts[i] for every floating tensor (in float64, then the tensor's dtype);
     other tensors (counters) are the last state dict's."""
-    assert len(state_dicts) == len(weights) and state_dicts, (len(state_dicts), len(weights))
+    if len(state_dicts) != len(weights) or not state_dicts:
+        raise ValueError(f"combine needs one weight per state dict and at least one: got {len(state_dicts)} state dicts "
+                         f"but {len(weights)} weights")
     out = {}
     for key, last in state_dicts[-1].items():
         if torch.is_floating_point(last):

@@ -66,3 +66,13 @@ def test_the_whole_core_share_is_bounded_by_the_mutants_not_run(diffs):
     everything = mutation.summarise({"m.py": {k: v for k, v in codes.items() if v is not None}}, {})
     assert verdict(mutation.whole_core_share(everything), ">=", 0.9).outcome == "met"
     assert mutation.whole_core_share(mutation.summarise({"m.py": {"m.g__mutmut_1": None}}, {})) is None
+
+
+def test_the_rerun_command_names_whole_modules_or_the_functions_whose_mutants_all_ran():
+    results = {
+        "pkg/done.py": {"pkg.done.f__mutmut_1": 1, "pkg.done.xǁCǁg__mutmut_1": 0},
+        "pkg/part.py": {"pkg.part.f__mutmut_1": 1, "pkg.part.f__mutmut_2": 36, "pkg.part.g__mutmut_1": None,
+                        "pkg.part.h__mutmut_1": 1, "pkg.part.h__mutmut_2": None},
+        "pkg/none.py": {"pkg.none.f__mutmut_1": None},
+    }
+    assert mutation.rerun_patterns(results) == ["pkg.done*", "pkg.part.f__mutmut_*"]

@@ -25,8 +25,10 @@ def test_gamma_and_sigma_rel_are_inverse_and_match_edm2():
     assert gamma_of(0.05) == pytest.approx(16.97, abs=0.01) and gamma_of(0.10) == pytest.approx(6.94, abs=0.01)
     for sigma_rel in (0.01, 0.07, 0.2, 0.28):
         assert sigma_rel_of(gamma_of(sigma_rel)) == pytest.approx(sigma_rel, rel=1e-12)
-    with pytest.raises(ValueError, match=r"sigma_rel must lie in \(0, 0.2887\)"):
-        gamma_of(0.3)
+    # Both ends are excluded: gamma would be infinite at 0 and 0 at a plain running mean's sqrt(1/12).
+    for outside in (0.3, 0.0, math.sqrt(1 / 12)):
+        with pytest.raises(ValueError, match=r"sigma_rel must lie in \(0, 0.2887\)"):
+            gamma_of(outside)
 
 
 def test_a_power_ema_weighs_step_tau_by_its_closed_form_profile():
@@ -104,6 +106,42 @@ def test_a_length_far_from_the_tracked_ones_is_reported_as_out_of_reach():
     _, snapshots = tracked(lambda t: torch.full((2,), float(t), dtype=torch.float64), 400, 50)
     assert synthesised(snapshots, 0.07)[1].relative_error < 0.05
     assert synthesised(snapshots, 0.25)[1].relative_error > 0.05
+
+
+def test_the_reported_error_is_the_l2_distance_of_the_combined_profile_from_the_wanted_one():
+    # ||sum_i x_i p_i - p|| / ||p|| by the midpoint rule on a fine grid, against synthesis's closed form.
+    sources = [(t, gamma_of(s)) for t in (300.0, 600.0, 1000.0) for s in (0.05, 0.10)]
+    for sigma_rel in (0.08, 0.15, 0.25):
+        gamma, t = gamma_of(sigma_rel), 1000.0
+        plan = synthesis(sources, t, gamma)
+        n = 400_000
+        tau = (torch.arange(n, dtype=torch.float64) + 0.5) * (t / n)
+
+        def profile(t_i: float, g: float) -> torch.Tensor:
+            return torch.where(tau <= t_i, (g + 1) * tau**g / t_i ** (g + 1), torch.zeros_like(tau))
+
+        combined = sum(x * profile(ti, gi) for x, (ti, gi) in zip(plan.weights, sources))
+        wanted = profile(t, gamma)
+        numeric = math.sqrt(float(((combined - wanted) ** 2).sum() / (wanted**2).sum()))
+        assert plan.relative_error == pytest.approx(numeric, rel=1e-3, abs=1e-6)
+    assert synthesis(sources, 1000.0, gamma_of(0.25)).relative_error > 0.05  # the grid spans distinct errors
+
+
+def test_synthesis_without_snapshots_says_so():
+    with pytest.raises(ValueError, match="^no snapshots to synthesise from$"):
+        synthesis([], 100.0, gamma_of(0.1))
+
+
+def test_combine_weighs_floating_tensors_keeps_their_dtype_and_takes_counters_from_the_last():
+    states = [{"w": torch.full((3,), float(i + 1)), "count": torch.tensor(10 * (i + 1))} for i in range(3)]
+    out = combine(states, [0.5, -1.0, 2.0])
+    torch.testing.assert_close(out["w"], torch.full((3,), 0.5 * 1 - 1.0 * 2 + 2.0 * 3))
+    assert out["w"].dtype == torch.float32  # summed in float64, returned in the tensor's own dtype
+    assert out["count"].item() == 30 and out["count"] is not states[-1]["count"]
+    with pytest.raises(ValueError, match="2 state dicts but 3 weights"):
+        combine(states[:2], [1.0, 0.0, 0.0])
+    with pytest.raises(ValueError, match="0 state dicts but 0 weights"):
+        combine([], [])
 
 
 def test_it_agrees_with_ema_pytorchs_post_hoc_ema_on_the_same_weights(tmp_path):
