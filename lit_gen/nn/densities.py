@@ -30,33 +30,39 @@ def bits_per_dim(nats_per_image: Tensor | float, dims: int) -> Tensor | float:
     return nats_per_image / (dims * LN2)
 
 
-def standard_normal_cdf(x: Tensor) -> Tensor:
-    return 0.5 * (1.0 + torch.erf(x / math.sqrt(2.0)))
+def log1mexp(a: Tensor) -> Tensor:
+    """log(1 - exp(a)) for a <= 0, accurate at both ends (Maechler 2012: expm1 near 0, log1p far from it)."""
+    return torch.where(a > -LN2, torch.log(-torch.expm1(a)), torch.log1p(-torch.exp(a)))
+
+
+def log_bin_mass(lower: Tensor, upper: Tensor) -> Tensor:
+    """log(Phi(upper) - Phi(lower)) for standardised bin edges lower < upper, without cancellation.
+
+    A difference of two CDFs loses every digit when both are near 1 (a bin far above the mean) and
+    underflows when both are tiny (far below it). A bin above 0 is mirrored below it (Phi(u) - Phi(l)
+    = Phi(-l) - Phi(-u)), and the mass is log Phi(hi) + log(1 - Phi(lo) / Phi(hi)) from the log-CDFs,
+    which keep their precision in the lower tail.
+    """
+    above = lower > 0
+    hi = torch.where(above, -lower, upper)
+    lo = torch.where(above, -upper, lower)
+    log_hi, log_lo = torch.special.log_ndtr(hi), torch.special.log_ndtr(lo)
+    return log_hi + log1mexp(log_lo - log_hi)
 
 
 def discretized_gaussian_log_likelihood(x: Tensor, mean: Tensor, log_scale: Tensor) -> Tensor:
     """log P(bin of x) per element under N(mean, exp(log_scale)^2), for x in [-1, 1] (nats).
 
-    The bins are those of the module docstring; the CDF difference is taken in float64, and the
-    log of the tail mass (not of a difference) is used at the edges where the difference would
-    underflow.
+    The bins are those of the module docstring, computed in float64: an inner bin's mass by
+    ``log_bin_mass`` (exact however far in a tail the bin sits), an outer bin's from the log-CDF of
+    its open side.
     """
     x, mean, log_scale = (v.double() for v in torch.broadcast_tensors(x, mean, log_scale))
     inv_scale = torch.exp(-log_scale)
     upper = (x - mean + HALF_BIN) * inv_scale
     lower = (x - mean - HALF_BIN) * inv_scale
-    cdf_upper = standard_normal_cdf(upper)
-    cdf_lower = standard_normal_cdf(lower)
-    # Tails through the complementary function keep precision when the bin sits far in a tail.
-    log_cdf_upper = torch.special.log_ndtr(upper)
-    log_one_minus_cdf_lower = torch.special.log_ndtr(-lower)
-    middle = torch.log((cdf_upper - cdf_lower).clamp(min=1e-300))
-    # A bin far in a tail: the mass is about the density times the bin width.
-    centre = (x - mean) * inv_scale
-    tiny = -0.5 * centre**2 - 0.5 * math.log(2 * math.pi) - log_scale + math.log(2 * HALF_BIN)
-    middle = torch.where(cdf_upper - cdf_lower > 1e-12, middle, tiny)
-    out = torch.where(x <= -1.0 + HALF_BIN, log_cdf_upper,
-                      torch.where(x >= 1.0 - HALF_BIN, log_one_minus_cdf_lower, middle))
+    out = torch.where(x <= -1.0 + HALF_BIN, torch.special.log_ndtr(upper),
+                      torch.where(x >= 1.0 - HALF_BIN, torch.special.log_ndtr(-lower), log_bin_mass(lower, upper)))
     return out.float()
 
 

@@ -58,7 +58,8 @@ class FiniteScalarQuantizer(Quantizer):
         num_codes (int | None, default None): with ``levels`` None, the codebook size whose recommended
             levels to use (256, 1024, 4096, 16384 or 65536; the sets give a codebook near that size, e.g.
             240 codes for 256); must equal the product of ``levels`` when both are given.
-        eps (float, default 1e-3): widens the bound a little, so the outer levels are reached before tanh saturates.
+        eps (float, default 1e-3, in (0, 1)): widens the bound a little, so the outer levels are reached before
+            tanh saturates (and two levels' shift stays finite).
         dead_code_steps (int, default 100): training steps without use after which a code counts as dead
             (reported only: FSQ has no codebook to restart).
     """
@@ -77,11 +78,10 @@ class FiniteScalarQuantizer(Quantizer):
         product = math.prod(levels)
         if num_codes is not None and num_codes != product:
             raise ValueError(f"FSQ levels {levels} give {product} codes, not num_codes={num_codes}: drop one of the two")
-        if not 0.0 <= eps < 1.0:
-            raise ValueError(f"FSQ eps must lie in [0, 1), got {eps}")
+        if not 0.0 < eps < 1.0:
+            raise ValueError(f"FSQ eps must lie in (0, 1), got {eps}: without it two levels' shift atanh(1) is infinite")
         super().__init__(product, len(levels), dead_code_steps)
         self.levels = levels
-        self.eps = eps
         levels_t = torch.tensor(levels, dtype=torch.float64)
         basis = torch.cumprod(torch.tensor([1] + levels[:-1], dtype=torch.long), dim=0)
         # Constants of the levels, rebuilt from the config: not part of the checkpoint.

@@ -84,12 +84,45 @@ def test_recommended_levels_give_their_codebook_size():
         assert abs(math.log2(math.prod(levels)) - bits) < 0.1, levels  # the paper's sets are near 2^bits
         fsq = FiniteScalarQuantizer(num_codes=2 ** bits)
         assert fsq.levels == list(levels) and fsq.num_codes == math.prod(levels)
-    with pytest.raises(ValueError, match="levels explicitly"):
+    with pytest.raises(ValueError, match=r"^no recommended FSQ levels for 1000 codes: give levels explicitly \(e\.g\. "
+                       r"levels: \[8, 5, 5, 5\]\) or pick num_codes among 256, 1024, 4096, 16384, 65536$"):
         FiniteScalarQuantizer(num_codes=1000)
+    with pytest.raises(ValueError, match=r"^FSQ needs its levels \(e\.g\. levels: \[8, 5, 5, 5\]\) or a num_codes to pick them$"):
+        FiniteScalarQuantizer()
     with pytest.raises(ValueError, match="not num_codes"):
         FiniteScalarQuantizer(levels=[8, 5], num_codes=64)
     with pytest.raises(ValueError, match=">= 2"):
         FiniteScalarQuantizer(levels=[8, 1])
+
+
+def test_eps_must_widen_the_bound_and_stay_below_one():
+    # eps = 0 leaves two levels' shift atanh(1) infinite: every value would land on one level.
+    for eps in (0.0, 1.0, 1.5, -0.1):
+        with pytest.raises(ValueError, match=r"^FSQ eps must lie in \(0, 1\), got "):
+            FiniteScalarQuantizer(levels=[2, 3], eps=eps)
+    assert torch.isfinite(FiniteScalarQuantizer(levels=[2, 3], eps=0.999).bound(torch.zeros(1, 2))).all()
+
+
+def test_the_bounds_constants_are_their_float64_closed_forms():
+    # atanh(o / h) near 1 (two levels) loses 1e-5 when computed in float32: the constants are float64 first.
+    for levels in ([2, 3, 4], [8, 6, 5], [2, 2]):
+        fsq = FiniteScalarQuantizer(levels=levels, eps=1e-3)
+        half_l = [(level - 1) * (1 + 1e-3) / 2 for level in levels]
+        shift = [math.atanh((0.5 if level % 2 == 0 else 0.0) / h) for level, h in zip(levels, half_l)]
+        assert torch.equal(fsq._half_l, torch.tensor(half_l, dtype=torch.float64).float())
+        assert torch.equal(fsq._shift, torch.tensor(shift, dtype=torch.float64).float())
+
+
+def test_the_levels_constants_are_rebuilt_from_the_config_not_stored_in_checkpoints():
+    fsq = FiniteScalarQuantizer(levels=[8, 5], dead_code_steps=7)
+    assert list(fsq.state_dict()) == ["unused_steps"]  # usage tracking only
+    assert fsq.dead_code_steps == 7 and FiniteScalarQuantizer(levels=[8, 5]).dead_code_steps == 100
+
+
+def test_the_quantized_latent_keeps_the_encoders_dtype():
+    fsq = FiniteScalarQuantizer(levels=[5, 4])
+    z = torch.randn(2, 2, 3, 3, dtype=torch.float64)
+    assert fsq(z).z_q.dtype == torch.float64
 
 
 def test_agrees_with_vector_quantize_pytorch():
