@@ -102,3 +102,53 @@ def test_agrees_with_vector_quantize_pytorch():
     reversed_bits = sum(((q.indices >> i) & 1) << (3 - i) for i in range(4))
     assert torch.equal(reversed_bits, indices.long())
     assert q.loss.item() == pytest.approx(aux.item(), rel=1e-4, abs=1e-6)
+
+
+def test_the_documented_defaults_are_the_constructors():
+    lfq = LookupFreeQuantizer()
+    assert (lfq.num_codes, lfq.code_dim, lfq.entropy_weight, lfq.diversity_gamma, lfq.commitment_weight,
+            lfq.temperature, lfq.dead_code_steps) == (1024, 10, 0.1, 1.0, 0.25, 0.01, 100)
+    assert LookupFreeQuantizer(num_codes=4, dead_code_steps=7).dead_code_steps == 7
+
+
+def test_bad_settings_are_refused_with_their_reason():
+    for num_codes, nearest in ((1000, 1024), (1, 1), (3, 4)):
+        with pytest.raises(ValueError, match=rf"^LFQ needs num_codes a power of two \(its code dimension is log2 K\), "
+                                             rf"got {num_codes}; nearest: {nearest}$"):
+            LookupFreeQuantizer(num_codes=num_codes)
+    for setting in ({"entropy_weight": -0.1}, {"diversity_gamma": -1.0}, {"commitment_weight": -0.5},
+                    {"temperature": 0.0}, {"temperature": -0.01}):
+        with pytest.raises(ValueError, match=r"^LFQ weights must be >= 0 and its temperature > 0, got "):
+            LookupFreeQuantizer(num_codes=4, **setting)
+
+
+def test_a_zero_channel_is_negative_in_the_code_its_index_and_its_latent():
+    lfq = LookupFreeQuantizer(num_codes=4, entropy_weight=0.0)
+    z = torch.tensor([[0.0, 0.0], [0.0, 0.5], [-0.2, 0.0]], dtype=torch.float64).t()[None, :, None, :].contiguous()
+    out = lfq(z)
+    assert out.z_q.dtype == torch.float64  # the encoder's dtype, half precision included
+    assert lfq(z.to(torch.bfloat16)).z_q.dtype == torch.bfloat16
+    assert out.z_q[0, :, 0, :].t().tolist() == [[-1.0, -1.0], [-1.0, 1.0], [-1.0, -1.0]]
+    assert out.indices.flatten().tolist() == [0, 2, 0]
+    torch.testing.assert_close(lfq.codes_to_latent(out.indices), out.z_q.float())
+    assert "entropy" not in out.losses  # a zero weight skips the term rather than adding zeros
+
+
+def test_codes_to_latent_is_the_sign_pattern_of_every_index():
+    lfq = LookupFreeQuantizer(num_codes=8)
+    latent = lfq.codes_to_latent(torch.arange(8).view(1, 2, 4))
+    rows = latent.permute(0, 2, 3, 1).reshape(-1, 3)
+    expected = torch.tensor([[1.0 if (k >> i) & 1 else -1.0 for i in range(3)] for k in range(8)])
+    torch.testing.assert_close(rows, expected)
+
+
+def test_perplexity_counts_the_codes_of_the_batch():
+    lfq = LookupFreeQuantizer(num_codes=4)
+    same = torch.ones(1, 2, 2, 2)
+    distinct = torch.tensor([[1.0, 1.0], [-1.0, 1.0], [1.0, -1.0], [-1.0, -1.0]]).t().reshape(1, 2, 2, 2)
+    assert float(lfq(same).perplexity) == pytest.approx(1.0)
+    assert float(lfq(distinct).perplexity) == pytest.approx(4.0)
+
+
+def test_the_level_constants_are_rebuilt_from_the_config_not_stored_in_checkpoints():
+    assert list(LookupFreeQuantizer(num_codes=16).state_dict()) == ["unused_steps"]
