@@ -100,7 +100,7 @@ class Quantizer(nn.Module):
     num_codes: int
     code_dim: int
 
-    def __init__(self, num_codes: int, code_dim: int, dead_code_steps: int = 100) -> None:
+    def __init__(self, num_codes: int, code_dim: int, dead_code_steps: int) -> None:
         super().__init__()
         if num_codes < 2 or code_dim < 1 or dead_code_steps < 1:
             raise ValueError(f"a quantizer needs num_codes >= 2, code_dim >= 1 and dead_code_steps >= 1, "
