@@ -177,3 +177,37 @@ def test_under_ddp_ema_statistics_are_all_reduced_and_restarts_agree(tmp_path):
         single(torch.cat([torch.randn(2, 2, 3, 3, generator=g) for g in data]))
     for key, value in single.state_dict().items():
         assert torch.allclose(value.float(), rank0["ema"][key].float(), atol=1e-6), key
+
+
+def test_the_documented_defaults_are_the_constructors():
+    vq = VectorQuantizer()
+    assert (vq.num_codes, vq.code_dim, vq.beta, vq.codebook_ema_decay, vq.ema_eps, vq.dead_code_steps,
+            vq.restart_dead_codes, vq.rotation_trick) == (512, 64, 0.25, None, 1e-5, 100, False, False)
+
+
+def test_bad_settings_are_refused_with_their_reason():
+    for beta, decay in ((-0.1, None), (0.25, 0.0), (0.25, 1.0), (0.25, 1.5)):
+        with pytest.raises(ValueError, match=rf"^beta must be >= 0 and codebook_ema_decay None or in \(0, 1\), "
+                                             rf"got {beta}, {decay}$"):
+            VectorQuantizer(num_codes=4, code_dim=2, beta=beta, codebook_ema_decay=decay)
+    assert VectorQuantizer(num_codes=4, code_dim=2, beta=0.0).beta == 0.0  # no commitment term is allowed
+
+
+def test_the_codebook_starts_uniform_on_plus_minus_one_over_k():
+    torch.manual_seed(0)
+    k = 64
+    weight = VectorQuantizer(num_codes=k, code_dim=32).embedding.detach()
+    assert weight.min() >= -1.0 / k and weight.max() <= 1.0 / k
+    assert weight.min() < -0.95 / k and weight.max() > 0.95 / k  # the whole range, 2,048 draws
+    assert abs(float(weight.mean())) < 0.05 / k
+
+
+def test_the_quantized_latent_keeps_the_encoders_dtype():
+    vq = VectorQuantizer(num_codes=4, code_dim=2)
+    assert vq(torch.randn(1, 2, 2, 2, dtype=torch.float64)).z_q.dtype == torch.float64
+
+
+def test_only_an_ema_codebook_is_learned_without_gradients():
+    assert VectorQuantizer(num_codes=4, code_dim=2).parameters_learned_without_gradients() == ()
+    ema = VectorQuantizer(num_codes=4, code_dim=2, codebook_ema_decay=0.99)
+    assert ema.parameters_learned_without_gradients() == (ema.embedding,) and not ema.embedding.requires_grad
