@@ -44,7 +44,7 @@ STEPS = 830
 #: The relative lengths built after training (EDM2's range around its tracked pair).
 LENGTHS = (0.02, 0.03, 0.04, 0.05, 0.07, 0.10, 0.13, 0.16, 0.20)
 #: The grid's exponential EMAs: averaging lengths 1 / (1 - decay) as shares of the run (as many as the
-#: post-hoc arm's training runs).
+#: post-hoc arm's training runs; ``EXTENSIONS`` more where the best sits on an edge).
 GRID = (0.1, 0.25, 0.6)
 #: Shares run past the grid's edge where its best sits, all at once (side by side with ``--jobs``).
 EXTENSIONS = 2
@@ -231,7 +231,7 @@ def main(argv: list[str] | None = None) -> None:
         rec.notes.append("runs finished by an earlier, interrupted invocation with the same settings and reused here "
                          "(--resume): " + ", ".join(sorted(set(reused))))
     rec.numbers.update(config=args.config, steps=steps, seeds=seeds, threads=args.threads, jobs=args.jobs, num_samples=num_samples, lengths=list(LENGTHS),
-                       grid={share: decay for share, decay in sorted((s, d) for d, s in decays.items())}, best_length=best, best_decay=best_decay, curve=curve, costs=costs,
+                       grid=dict(sorted((share, decay) for decay, share in decays.items())), best_length=best, best_decay=best_decay, curve=curve, costs=costs,
                        floors=yardstick.floors(num_samples), runs=runs, grid_runs=grid,
                        unreachable=[s for s in LENGTHS if s not in reached])
     path = rec.write(args.out)
